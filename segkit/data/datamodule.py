@@ -1,0 +1,147 @@
+"""SegmentationDataModule: datasets, splits, the shared Normalize + ToTensor tail, and loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import albumentations as A
+import pytorch_lightning as pl
+import torch
+from albumentations.pytorch import ToTensorV2
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+
+DatasetFactory = Callable[..., Dataset]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def with_tail(transform: A.Compose | None, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
+    """Append Normalize + ToTensorV2 to a pipeline, so train, val and predict share one preprocessing tail."""
+    ops = list(transform.transforms) if transform is not None else []
+    return A.Compose([*ops, A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()])
+
+
+def collate(samples: list[dict]) -> dict:
+    """``default_collate`` with a clear error when samples differ in size (instead of torch.stack's)."""
+    sizes = {tuple(s["image"].shape) for s in samples}
+    if len(sizes) > 1:
+        names = [s.get("name", "?") for s in samples]
+        raise ValueError(
+            f"samples {names} in one batch have different image sizes {sorted(sizes)}; add a crop or resize "
+            "to the augmentation pipeline (conf/aug/) so all samples share one size, or use data.batch_size=1"
+        )
+    return default_collate(samples)
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Builds train/val(/test) datasets from factories and feeds them to Lightning.
+
+    Datasets are given as factories (Hydra ``_partial_: true`` nodes) that take ``transform=``; the
+    datamodule owns the transform tail so no augmentation file can forget normalisation.
+
+    Args:
+        train_dataset: factory for the training set.
+        num_classes: number of classes, background included.
+        val_dataset: factory for the validation set; ``None`` holds out ``val_fraction`` of the training set.
+        test_dataset: optional factory for a test set.
+        class_names: names for logging (``val/iou_<name>``); default ``class_0``, ``class_1``, ...
+        ignore_index: mask value ignored by losses and metrics.
+        val_fraction: share of the training set held out when there is no ``val_dataset``.
+        split_seed: seed of that deterministic hold-out split.
+        mean: per-channel mean of the 0..1 image, used by Normalize.
+        std: per-channel standard deviation, used by Normalize.
+        train_transform: albumentations pipeline for training (augmentations only).
+        val_transform: albumentations pipeline for validation and test.
+        batch_size: samples per batch on each device.
+        num_workers: loader processes.
+        pin_memory: pin host memory (useful on GPU).
+    """
+
+    def __init__(
+        self,
+        train_dataset: DatasetFactory,
+        num_classes: int,
+        val_dataset: DatasetFactory | None = None,
+        test_dataset: DatasetFactory | None = None,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int = 255,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        train_transform: A.Compose | None = None,
+        val_transform: A.Compose | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+        if len(mean) != len(std):
+            raise ValueError(f"mean has {len(mean)} values but std has {len(std)}")
+        self.train_factory = train_dataset
+        self.val_factory = val_dataset
+        self.test_factory = test_dataset
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+        self.ignore_index = ignore_index
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.train_transform = with_tail(train_transform, mean, std)
+        self.val_transform = with_tail(val_transform, mean, std)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets (all files are checked here, before the first step)."""
+        if self.train_set is None:
+            train = self.train_factory(transform=self.train_transform)
+            if self.val_factory is not None:
+                self.train_set = train
+                self.val_set = self.val_factory(transform=self.val_transform)
+            else:
+                self.train_set, self.val_set = self._hold_out(train)
+        if self.test_factory is not None and self.test_set is None and stage in ("test", None):
+            self.test_set = self.test_factory(transform=self.val_transform)
+
+    def _hold_out(self, train: Dataset) -> tuple[Dataset, Dataset]:
+        n = len(train)  # type: ignore[arg-type]
+        n_val = max(1, round(n * self.val_fraction))
+        if not 0 < self.val_fraction < 1 or n_val >= n:
+            raise ValueError(f"val_fraction={self.val_fraction} leaves no training data from {n} samples")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        val = self.train_factory(transform=self.val_transform)
+        return Subset(train, sorted(order[n_val:])), Subset(val, sorted(order[:n_val]))
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > self.batch_size,  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches (the last incomplete batch is dropped: BatchNorm hates batch size 1)."""
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order."""
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in a fixed order."""
+        return self._loader(self.test_set, shuffle=False)

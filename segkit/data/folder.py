@@ -1,0 +1,158 @@
+"""FolderDataset: image/mask pairs matched by file stem, checked before training starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segkit.data.io import image_size, list_images, read_image, read_mask
+
+
+class MaskEncoding:
+    """Turns stored mask values into class indices: an explicit mapping, a threshold, or values as they are.
+
+    Args:
+        num_classes: valid class indices are ``0 .. num_classes - 1``.
+        ignore_index: a value left as is and ignored by losses and metrics.
+        mapping: stored value -> class index, e.g. ``{0: 1, 255: 0}``; values not listed are an error.
+        threshold: stored value > threshold -> class 1, else 0 (binary masks saved with soft edges).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        mapping: Mapping[int, int] | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        if mapping is not None and threshold is not None:
+            raise ValueError("give either a mask mapping or a mask threshold, not both")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.mapping = {int(k): int(v) for k, v in mapping.items()} if mapping is not None else None
+        self.threshold = threshold
+        if self.mapping is not None:
+            bad = {k: v for k, v in self.mapping.items() if not (0 <= v < num_classes or v == ignore_index)}
+            if bad:
+                raise ValueError(f"mask mapping {bad} targets classes outside 0..{num_classes - 1}")
+
+    def __call__(self, mask: np.ndarray, path: Path | str = "<mask>") -> np.ndarray:
+        """Return the uint8/int64 class-index mask, or raise naming ``path`` and the offending values."""
+        if self.threshold is not None:
+            return (mask > self.threshold).astype(np.uint8)
+        values = np.unique(mask)
+        if self.mapping is not None:
+            unknown = [int(v) for v in values if int(v) not in self.mapping]
+            if unknown:
+                raise ValueError(
+                    f"mask {path} has values {unknown[:10]} that are not in the mask mapping "
+                    f"{self.mapping}; add them to the mapping (map to {self.ignore_index} to ignore them)"
+                )
+            out = np.empty(mask.shape, dtype=np.int64)
+            for value in values:
+                out[mask == value] = self.mapping[int(value)]
+            return out
+        unknown = [int(v) for v in values if not (0 <= v < self.num_classes or v == self.ignore_index)]
+        if unknown:
+            raise ValueError(
+                f"mask {path} has values {unknown[:10]} outside the class set 0..{self.num_classes - 1} "
+                f"(ignore_index {self.ignore_index}); set a mask mapping or threshold in the data config"
+            )
+        return mask.astype(np.int64)
+
+
+class FolderDataset(Dataset):
+    """Image/mask pairs from ``root/images_dir`` and ``root/masks_dir``, paired by file stem.
+
+    Every pair is checked when the dataset is built, so bad input fails before training with a message that
+    names the file: missing partner, corrupt file, size mismatch, mask values outside the class set.
+
+    Returns ``{"image": ..., "mask": ...}`` as produced by ``transform`` (the datamodule's gives a float
+    ``(C, H, W)`` tensor and an int64 ``(H, W)`` tensor), plus ``"name"``: the file stem.
+
+    Args:
+        root: folder that holds the image and mask folders.
+        num_classes: number of classes, background included.
+        images_dir: image folder, relative to root.
+        masks_dir: mask folder, relative to root.
+        ignore_index: mask value ignored by losses and metrics.
+        mask_mapping: stored mask value -> class index (e.g. ``{0: 1, 255: 0}``).
+        mask_threshold: binarise masks as ``value > threshold`` instead of a mapping.
+        stems: keep only these file stems (e.g. a validation split of slice numbers).
+        exclude_stems: drop these file stems.
+        color_mode: ``"rgb"`` (3 channels; alpha dropped) or ``"gray"`` (1 channel).
+        transform: albumentations-style callable ``transform(image=..., mask=...) -> dict``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        num_classes: int,
+        images_dir: str = "images",
+        masks_dir: str = "masks",
+        ignore_index: int = 255,
+        mask_mapping: Mapping[int, int] | None = None,
+        mask_threshold: float | None = None,
+        stems: Sequence[str | int] | None = None,
+        exclude_stems: Sequence[str | int] | None = None,
+        color_mode: str = "rgb",
+        transform: Callable[..., dict] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dataset folder not found: {self.root} (check paths.data_dir)")
+        self.encoding = MaskEncoding(num_classes, ignore_index, mask_mapping, mask_threshold)
+        self.color_mode = color_mode
+        self.transform = transform
+        images = list_images(self.root / images_dir)
+        masks = list_images(self.root / masks_dir)
+        _check_pairs(images, masks)
+        names = list(images)
+        if stems is not None:
+            wanted = [str(s) for s in stems]
+            missing = [s for s in wanted if s not in images]
+            if missing:
+                raise ValueError(f"stems {missing} are not in {self.root / images_dir}")
+            names = [n for n in names if n in set(wanted)]
+        if exclude_stems is not None:
+            names = [n for n in names if n not in {str(s) for s in exclude_stems}]
+        if not names:
+            raise ValueError(f"no samples left in {self.root} after the stems/exclude_stems filters")
+        self.samples = [(n, images[n], masks[n]) for n in names]
+        for _, image_path, mask_path in self.samples:
+            self._check(image_path, mask_path)
+
+    def _check(self, image_path: Path, mask_path: Path) -> None:
+        image_hw = image_size(image_path)
+        mask = read_mask(mask_path)
+        if mask.shape != image_hw:
+            raise ValueError(
+                f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path} is "
+                f"{image_hw[1]}x{image_hw[0]}; masks must have the size of their image"
+            )
+        self.encoding(mask, mask_path)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        name, image_path, mask_path = self.samples[index]
+        image = read_image(image_path, self.color_mode)
+        mask = self.encoding(read_mask(mask_path), mask_path).astype(np.uint8)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return {"image": torch.as_tensor(image), "mask": torch.as_tensor(mask).long(), "name": name}
+
+
+def _check_pairs(images: dict[str, Path], masks: dict[str, Path]) -> None:
+    no_mask = [str(images[s]) for s in images if s not in masks]
+    no_image = [str(masks[s]) for s in masks if s not in images]
+    if no_mask:
+        raise FileNotFoundError(f"{len(no_mask)} image(s) have no mask with the same stem: {no_mask[:5]}")
+    if no_image:
+        raise FileNotFoundError(f"{len(no_image)} mask(s) have no image with the same stem: {no_image[:5]}")

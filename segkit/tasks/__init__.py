@@ -1,0 +1,5 @@
+"""LightningModules: the training logic around an injected network."""
+
+from segkit.tasks.segmentation import SegmentationTask
+
+__all__ = ["SegmentationTask"]

@@ -1,0 +1,139 @@
+"""SegmentationTask: loss, metrics and optimisation around an injected segmentation network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from segkit.metrics import segmentation_scores
+from segkit.models.unet import center_crop
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class SegmentationTask(pl.LightningModule):
+    """Trains ``net`` (images ``(B, C, H, W)`` -> logits ``(B, K, H', W')``) on ``{"image", "mask"}`` batches.
+
+    Logs ``train/loss``, ``val/loss``, ``val/miou``, ``val/dice``, ``val/acc``, ``val/pixel_error`` and
+    ``val/iou_<class>`` / ``val/dice_<class>`` (same for ``test/``). Scores come from one confusion matrix
+    accumulated over the epoch (a torchmetrics state, so it is summed across processes under DDP).
+
+    Args:
+        net: the segmentation network.
+        loss: callable ``loss(logits, mask) -> scalar``.
+        optimizer: factory taking ``params=`` (a Hydra ``_partial_`` node).
+        num_classes: number of classes, background included.
+        class_names: names used in metric keys; default ``class_<i>``.
+        ignore_index: mask value left out of the metrics.
+        scheduler: optional factory taking ``optimizer=``.
+        scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
+        channels_last: run the network in channels-last memory format (faster on CPU with bf16 and on GPUs).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int = 255,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        # Factories and modules stay out of the checkpoint's hparams: they are not plain data and would need
+        # unpickling of arbitrary objects; the run's .hydra/config.yaml describes them instead.
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        self.net = net
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names but num_classes is {num_classes}")
+        self.confmat = nn.ModuleDict(
+            {split: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index) for split in ("val", "test")}
+        )
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self._has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of normalised images."""
+        if self.hparams.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.net(image)
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        image, mask = batch["image"], batch["mask"]
+        if split == "train" and image.shape[0] == 1 and self._has_batchnorm:
+            raise ValueError(
+                "training with batch size 1 and BatchNorm gives meaningless batch statistics; "
+                "raise data.batch_size or use model.norm=group"
+            )
+        logits = self(image)  # (B, K, H', W')
+        if logits.shape[-2:] != mask.shape[-2:]:
+            mask = center_crop(mask, logits.shape[-2:])  # valid-padding U-Nets predict the centre only
+        loss = self.loss(logits, mask)
+        self.log(
+            f"{split}/loss",
+            loss,
+            on_step=split == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=image.shape[0],
+            sync_dist=split != "train",
+        )
+        if split in self.confmat:
+            self.confmat[split].update(logits.argmax(dim=1), mask)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss."""
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate the validation loss and confusion matrix."""
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate the test loss and confusion matrix."""
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Per-pixel class indices ``(B, H', W')``."""
+        return self(batch["image"]).argmax(dim=1)
+
+    def _log_scores(self, split: str) -> None:
+        confmat = self.confmat[split].compute()  # synced across processes by torchmetrics
+        self.confmat[split].reset()
+        scores = segmentation_scores(confmat, self.class_names, split)
+        miou = scores.pop(f"{split}/miou")
+        self.log_dict(scores)
+        self.log(f"{split}/miou", miou, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """Turn the epoch's confusion matrix into logged scores."""
+        self._log_scores("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Turn the test confusion matrix into logged scores."""
+        self._log_scores("test")
+
+    def configure_optimizers(self) -> dict:
+        """Build the optimizer (and scheduler) from the injected factories."""
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+        }

@@ -1,0 +1,107 @@
+"""Training entry point: ``python -m segkit.train +experiment=NAME [overrides]``.
+
+``train(cfg)`` is the whole story in order: seed, data, network, task, trainer, fit, final validation,
+``metrics.json``. Tests call the same function the command line runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+
+from segkit.checkpoint import AtomicCheckpointIO, resolve_resume_path
+
+log = logging.getLogger(__name__)
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """Instantiate every callback node under ``cfg.callbacks`` (``null`` entries switch one off)."""
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    """Instantiate every logger node under ``cfg.logger``."""
+    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
+
+
+@rank_zero_only
+def report(metrics: dict[str, float], output_dir: Path) -> None:
+    """Write ``metrics.json`` and print the final metrics as a table (rank 0 only)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    table = Table(title=f"final metrics ({output_dir / 'metrics.json'})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(metrics.items()):
+        table.add_row(name, f"{value:.4f}")
+    Console().print(table)
+
+
+def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured task and return the final validation metrics (``{"val/miou": ..., ...}``)."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    aug = cfg.get("aug") or {}
+    datamodule = instantiate(
+        cfg.data, train_transform=instantiate(aug.get("train")), val_transform=instantiate(aug.get("val"))
+    )
+    datamodule.setup("fit")  # checks every file now, before any model or trainer is built
+    net = instantiate(cfg.model)
+    task = instantiate(cfg.task, net=net, _convert_="all")
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=build_callbacks(cfg),
+        logger=build_loggers(cfg) or False,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+    ckpt_path = resolve_resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
+    if ckpt_path:
+        log.info("Resuming training from %s", ckpt_path)
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    except BaseException:
+        checkpoint = _checkpoint_callback(trainer)
+        last = Path(checkpoint.dirpath or "") / "last.ckpt" if checkpoint else None
+        if last is not None and last.is_file():
+            log.error("Training stopped with an error. Last good state: %s (resume with ckpt_path=%s)", last, last)
+        else:
+            log.error("Training stopped with an error before any checkpoint was written.")
+        raise
+
+    # The reported metrics come from one full validation pass of the best checkpoint (or of the final
+    # weights when no checkpoint was kept), never from whatever the last epoch happened to log.
+    checkpoint = _checkpoint_callback(trainer)
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    log.info("Final validation with %s", best or "the final weights")
+    results = trainer.validate(task, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    metrics = {k: float(v) for k, v in results[0].items() if k.startswith("val/")}
+    report(metrics, output_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Command-line entry; returns ``val/miou`` so Hydra sweepers can optimise it."""
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric", "val/miou"))
+
+
+if __name__ == "__main__":
+    main()

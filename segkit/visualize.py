@@ -1,0 +1,100 @@
+"""Pictures of results: prediction overlays and training curves, saved as PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """``(num_classes, 3)`` float RGB colours: black background, then tab10/tab20 colours."""
+    cmap = plt.get_cmap("tab10" if num_classes <= 11 else "tab20")
+    colours = [(0.0, 0.0, 0.0)] + [cmap(i % cmap.N)[:3] for i in range(num_classes - 1)]
+    return np.asarray(colours, dtype=np.float32)
+
+
+def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalised ``(C, H, W)`` tensor -> ``(H, W, 3)`` float RGB in 0..1 (grey images are repeated)."""
+    mean_t = torch.as_tensor(mean, dtype=image.dtype).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=image.dtype).view(-1, 1, 1)
+    array = (image.float().cpu() * std_t + mean_t).clamp(0, 1).permute(1, 2, 0).numpy()
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array[..., :3]
+
+
+def overlay(
+    image: np.ndarray, mask: np.ndarray, num_classes: int, ignore_index: int = 255, alpha: float = 0.5
+) -> np.ndarray:
+    """Blend class colours over ``image`` ``(H, W, 3)``; background and ignored pixels stay as they are."""
+    colours = palette(num_classes)
+    out = image.copy()
+    labelled = (mask > 0) & (mask != ignore_index) & (mask < num_classes)
+    out[labelled] = (1 - alpha) * image[labelled] + alpha * colours[mask[labelled]]
+    return out
+
+
+def save_prediction_grid(
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    predictions: Sequence[np.ndarray],
+    path: str | Path,
+    num_classes: int,
+    ignore_index: int = 255,
+    title: str = "",
+) -> Path:
+    """One row per sample: image | ground truth overlay | prediction overlay. Returns the written path."""
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 3, figsize=(9, 3 * rows), squeeze=False)
+    for row, (image, target, pred) in enumerate(zip(images, targets, predictions, strict=True)):
+        h, w = pred.shape
+        if image.shape[:2] != (h, w):  # valid-padding models predict the centre only
+            top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+            image = image[top : top + h, left : left + w]
+            target = target[top : top + h, left : left + w]
+        panels = (
+            image,
+            overlay(image, target, num_classes, ignore_index),
+            overlay(image, pred, num_classes, ignore_index),
+        )
+        for ax, panel, name in zip(axes[row], panels, ("image", "ground truth", "prediction"), strict=True):
+            ax.imshow(panel)
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | Path) -> Path:
+    """Plot each metric's ``(epoch, value)`` series; losses on the left axis, scores on the right."""
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, points in history.items():
+        if not points:
+            continue
+        epochs, values = zip(*points, strict=True)
+        ax = ax_loss if name.endswith("loss") else ax_score
+        ax.plot(epochs, values, marker="o", label=name)
+    for ax, title in ((ax_loss, "loss"), (ax_score, "scores")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

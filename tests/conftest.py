@@ -1,0 +1,67 @@
+"""Shared fixtures: composed configs and small image/mask folders written to tmp_path."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwise calls the network at import
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_module  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+from PIL import Image  # noqa: E402
+
+SHARED_DATA = Path(os.environ.get("SEGKIT_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose ``conf/train.yaml`` with overrides, writing into ``tmp_path`` and running on CPU."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
+            cfg = compose(
+                config_name="train",
+                overrides=[
+                    f"paths.output_dir={tmp_path / 'run'}",
+                    f"paths.data_dir={SHARED_DATA}",
+                    *overrides,
+                ],
+            )
+        with open_dict(cfg):
+            cfg.trainer.accelerator = "cpu"
+            cfg.data.num_workers = 0
+        return cfg
+
+    return _compose
+
+
+def write_pairs(root: Path, n: int = 4, size: tuple[int, int] = (32, 48), values: tuple[int, ...] = (0, 1, 2)) -> Path:
+    """Write ``n`` RGB PNG images and index-mask PNGs under ``root/images`` and ``root/masks``."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+        mask = rng.choice(np.array(values, dtype=np.uint8), size=size)
+        Image.fromarray(image).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def synthetic_dir(tmp_path: Path) -> Path:
+    """A ``train/`` and ``val/`` folder of 3-class image/mask pairs (the data/folder.yaml layout)."""
+    write_pairs(tmp_path / "data" / "train", n=6)
+    write_pairs(tmp_path / "data" / "val", n=3)
+    return tmp_path / "data"

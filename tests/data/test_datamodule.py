@@ -1,0 +1,75 @@
+"""SegmentationDataModule: batch format, hold-out split, augmentation keeps masks in the class set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from segkit.data import FolderDataset, SegmentationDataModule, SyntheticShapes
+
+AUG_FILES = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "aug").glob("*.yaml"))
+
+
+def test_batches_are_float_images_and_int64_masks() -> None:
+    dm = SegmentationDataModule(
+        lambda transform: SyntheticShapes(8, transform=transform),
+        num_classes=4,
+        val_dataset=lambda transform: SyntheticShapes(4, seed=1, transform=transform),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        batch_size=2,
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].dtype == torch.float32 and batch["image"].shape == (2, 3, 64, 64)
+    assert batch["mask"].dtype == torch.int64 and batch["mask"].shape == (2, 64, 64)
+    assert -3 < batch["image"].mean() < 3  # normalised, not 0..255
+
+
+def test_hold_out_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
+    from tests.conftest import write_pairs
+
+    root = write_pairs(tmp_path, n=10)
+
+    def factory(transform):
+        return FolderDataset(root, num_classes=3, transform=transform)
+
+    splits = []
+    for _ in range(2):
+        dm = SegmentationDataModule(factory, num_classes=3, val_fraction=0.3, split_seed=7)
+        dm.setup("fit")
+        splits.append((dm.train_set.indices, dm.val_set.indices))
+    assert splits[0] == splits[1]
+    train_idx, val_idx = splits[0]
+    assert len(val_idx) == 3 and not set(train_idx) & set(val_idx)
+
+
+@pytest.mark.parametrize("aug", AUG_FILES)
+def test_every_aug_config_keeps_masks_in_the_class_set(compose_cfg, aug: str) -> None:
+    cfg = compose_cfg(f"aug={aug}")
+    pipeline = instantiate(cfg.aug.train)
+    if pipeline is None:
+        return
+    assert isinstance(pipeline, A.Compose)
+    ds = SyntheticShapes(8, image_size=(300, 300))  # larger than any crop in conf/aug
+    allowed = {0, 1, 2, 3, 255}
+    for i in range(len(ds)):
+        image, mask = ds.render(i)
+        out = pipeline(image=image, mask=mask)
+        assert set(torch.as_tensor(out["mask"]).unique().tolist()) <= allowed
+        assert out["image"].shape[:2] == out["mask"].shape[:2]
+
+
+def test_mixed_image_sizes_in_a_batch_give_a_clear_error() -> None:
+    from segkit.data.datamodule import collate
+
+    samples = [
+        {"image": torch.zeros(3, 8, 8), "mask": torch.zeros(8, 8), "name": "a"},
+        {"image": torch.zeros(3, 8, 9), "mask": torch.zeros(8, 9), "name": "b"},
+    ]
+    with pytest.raises(ValueError, match=r"\['a', 'b'\].*different image sizes"):
+        collate(samples)

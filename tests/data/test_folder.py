@@ -1,0 +1,110 @@
+"""FolderDataset pairing, mask encodings and a clear error for each kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segkit.data import FolderDataset, MaskEncoding
+from tests.conftest import write_pairs
+
+
+def test_pairs_by_stem_in_natural_order(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=12)
+    ds = FolderDataset(root, num_classes=3)
+    assert [name for name, _, _ in ds.samples] == [str(i) for i in range(12)]  # 2 before 10
+    item = ds[0]
+    assert item["image"].shape == (32, 48, 3) and item["mask"].shape == (32, 48)
+    assert set(item["mask"].unique().tolist()) <= {0, 1, 2}
+
+
+def test_stems_and_exclude_stems_split_one_folder(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=6)
+    val = FolderDataset(root, num_classes=3, stems=[4, 5])
+    train = FolderDataset(root, num_classes=3, exclude_stems=[4, 5])
+    assert [s[0] for s in val.samples] == ["4", "5"]
+    assert [s[0] for s in train.samples] == ["0", "1", "2", "3"]
+
+
+def test_mask_mapping_and_threshold() -> None:
+    stored = np.array([[0, 255], [255, 0]], dtype=np.uint8)
+    mapped = MaskEncoding(num_classes=2, mapping={0: 1, 255: 0})(stored)
+    np.testing.assert_array_equal(mapped, [[1, 0], [0, 1]])
+    soft = np.array([[0, 100], [128, 250]], dtype=np.uint8)
+    np.testing.assert_array_equal(MaskEncoding(num_classes=2, threshold=127)(soft), [[0, 0], [1, 1]])
+
+
+def test_gray_and_rgba_images(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=1)
+    rgba = np.full((32, 48, 4), 200, dtype=np.uint8)
+    Image.fromarray(rgba).save(root / "images" / "0.png")
+    assert FolderDataset(root, num_classes=3)[0]["image"].shape == (32, 48, 3)
+    assert FolderDataset(root, num_classes=3, color_mode="gray")[0]["image"].shape == (32, 48, 1)
+
+
+def test_missing_mask_names_the_image(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=3)
+    (root / "masks" / "1.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"images/1\.png"):
+        FolderDataset(root, num_classes=3)
+
+
+def test_missing_image_names_the_mask(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=3)
+    (root / "images" / "2.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"masks/2\.png"):
+        FolderDataset(root, num_classes=3)
+
+
+def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=2)
+    Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(root / "masks" / "1.png")
+    with pytest.raises(ValueError, match=r"masks/1\.png is 10x10.*images/1\.png is 48x32"):
+        FolderDataset(root, num_classes=3)
+
+
+def test_unknown_mask_values_are_named(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=2, values=(0, 1, 7))
+    with pytest.raises(ValueError, match=r"values \[7\] outside the class set 0\.\.2"):
+        FolderDataset(root, num_classes=3)
+    with pytest.raises(ValueError, match="not in the mask mapping"):
+        FolderDataset(root, num_classes=3, mask_mapping={0: 0, 1: 1})
+
+
+def test_ignore_index_is_allowed_in_masks(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=2, values=(0, 1, 255))
+    assert 255 in FolderDataset(root, num_classes=3)[0]["mask"].unique().tolist()
+
+
+def test_corrupt_image_is_named(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=2)
+    (root / "images" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(ValueError, match=r"cannot read image .*images/1\.png"):
+        FolderDataset(root, num_classes=3)
+
+
+def test_truncated_mask_is_named(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=2)
+    data = (root / "masks" / "0.png").read_bytes()
+    (root / "masks" / "0.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"masks/0\.png"):
+        FolderDataset(root, num_classes=3)
+
+
+def test_empty_and_missing_folders(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        FolderDataset(tmp_path, num_classes=2)
+    with pytest.raises(FileNotFoundError, match="dataset folder not found"):
+        FolderDataset(tmp_path / "nope", num_classes=2)
+
+
+def test_colour_masks_are_refused(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path, n=1)
+    Image.fromarray(np.random.default_rng(0).integers(0, 3, (32, 48, 3), dtype=np.uint8)).save(root / "masks" / "0.png")
+    with pytest.raises(ValueError, match="colour image"):
+        FolderDataset(root, num_classes=3)

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 
 from segkit.checkpoint import AtomicCheckpointIO, resolve_resume_path
 
@@ -47,6 +48,15 @@ def report(metrics: dict[str, float], output_dir: Path) -> None:
     Console().print(table)
 
 
+def weights_normalization(net: nn.Module, data_cfg: DictConfig) -> dict:
+    """Mean/std that pretrained encoder weights expect, used when the data config leaves them null."""
+    report = getattr(getattr(net, "encoder", None), "load_report", None)
+    if data_cfg.get("mean") is not None or report is None or report.mean is None:
+        return {}
+    log.info("Normalising with the pretrained weights' mean=%s std=%s", report.mean, report.std)
+    return {"mean": list(report.mean), "std": list(report.std)}
+
+
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
     return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
 
@@ -57,12 +67,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
+    net = instantiate(cfg.model)
     aug = cfg.get("aug") or {}
     datamodule = instantiate(
-        cfg.data, train_transform=instantiate(aug.get("train")), val_transform=instantiate(aug.get("val"))
+        cfg.data,
+        train_transform=instantiate(aug.get("train")),
+        val_transform=instantiate(aug.get("val")),
+        **weights_normalization(net, cfg.data),
     )
-    datamodule.setup("fit")  # checks every file now, before any model or trainer is built
-    net = instantiate(cfg.model)
+    datamodule.setup("fit")  # checks every file now, before any trainer is built
     task = instantiate(cfg.task, net=net, _convert_="all")
     trainer: pl.Trainer = instantiate(
         cfg.trainer,

@@ -46,7 +46,15 @@ def test_every_config_option_composes_and_instantiates(compose_cfg, synthetic_di
         overrides += [f"paths.data_dir={synthetic_dir}", "data.num_classes=3"]
     if group == "model" and option == "unet_paper":
         overrides += ["model.in_channels=3"]
+    if group == "model" and option.startswith("unet_") and option not in ("unet_small", "unet_paper"):
+        overrides += ["model.weights=null"]  # no hub downloads in tests
     instantiate_all(compose_cfg(*overrides))
+
+
+@pytest.mark.parametrize("encoder", sorted(p.stem for p in (CONF / "model" / "encoder").glob("*.yaml")))
+def test_every_encoder_option_composes(compose_cfg, encoder: str) -> None:
+    """model/encoder=NAME sets the encoder (the networks themselves are built in tests/models)."""
+    assert compose_cfg(f"model/encoder={encoder}").model.encoder == encoder
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -49,8 +49,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         ignore_index: mask value ignored by losses and metrics.
         val_fraction: share of the training set held out when there is no ``val_dataset``.
         split_seed: seed of that deterministic hold-out split.
-        mean: per-channel mean of the 0..1 image, used by Normalize.
-        std: per-channel standard deviation, used by Normalize.
+        mean: per-channel mean of the 0..1 image, used by Normalize; ``None``: ImageNet's (what pretrained
+            encoders expect; train.py passes the loaded weights' own values when the config leaves it null).
+        std: per-channel standard deviation, used by Normalize; ``None``: ImageNet's.
         train_transform: albumentations pipeline for training (augmentations only).
         val_transform: albumentations pipeline for validation and test.
         batch_size: samples per batch on each device.
@@ -68,8 +69,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         ignore_index: int = 255,
         val_fraction: float = 0.2,
         split_seed: int = 0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         train_transform: A.Compose | None = None,
         val_transform: A.Compose | None = None,
         batch_size: int = 8,
@@ -79,6 +80,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+        mean = IMAGENET_MEAN if mean is None else mean
+        std = IMAGENET_STD if std is None else std
         if len(mean) != len(std):
             raise ValueError(f"mean has {len(mean)} values but std has {len(std)}")
         self.train_factory = train_dataset

@@ -6,10 +6,24 @@ map relative to the input), so any module honouring this contract plugs into :cl
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
+import timm
 import torch
 from torch import nn
 
 from segkit.models.blocks import DoubleConv
+from segkit.models.weights import LoadReport, load_encoder_state, resolve_weights
+
+log = logging.getLogger(__name__)
+
+
+def report_load(report: LoadReport) -> None:
+    """Log the load report, and print it when logging is not set up to show INFO (plain Python use)."""
+    log.info("%s", report)
+    if not log.isEnabledFor(logging.INFO):
+        print(report)
 
 
 class UNetEncoder(nn.Module):
@@ -58,3 +72,80 @@ class UNetEncoder(nn.Module):
         for stage in self.stages:
             features.append(stage(features[-1]))
         return features
+
+
+class TimmEncoder(nn.Module):
+    """Any timm model with ``features_only`` support behind the encoder contract.
+
+    ``channels`` and ``reductions`` are read from timm's ``feature_info`` (never from a table), so ResNet
+    (strides 2..32), ConvNeXt (4..32), VGG (1..32) and other families work without special cases.
+
+    Shape: ``(B, in_channels, H, W)`` -> one map per ``feature_info`` entry, ``(B, channels[i], H/r_i, W/r_i)``.
+
+    Args:
+        name: timm model name, e.g. ``"resnet34"``, ``"convnext_tiny"``, ``"convnextv2_atto"``.
+        in_channels: input channels; pretrained first convs are adapted (1: sum, C: repeat and scale by 3/C).
+        weights: ``None`` (random init), a timm tag (``"imagenet"``, ``"convnext_tiny.fb_in22k_ft_in1k"``) or
+            ``"file:<path>"``; see :mod:`segkit.models.weights`.
+        strict: raise when a weight file lacks any encoder tensor.
+        out_indices: which feature levels to return (timm's ``out_indices``); ``None`` = all.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        in_channels: int = 3,
+        weights: str | None = None,
+        strict: bool = False,
+        out_indices: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        kwargs = {"out_indices": tuple(out_indices)} if out_indices is not None else {}
+        try:
+            self.model = timm.create_model(name, features_only=True, pretrained=False, in_chans=in_channels, **kwargs)
+        except RuntimeError as err:
+            raise ValueError(f"timm cannot build encoder {name!r}: {err}") from err
+        self.name = name
+        self.channels = list(self.model.feature_info.channels())
+        self.reductions = list(self.model.feature_info.reduction())
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        self.mean, self.std = cfg.get("mean"), cfg.get("std")
+        self.load_report: LoadReport | None = None
+        if weights is not None:
+            state_dict, source = resolve_weights(weights, name)
+            self.load_report = load_encoder_state(
+                self.model, state_dict, source, in_channels, first_conv=cfg.get("first_conv"), strict=strict
+            )
+            self.load_report.mean, self.load_report.std = self.mean, self.std
+            report_load(self.load_report)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return the feature maps, finest first."""
+        return self.model(x)
+
+
+def build_encoder(
+    name: str,
+    in_channels: int = 3,
+    weights: str | None = None,
+    strict: bool = False,
+    depth: int = 4,
+    base_channels: int = 64,
+    padding: str = "same",
+    norm: str | None = "batch",
+    dropout: float = 0.0,
+) -> UNetEncoder | TimmEncoder:
+    """The encoder named ``name``: ``"unet"`` for the classic contracting path, else a timm model name.
+
+    ``depth``, ``base_channels``, ``padding``, ``norm`` and ``dropout`` shape the classic encoder only.
+    """
+    if name != "unet":
+        return TimmEncoder(name, in_channels, weights, strict)
+    encoder = UNetEncoder(in_channels, depth, base_channels, padding, norm, dropout)
+    if weights is not None:
+        if not weights.startswith("file:"):
+            raise ValueError(f"the classic 'unet' encoder has no hub weights; got weights={weights!r}, use file:<path>")
+        state_dict, source = resolve_weights(weights, name)
+        encoder.load_report = load_encoder_state(encoder, state_dict, source, in_channels, strict=strict)
+        report_load(encoder.load_report)
+    return encoder

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.models.blocks import DoubleConv
-from segkit.models.encoders import UNetEncoder
+from segkit.models.blocks import ConvNormAct, DoubleConv
+from segkit.models.encoders import UNetEncoder, build_encoder
 
 
 def center_crop(x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
@@ -104,21 +104,51 @@ class UNetDecoder(nn.Module):
         return x
 
 
+class HighResBranch(nn.Module):
+    """Light full-resolution features from the input, for encoders whose first map is at stride > 1.
+
+    ResNet starts at stride 2 and ConvNeXt at stride 4; instead of fake empty skips, this branch gives the
+    decoder real high-resolution skips: one ConvNormAct of the (average-pooled) input per missing stride.
+
+    Shape: ``(B, in_channels, H, W)`` -> maps at strides ``1, 2, ..., first_reduction / 2``.
+    """
+
+    def __init__(self, in_channels: int, first_reduction: int, channels: int = 16, norm: str | None = "batch") -> None:
+        super().__init__()
+        self.reductions = [2**i for i in range(first_reduction.bit_length() - 1)]
+        self.channels = [channels * r for r in self.reductions]
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.AvgPool2d(r) if r > 1 else nn.Identity(), ConvNormAct(in_channels, c, norm=norm))
+            for r, c in zip(self.reductions, self.channels, strict=True)
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return the high-resolution maps, finest first."""
+        return [branch(x) for branch in self.branches]
+
+
 class UNet(nn.Module):
-    """U-Net returning per-pixel class logits.
+    """U-Net returning per-pixel class logits, with segkit's classic encoder or any timm encoder.
 
     Shape: ``(B, in_channels, H, W)`` -> ``(B, num_classes, H, W)`` with same padding, or
-    ``(B, num_classes, *self.output_size((H, W)))`` with valid padding.
+    ``(B, num_classes, *self.output_size((H, W)))`` with valid padding (classic encoder only).
 
     Args:
         num_classes: number of output channels (classes, background included).
         in_channels: image channels.
-        depth: pooling steps of the encoder (4 in the paper).
-        base_channels: channels at full resolution (64 in the paper), doubled per level.
-        padding: ``"same"`` (any input size, output = input size) or ``"valid"`` (the paper's unpadded convs).
+        encoder: ``"unet"`` (the paper's contracting path, built from ``depth``/``base_channels``) or any timm
+            model name (``"resnet34"``, ``"convnext_tiny"``, ``"convnextv2_atto"``, ``"vgg16_bn"``...).
+        weights: encoder weights: ``None``, a timm tag (``"imagenet"``) or ``"file:<path>"``.
+        strict_weights: raise when the weight file lacks any encoder tensor.
+        decoder_channels: channels of each decoder block, coarsest first; default mirrors the classic encoder,
+            or ``256, 128, 64, ...`` (at least 16) for timm encoders.
+        depth: pooling steps of the classic encoder (4 in the paper).
+        base_channels: channels at full resolution of the classic encoder (64 in the paper).
+        padding: ``"same"`` (any input size, output = input size) or ``"valid"`` (the paper; classic encoder).
         up_mode: ``"transpose"`` (2x2 up-conv, the paper) or ``"bilinear"`` (+1x1 conv).
         norm: ``"batch"``, ``"group"``, ``"instance"`` or ``None`` (the paper has no norm).
-        dropout: Dropout2d at the bottleneck.
+        dropout: Dropout2d at the bottleneck of the classic encoder.
+        freeze_encoder: keep encoder weights and BatchNorm statistics fixed during training.
 
     Example:
         >>> net = UNet(num_classes=2, in_channels=1, padding="valid", norm=None)
@@ -130,28 +160,57 @@ class UNet(nn.Module):
         self,
         num_classes: int,
         in_channels: int = 3,
+        encoder: str = "unet",
+        weights: str | None = None,
+        strict_weights: bool = False,
+        decoder_channels: Sequence[int] | None = None,
         depth: int = 4,
         base_channels: int = 64,
         padding: str = "same",
         up_mode: str = "transpose",
         norm: str | None = "batch",
         dropout: float = 0.0,
+        freeze_encoder: bool = False,
     ) -> None:
         super().__init__()
         if padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
         self.padding = padding
         self.num_classes = num_classes
-        self.encoder = UNetEncoder(in_channels, depth, base_channels, padding, norm, dropout)
-        self.decoder = UNetDecoder(
-            self.encoder.channels,
-            self.encoder.reductions,
-            decoder_channels=self.encoder.channels[-2::-1],
-            up_mode=up_mode,
-            padding=padding,
-            norm=norm,
+        self.freeze_encoder = freeze_encoder
+        self.encoder = build_encoder(
+            encoder, in_channels, weights, strict_weights, depth, base_channels, padding, norm, dropout
         )
+        if padding == "valid" and not isinstance(self.encoder, UNetEncoder):
+            raise ValueError("padding='valid' needs the classic encoder (encoder='unet'); timm encoders pad 'same'")
+        self.high_res = None
+        channels, reductions = list(self.encoder.channels), list(self.encoder.reductions)
+        if reductions[0] > 1:
+            self.high_res = HighResBranch(in_channels, reductions[0], norm=norm)
+            channels, reductions = self.high_res.channels + channels, self.high_res.reductions + reductions
+        if decoder_channels is None:
+            n_skips = len(channels) - 1
+            decoder_channels = (
+                channels[-2::-1]
+                if isinstance(self.encoder, UNetEncoder)
+                else [max(16, 256 // 2**i) for i in range(n_skips)]
+            )
+        self.decoder = UNetDecoder(channels, reductions, decoder_channels, up_mode, padding, norm)
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> UNet:
+        """Switch modes; a frozen encoder stays in eval mode so its BatchNorm statistics do not move."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder maps, preceded by the high-resolution branch's maps when the encoder starts below stride 1."""
+        features = self.encoder(x)
+        return self.high_res(x) + features if self.high_res is not None else features
 
     @property
     def total_stride(self) -> int:
@@ -163,13 +222,13 @@ class UNet(nn.Module):
         h, w = x.shape[-2:]
         if self.padding == "valid":
             out_hw = self.output_size((h, w))  # raises a clear error for inputs that are too small
-            logits = self.head(self.decoder(self.encoder(x)))
+            logits = self.head(self.decoder(self.features(x)))
             return logits[..., : out_hw[0], : out_hw[1]]
         s = self.total_stride
         pad_h, pad_w = (-h) % s, (-w) % s
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        logits = self.head(self.decoder(self.encoder(x)))  # (B, K, H + pad_h, W + pad_w)
+        logits = self.head(self.decoder(self.features(x)))  # (B, K, H + pad_h, W + pad_w)
         return logits[..., :h, :w]
 
     def output_size(self, input_hw: Sequence[int]) -> tuple[int, int]:

@@ -33,6 +33,7 @@ class SegmentationTask(pl.LightningModule):
         scheduler: optional factory taking ``optimizer=``.
         scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
         channels_last: run the network in channels-last memory format (faster on CPU with bf16 and on GPUs).
+        encoder_lr_mult: learning rate of ``net.encoder`` relative to the rest (e.g. 0.1 for pretrained encoders).
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class SegmentationTask(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         channels_last: bool = False,
+        encoder_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
         # Factories and modules stay out of the checkpoint's hparams: they are not plain data and would need
@@ -127,9 +129,25 @@ class SegmentationTask(pl.LightningModule):
         """Turn the test confusion matrix into logged scores."""
         self._log_scores("test")
 
+    def _param_groups(self) -> list[dict]:
+        """One group, or encoder and rest with ``lr * encoder_lr_mult`` for the encoder (frozen params left out)."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        mult = self.hparams.encoder_lr_mult
+        encoder = getattr(self.net, "encoder", None)
+        if mult == 1.0 or encoder is None:
+            return [{"params": trainable}]
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if base_lr is None:
+            raise ValueError("encoder_lr_mult needs the optimizer's lr in its config (task.optimizer.lr)")
+        encoder_ids = {id(p) for p in encoder.parameters()}
+        return [
+            {"params": [p for p in trainable if id(p) in encoder_ids], "lr": base_lr * mult},
+            {"params": [p for p in trainable if id(p) not in encoder_ids]},
+        ]
+
     def configure_optimizers(self) -> dict:
         """Build the optimizer (and scheduler) from the injected factories."""
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self._param_groups())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer=optimizer)

@@ -76,3 +76,30 @@ def test_a_few_dozen_steps_learn_well_above_chance(compose_cfg) -> None:
     )
     assert untrained["val/miou"] < 0.3
     assert metrics["val/miou"] > 0.45 and metrics["val/miou"] - untrained["val/miou"] > 0.2
+
+
+def test_timm_encoder_trains_through_the_cli_config(compose_cfg) -> None:
+    metrics = train(compose_cfg("model=unet", "model.encoder=test_convnext", "debug=fast_dev_run", *TINY))
+    assert 0.0 <= metrics["val/miou"] <= 1.0
+
+
+def test_pretrained_weights_set_normalisation_and_encoder_lr(compose_cfg, tmp_path: Path) -> None:
+    import timm
+
+    from segkit.train import weights_normalization
+
+    path = tmp_path / "test_resnet.pth"
+    torch.save(timm.create_model("test_resnet").state_dict(), path)
+    cfg = compose_cfg("model=unet", "model.encoder=test_resnet", f"model.weights=file:{path}", "data.mean=null")
+    from hydra.utils import instantiate
+
+    net = instantiate(cfg.model)
+    expected = timm.create_model("test_resnet").pretrained_cfg
+    assert weights_normalization(net, cfg.data) == {"mean": list(expected["mean"]), "std": list(expected["std"])}
+    cfg.data.mean = [0.1, 0.2, 0.3]
+    assert weights_normalization(net, cfg.data) == {}  # an explicit config value wins
+    cfg.task.encoder_lr_mult = 0.1
+    task = instantiate(cfg.task, net=net, _convert_="all")
+    groups = task.configure_optimizers()["optimizer"].param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([0.0001, 0.001])
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))

@@ -108,17 +108,19 @@ class HighResBranch(nn.Module):
     """Light full-resolution features from the input, for encoders whose first map is at stride > 1.
 
     ResNet starts at stride 2 and ConvNeXt at stride 4; instead of fake empty skips, this branch gives the
-    decoder real high-resolution skips: one ConvNormAct of the (average-pooled) input per missing stride.
+    decoder real high-resolution skips: one 3x3 conv + ReLU of the (average-pooled) input per missing stride.
+    It is kept thin (8 channels at full resolution, no norm) because full-resolution maps cost memory
+    bandwidth, not MACs.
 
     Shape: ``(B, in_channels, H, W)`` -> maps at strides ``1, 2, ..., first_reduction / 2``.
     """
 
-    def __init__(self, in_channels: int, first_reduction: int, channels: int = 16, norm: str | None = "batch") -> None:
+    def __init__(self, in_channels: int, first_reduction: int, channels: int = 8) -> None:
         super().__init__()
         self.reductions = [2**i for i in range(first_reduction.bit_length() - 1)]
         self.channels = [channels * r for r in self.reductions]
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.AvgPool2d(r) if r > 1 else nn.Identity(), ConvNormAct(in_channels, c, norm=norm))
+            nn.Sequential(nn.AvgPool2d(r) if r > 1 else nn.Identity(), ConvNormAct(in_channels, c, norm=None))
             for r, c in zip(self.reductions, self.channels, strict=True)
         )
 
@@ -186,7 +188,7 @@ class UNet(nn.Module):
         self.high_res = None
         channels, reductions = list(self.encoder.channels), list(self.encoder.reductions)
         if reductions[0] > 1:
-            self.high_res = HighResBranch(in_channels, reductions[0], norm=norm)
+            self.high_res = HighResBranch(in_channels, reductions[0])
             channels, reductions = self.high_res.channels + channels, self.high_res.reductions + reductions
         if decoder_channels is None:
             n_skips = len(channels) - 1

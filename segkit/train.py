@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -76,7 +77,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         **weights_normalization(net, cfg.data),
     )
     datamodule.setup("fit")  # checks every file now, before any trainer is built
-    task = instantiate(cfg.task, net=net, _convert_="all")
+    # Class names may come from the data itself (ImageFolder folders), so the task takes the datamodule's.
+    task = instantiate(cfg.task, net=net, class_names=datamodule.class_names, _convert_="all")
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=build_callbacks(cfg),
@@ -86,7 +88,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     ckpt_path = resolve_resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
     if ckpt_path:
-        log.info("Resuming training from %s", ckpt_path)
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        log.info(
+            "Resuming training from %s (epoch %d, global step %d)", ckpt_path, state["epoch"], state["global_step"]
+        )
+    log.info("Training in %s", output_dir)
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     except BaseException:

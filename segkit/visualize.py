@@ -98,3 +98,33 @@ def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def save_confusion_matrix(confmat: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Heat map of a confusion matrix (rows = true class, columns = predicted) with the counts written in."""
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.6 * n))
+    ax.imshow(confmat, cmap="Blues")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = confmat.max() if confmat.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                int(confmat[i, j]),
+                ha="center",
+                va="center",
+                color="white" if confmat[i, j] > top / 2 else "black",
+            )
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

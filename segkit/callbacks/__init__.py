@@ -1,6 +1,7 @@
-"""Lightning callbacks that save pictures of training."""
+"""Lightning callbacks: pictures of training and a checkpoint on SIGTERM."""
 
 from segkit.callbacks.curves import MetricCurves
 from segkit.callbacks.predictions import PredictionGrid
+from segkit.callbacks.sigterm import CheckpointOnSigterm
 
-__all__ = ["MetricCurves", "PredictionGrid"]
+__all__ = ["CheckpointOnSigterm", "MetricCurves", "PredictionGrid"]

@@ -40,7 +40,8 @@ class PredictionGrid(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            preds = pl_module(images).argmax(dim=1).cpu().numpy()
+            out = pl_module(images)
+            preds = (out[0] if isinstance(out, tuple) else out).argmax(dim=1).cpu().numpy()
         pl_module.train(was_training)
         dirpath = Path(self.dirpath or Path(trainer.default_root_dir) / "predictions")
         path = save_prediction_grid(

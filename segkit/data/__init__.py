@@ -1,7 +1,17 @@
-"""Datasets and the Lightning datamodule that feeds them."""
+"""Datasets and the Lightning datamodules that feed them."""
 
-from segkit.data.datamodule import SegmentationDataModule
+from segkit.data.datamodule import ClassificationDataModule, ImageDataModule, SegmentationDataModule
 from segkit.data.folder import FolderDataset, MaskEncoding
-from segkit.data.synthetic import SyntheticShapes
+from segkit.data.image_folder import ImageFolderDataset
+from segkit.data.synthetic import SyntheticShapeClasses, SyntheticShapes
 
-__all__ = ["FolderDataset", "MaskEncoding", "SegmentationDataModule", "SyntheticShapes"]
+__all__ = [
+    "ClassificationDataModule",
+    "FolderDataset",
+    "ImageDataModule",
+    "ImageFolderDataset",
+    "MaskEncoding",
+    "SegmentationDataModule",
+    "SyntheticShapeClasses",
+    "SyntheticShapes",
+]

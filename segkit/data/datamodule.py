@@ -1,4 +1,4 @@
-"""SegmentationDataModule: datasets, splits, the shared Normalize + ToTensor tail, and loaders."""
+"""Lightning datamodules: datasets from factories, splits, the shared Normalize + ToTensor tail, loaders."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from collections.abc import Callable, Sequence
 import albumentations as A
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+
+from segkit.data.samplers import EvalDistributedSampler
 
 DatasetFactory = Callable[..., Dataset]
 
@@ -34,7 +37,7 @@ def collate(samples: list[dict]) -> dict:
     return default_collate(samples)
 
 
-class SegmentationDataModule(pl.LightningDataModule):
+class ImageDataModule(pl.LightningDataModule):
     """Builds train/val(/test) datasets from factories and feeds them to Lightning.
 
     Datasets are given as factories (Hydra ``_partial_: true`` nodes) that take ``transform=``; the
@@ -46,7 +49,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         val_dataset: factory for the validation set; ``None`` holds out ``val_fraction`` of the training set.
         test_dataset: optional factory for a test set.
         class_names: names for logging (``val/iou_<name>``); default ``class_0``, ``class_1``, ...
-        ignore_index: mask value ignored by losses and metrics.
+        ignore_index: mask value ignored by losses and metrics (segmentation).
         val_fraction: share of the training set held out when there is no ``val_dataset``.
         split_seed: seed of that deterministic hold-out split.
         mean: per-channel mean of the 0..1 image, used by Normalize; ``None``: ImageNet's (what pretrained
@@ -88,6 +91,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.val_factory = val_dataset
         self.test_factory = test_dataset
         self.num_classes = num_classes
+        self.names_given = class_names is not None
         self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
         self.ignore_index = ignore_index
         self.val_fraction = val_fraction
@@ -126,10 +130,16 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        # Under DDP, evaluation gets a sampler without padding so metrics count every sample exactly once
+        # (Lightning leaves DistributedSampler subclasses alone); training keeps Lightning's shuffling one.
+        sampler = (
+            EvalDistributedSampler(dataset) if not shuffle and dist.is_available() and dist.is_initialized() else None
+        )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=shuffle and len(dataset) > self.batch_size,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -148,3 +158,27 @@ class SegmentationDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Test batches in a fixed order."""
         return self._loader(self.test_set, shuffle=False)
+
+
+class SegmentationDataModule(ImageDataModule):
+    """Image/mask batches ``{"image": (B, C, H, W) float, "mask": (B, H, W) int64}`` for segmentation."""
+
+
+class ClassificationDataModule(ImageDataModule):
+    """Image/label batches ``{"image": (B, C, H, W) float, "label": (B,) int64}`` for classification.
+
+    Class names come from the training dataset (ImageFolder folder names) unless given; ``num_classes`` must
+    match them, so a missing or extra class folder fails before training.
+    """
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets and take the class names from the training set."""
+        super().setup(stage)
+        dataset = getattr(self.train_set, "dataset", self.train_set)  # unwrap a hold-out Subset
+        names = list(getattr(dataset, "class_names", self.class_names))
+        if len(names) != self.num_classes:
+            raise ValueError(
+                f"data.num_classes={self.num_classes} but the training set has {len(names)} classes {names}"
+            )
+        if not self.names_given:
+            self.class_names = names

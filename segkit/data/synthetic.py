@@ -129,3 +129,42 @@ class SyntheticShapes(Dataset):
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         return {"image": torch.as_tensor(image), "mask": torch.as_tensor(mask).long()}
+
+
+class SyntheticShapeClasses(Dataset):
+    """Image classification twin of :class:`SyntheticShapes`: one shape per image, the label is its kind.
+
+    Classes: ``disc``, ``square``, ``triangle``. Deterministic by seed, textured and noisy like the
+    segmentation set. Returns ``{"image": ..., "label": int64 scalar}``.
+    """
+
+    num_classes = len(CLASS_NAMES) - 1
+    class_names = CLASS_NAMES[1:]
+
+    def __init__(
+        self,
+        num_samples: int = 256,
+        image_size: tuple[int, int] = (64, 64),
+        seed: int = 0,
+        transform: Callable[..., dict] | None = None,
+    ) -> None:
+        self.shapes = SyntheticShapes(num_samples, image_size, seed, max_shapes=1)
+        self.transform = transform
+
+    @property
+    def labels(self) -> list[int]:
+        """The label of every sample, in order."""
+        return [self._sample(i)[1] for i in range(len(self))]
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def _sample(self, index: int) -> tuple[np.ndarray, int]:
+        image, mask = self.shapes.render(index)
+        return image, int(mask.max()) - 1  # the one shape's class; masks hold 0 and that class
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, label = self._sample(index)
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return {"image": torch.as_tensor(image), "label": torch.tensor(label)}

@@ -110,6 +110,9 @@ class TimmEncoder(nn.Module):
         self.reductions = list(self.model.feature_info.reduction())
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         self.mean, self.std = cfg.get("mean"), cfg.get("std")
+        if self.mean is not None and len(self.mean) != in_channels:  # adapted first conv: average statistics
+            self.mean = (sum(self.mean) / len(self.mean),) * in_channels
+            self.std = (sum(self.std) / len(self.std),) * in_channels
         self.load_report: LoadReport | None = None
         if weights is not None:
             state_dict, source = resolve_weights(weights, name)

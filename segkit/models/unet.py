@@ -8,7 +8,7 @@ the paper exactly (572x572 in -> 388x388 out, skips centre-cropped).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from torch import nn
 
 from segkit.models.blocks import ConvNormAct, DoubleConv
 from segkit.models.encoders import UNetEncoder, build_encoder
+from segkit.models.heads import ClassificationHead
 
 
 def center_crop(x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
@@ -129,6 +130,19 @@ class HighResBranch(nn.Module):
         return [branch(x) for branch in self.branches]
 
 
+def build_aux_head(spec: Mapping[str, float | int | str] | None, in_channels: int) -> tuple[nn.Module | None, float]:
+    """Build the optional auxiliary classification head from its mapping; returns (head, loss weight)."""
+    if spec is None:
+        return None, 0.0
+    unknown = set(spec) - {"num_classes", "pool", "dropout", "loss_weight"}
+    if unknown or "num_classes" not in spec:
+        raise ValueError(f"aux_head takes num_classes, pool, dropout, loss_weight; got {sorted(spec)}")
+    head = ClassificationHead(
+        in_channels, int(spec["num_classes"]), str(spec.get("pool", "avg")), float(spec.get("dropout", 0.0))
+    )
+    return head, float(spec.get("loss_weight", 0.4))
+
+
 class UNet(nn.Module):
     """U-Net returning per-pixel class logits, with segkit's classic encoder or any timm encoder.
 
@@ -151,6 +165,9 @@ class UNet(nn.Module):
         norm: ``"batch"``, ``"group"``, ``"instance"`` or ``None`` (the paper has no norm).
         dropout: Dropout2d at the bottleneck of the classic encoder.
         freeze_encoder: keep encoder weights and BatchNorm statistics fixed during training.
+        aux_head: optional image-level classification head on the deepest encoder feature, as a mapping with
+            ``num_classes``, ``pool`` (default ``"avg"``), ``dropout`` (0.0) and ``loss_weight`` (0.4). With
+            it, ``forward`` returns ``(mask_logits, class_logits)``.
 
     Example:
         >>> net = UNet(num_classes=2, in_channels=1, padding="valid", norm=None)
@@ -173,6 +190,7 @@ class UNet(nn.Module):
         norm: str | None = "batch",
         dropout: float = 0.0,
         freeze_encoder: bool = False,
+        aux_head: Mapping[str, float | int | str] | None = None,
     ) -> None:
         super().__init__()
         if padding not in ("same", "valid"):
@@ -199,6 +217,7 @@ class UNet(nn.Module):
             )
         self.decoder = UNetDecoder(channels, reductions, decoder_channels, up_mode, padding, norm)
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
+        self.aux_head, self.aux_loss_weight = build_aux_head(aux_head, self.encoder.channels[-1])
         if freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -219,19 +238,22 @@ class UNet(nn.Module):
         """Input sizes that are multiples of this need no internal padding."""
         return self.encoder.reductions[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return logits; see the class docstring for the output size."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Return logits (and class logits with an aux head); see the class docstring for the output size."""
         h, w = x.shape[-2:]
         if self.padding == "valid":
-            out_hw = self.output_size((h, w))  # raises a clear error for inputs that are too small
-            logits = self.head(self.decoder(self.features(x)))
-            return logits[..., : out_hw[0], : out_hw[1]]
-        s = self.total_stride
-        pad_h, pad_w = (-h) % s, (-w) % s
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        logits = self.head(self.decoder(self.features(x)))  # (B, K, H + pad_h, W + pad_w)
-        return logits[..., :h, :w]
+            out_h, out_w = self.output_size((h, w))  # raises a clear error for inputs that are too small
+        else:
+            s = self.total_stride
+            pad_h, pad_w = (-h) % s, (-w) % s
+            if pad_h or pad_w:
+                x = F.pad(x, (0, pad_w, 0, pad_h))
+            out_h, out_w = h, w
+        features = self.features(x)
+        logits = self.head(self.decoder(features))[..., :out_h, :out_w]  # crop the padding back off
+        if self.aux_head is None:
+            return logits
+        return logits, self.aux_head(features[-1])
 
     def output_size(self, input_hw: Sequence[int]) -> tuple[int, int]:
         """Logit size for an input of ``input_hw``; the identity for same padding."""

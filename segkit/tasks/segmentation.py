@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelF1Score
 
 from segkit.metrics import segmentation_scores
 from segkit.models.unet import center_crop
+from segkit.tasks.optim import OptimizerFactory, SchedulerFactory, build_optimization
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+def class_presence(mask: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """Image-level multi-hot targets ``(B, num_classes)``: 1 where class ``k < num_classes`` occurs in the mask."""
+    valid = (mask != ignore_index) & (mask < num_classes)
+    safe = torch.where(valid, mask, torch.zeros_like(mask))
+    one_hot = F.one_hot(safe, num_classes) * valid.unsqueeze(-1)  # (B, H, W, K)
+    return one_hot.flatten(1, 2).amax(dim=1)
 
 
 class SegmentationTask(pl.LightningModule):
@@ -63,6 +70,10 @@ class SegmentationTask(pl.LightningModule):
         self.confmat = nn.ModuleDict(
             {split: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index) for split in ("val", "test")}
         )
+        aux_head = getattr(net, "aux_head", None)
+        self.aux_f1 = nn.ModuleDict(
+            {split: MultilabelF1Score(aux_head.fc.out_features) for split in ("val", "test")} if aux_head else {}
+        )
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
@@ -80,10 +91,26 @@ class SegmentationTask(pl.LightningModule):
                 "training with batch size 1 and BatchNorm gives meaningless batch statistics; "
                 "raise data.batch_size or use model.norm=group"
             )
-        logits = self(image)  # (B, K, H', W')
+        out = self(image)
+        logits, class_logits = out if isinstance(out, tuple) else (out, None)  # (B, K, H', W'), (B, K_aux)
+        full_mask = mask
         if logits.shape[-2:] != mask.shape[-2:]:
             mask = center_crop(mask, logits.shape[-2:])  # valid-padding U-Nets predict the centre only
         loss = self.loss(logits, mask)
+        if class_logits is not None:
+            # The aux head always takes part in the loss, so DDP never sees unused parameters.
+            targets = (
+                batch["labels"]
+                if "labels" in batch
+                else class_presence(full_mask, class_logits.shape[1], self.hparams.ignore_index)
+            )
+            aux_loss = F.binary_cross_entropy_with_logits(class_logits.float(), targets.float())
+            self.log(
+                f"{split}/aux_loss", aux_loss, on_epoch=True, batch_size=image.shape[0], sync_dist=split != "train"
+            )
+            loss = loss + self.net.aux_loss_weight * aux_loss
+            if split in self.aux_f1:
+                self.aux_f1[split].update(class_logits, targets.long())
         self.log(
             f"{split}/loss",
             loss,
@@ -111,7 +138,8 @@ class SegmentationTask(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Per-pixel class indices ``(B, H', W')``."""
-        return self(batch["image"]).argmax(dim=1)
+        out = self(batch["image"])
+        return (out[0] if isinstance(out, tuple) else out).argmax(dim=1)
 
     def _log_scores(self, split: str) -> None:
         confmat = self.confmat[split].compute()  # synced across processes by torchmetrics
@@ -120,6 +148,9 @@ class SegmentationTask(pl.LightningModule):
         miou = scores.pop(f"{split}/miou")
         self.log_dict(scores)
         self.log(f"{split}/miou", miou, prog_bar=True)
+        if split in self.aux_f1:
+            self.log(f"{split}/aux_f1", self.aux_f1[split].compute())
+            self.aux_f1[split].reset()
 
     def on_validation_epoch_end(self) -> None:
         """Turn the epoch's confusion matrix into logged scores."""
@@ -129,29 +160,12 @@ class SegmentationTask(pl.LightningModule):
         """Turn the test confusion matrix into logged scores."""
         self._log_scores("test")
 
-    def _param_groups(self) -> list[dict]:
-        """One group, or encoder and rest with ``lr * encoder_lr_mult`` for the encoder (frozen params left out)."""
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        mult = self.hparams.encoder_lr_mult
-        encoder = getattr(self.net, "encoder", None)
-        if mult == 1.0 or encoder is None:
-            return [{"params": trainable}]
-        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-        if base_lr is None:
-            raise ValueError("encoder_lr_mult needs the optimizer's lr in its config (task.optimizer.lr)")
-        encoder_ids = {id(p) for p in encoder.parameters()}
-        return [
-            {"params": [p for p in trainable if id(p) in encoder_ids], "lr": base_lr * mult},
-            {"params": [p for p in trainable if id(p) not in encoder_ids]},
-        ]
-
     def configure_optimizers(self) -> dict:
         """Build the optimizer (and scheduler) from the injected factories."""
-        optimizer = self.optimizer_factory(params=self._param_groups())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
-        }
+        return build_optimization(
+            self.net,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.hparams.scheduler_interval,
+            self.hparams.encoder_lr_mult,
+        )

@@ -73,3 +73,15 @@ def test_mixed_image_sizes_in_a_batch_give_a_clear_error() -> None:
     ]
     with pytest.raises(ValueError, match=r"\['a', 'b'\].*different image sizes"):
         collate(samples)
+
+
+def test_eval_sampler_covers_every_sample_exactly_once() -> None:
+    from torch.utils.data import DistributedSampler
+
+    from segkit.data.samplers import EvalDistributedSampler
+
+    data = list(range(7))
+    shares = [list(EvalDistributedSampler(data, num_replicas=2, rank=r)) for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == data and [len(s) for s in shares] == [4, 3]
+    padded = [list(DistributedSampler(data, num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
+    assert len(padded[0] + padded[1]) == 8  # what torch's sampler would do: one sample counted twice

@@ -1,0 +1,148 @@
+"""ClassificationTask: cross-entropy, accuracy/F1/recall and a confusion-matrix picture around an injected net."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassRecall,
+)
+
+from segkit.tasks.optim import OptimizerFactory, SchedulerFactory, build_optimization
+from segkit.visualize import save_confusion_matrix
+
+
+class ClassificationTask(pl.LightningModule):
+    """Trains ``net`` (images ``(B, C, H, W)`` -> logits ``(B, K)``) on ``{"image", "label"}`` batches.
+
+    Logs ``train/loss``, ``val/loss``, ``val/acc``, ``val/acc_top<k>`` (when ``top_k < num_classes``),
+    ``val/f1`` (macro) and ``val/recall_<class>`` (same for ``test/``), and saves
+    ``<run dir>/confusion/epoch_NNN.png`` after every validation epoch (rank 0).
+
+    Args:
+        net: the classifier.
+        optimizer: factory taking ``params=`` (a Hydra ``_partial_`` node).
+        num_classes: number of classes.
+        class_names: names used in metric keys and the confusion matrix.
+        label_smoothing: cross-entropy label smoothing.
+        class_weights: per-class loss weights (for imbalanced data); ``None`` = equal.
+        top_k: also log top-k accuracy when ``top_k < num_classes``.
+        scheduler: optional factory taking ``optimizer=``.
+        scheduler_interval: ``"epoch"`` or ``"step"``.
+        channels_last: run the network in channels-last memory format.
+        encoder_lr_mult: learning rate of ``net.encoder`` relative to the head.
+        loss: a loss ``loss(logits, labels)`` to use instead of the built-in cross-entropy.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        top_k: int = 5,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        channels_last: bool = False,
+        encoder_lr_mult: float = 1.0,
+        loss: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "loss"])
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"class_weights has {len(class_weights)} values but num_classes is {num_classes}")
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.loss = loss if loss is not None else nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        self.metrics = nn.ModuleDict({split: self._make_metrics(num_classes, top_k) for split in ("val", "test")})
+
+    @staticmethod
+    def _make_metrics(num_classes: int, top_k: int) -> nn.ModuleDict:
+        metrics = {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="none"),
+            "confmat": MulticlassConfusionMatrix(num_classes),
+        }
+        if top_k < num_classes:
+            metrics[f"acc_top{top_k}"] = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+        return nn.ModuleDict(metrics)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Class logits for a batch of normalised images."""
+        if self.hparams.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.net(image)
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        logits = self(batch["image"]).float()  # (B, K)
+        loss = self.loss(logits, batch["label"])
+        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True,
+                 batch_size=logits.shape[0], sync_dist=split != "train")  # fmt: skip
+        if split in self.metrics:
+            for metric in self.metrics[split].values():
+                metric.update(logits, batch["label"])
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss."""
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate validation loss and metrics."""
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate test loss and metrics."""
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Class probabilities ``(B, K)``."""
+        return self(batch["image"]).softmax(dim=1)
+
+    def _log_metrics(self, split: str) -> None:
+        metrics = self.metrics[split]
+        for name, metric in metrics.items():
+            value = metric.compute()  # synced across processes by torchmetrics
+            metric.reset()
+            if name == "recall":
+                self.log_dict({f"{split}/recall_{c}": v for c, v in zip(self.class_names, value, strict=True)})
+            elif name == "confmat":
+                self._save_confusion(value.cpu().numpy(), split)
+            else:
+                self.log(f"{split}/{name}", value, prog_bar=name == "acc")
+
+    def _save_confusion(self, confmat, split: str) -> None:
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            path = Path(self.trainer.default_root_dir) / "confusion" / f"{split}_epoch_{self.current_epoch:03d}.png"
+            save_confusion_matrix(confmat, self.class_names, path, title=f"{split}, epoch {self.current_epoch}")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the epoch's validation metrics and save the confusion matrix."""
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test metrics and save the confusion matrix."""
+        self._log_metrics("test")
+
+    def configure_optimizers(self) -> dict:
+        """Build the optimizer (and scheduler), with the encoder's learning-rate multiplier."""
+        return build_optimization(
+            self.net,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.hparams.scheduler_interval,
+            self.hparams.encoder_lr_mult,
+        )

@@ -1,0 +1,70 @@
+"""ImageFolderDataset and the classification datamodule: folder classes, bad files, synthetic classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segkit.data import ClassificationDataModule, ImageFolderDataset, SyntheticShapeClasses
+
+
+def write_class_folders(root: Path, classes=("ants", "bees"), n: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(root / name / f"{i}.jpg")
+    Image.fromarray(rng.integers(0, 256, (30, 30), dtype=np.uint8)).convert("P").save(root / classes[0] / "x.gif")
+    return root
+
+
+def test_classes_come_from_folder_names_and_palette_images_become_rgb(tmp_path: Path) -> None:
+    ds = ImageFolderDataset(write_class_folders(tmp_path))
+    assert ds.class_names == ["ants", "bees"] and len(ds) == 7
+    assert ds.labels.count(0) == 4
+    gif = next(i for i, (p, _) in enumerate(ds.samples) if p.suffix == ".gif")
+    assert ds[gif]["image"].shape == (30, 30, 3)
+
+
+def test_non_image_file_is_an_error_naming_it_unless_skipped(tmp_path: Path) -> None:
+    root = write_class_folders(tmp_path)
+    (root / "bees" / "notes.txt").write_text("not a bee")
+    with pytest.raises(ValueError, match=r"bees/notes\.txt: not an image file"):
+        ImageFolderDataset(root)
+    (root / "bees" / "notes.txt").unlink()
+    (root / "bees" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(ValueError, match=r"bees/broken\.jpg"):
+        ImageFolderDataset(root)
+    with pytest.warns(UserWarning, match="skipping"):
+        assert len(ImageFolderDataset(root, skip_invalid=True)) == 7
+
+
+def test_datamodule_checks_num_classes_and_batches_labels(tmp_path: Path) -> None:
+    from segkit.data.datamodule import ClassificationDataModule as DM
+
+    root = write_class_folders(tmp_path, n=4)
+
+    def factory(transform):
+        import albumentations as A
+
+        resize = A.Compose([A.Resize(32, 32), *transform.transforms])
+        return ImageFolderDataset(root, transform=resize)
+
+    dm = DM(factory, num_classes=2, val_fraction=0.25, batch_size=3)
+    dm.setup("fit")
+    assert dm.class_names == ["ants", "bees"]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (3, 3, 32, 32) and batch["label"].dtype == torch.int64
+    with pytest.raises(ValueError, match="num_classes=3"):
+        ClassificationDataModule(factory, num_classes=3).setup("fit")
+
+
+def test_synthetic_shape_classes_are_balanced_enough_and_deterministic() -> None:
+    ds = SyntheticShapeClasses(60, seed=2)
+    labels = ds.labels
+    assert set(labels) == {0, 1, 2} and min(labels.count(c) for c in range(3)) >= 10
+    assert torch.equal(ds[3]["image"], SyntheticShapeClasses(60, seed=2)[3]["image"])

@@ -1,0 +1,137 @@
+"""Multi-process training with 2 CPU processes (gloo), exact distributed evaluation, crash-safe resume.
+
+These start real processes; they are marked slow. Run them with ``pytest -m slow tests/test_distributed.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from segkit.train import train
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "data.train_dataset.num_samples=16",
+    "data.val_dataset.num_samples=7",  # odd: a padding sampler would count one sample twice
+    "data.batch_size=2",
+    "callbacks.rich_progress_bar=null",
+]
+
+
+def test_ddp_spawn_fit_on_two_cpu_processes(compose_cfg, tmp_path: Path) -> None:
+    metrics = train(compose_cfg("trainer=ddp_sim", "trainer.strategy=ddp_spawn", "trainer.max_epochs=1", *TINY))
+    assert 0.0 <= metrics["val/miou"] <= 1.0
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert (
+        torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    )  # 16 / (2 x 2)
+
+
+def test_validation_metrics_under_two_processes_equal_one_process(compose_cfg, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    train(compose_cfg("trainer.max_epochs=1", *TINY))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    results = {}
+    for devices, strategy in [(1, "auto"), (2, "ddp_spawn")]:
+        cfg = compose_cfg("trainer=ddp_sim", f"trainer.devices={devices}", f"trainer.strategy={strategy}", *TINY)
+        dm = instantiate(cfg.data, train_transform=None, val_transform=None)
+        dm.setup("fit")
+        task = instantiate(cfg.task, net=instantiate(cfg.model), class_names=dm.class_names, _convert_="all")
+        trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+        results[devices] = trainer.validate(task, datamodule=dm, ckpt_path=str(ckpt), verbose=False)[0]
+    for key in ("val/miou", "val/acc", "val/dice", "val/iou_disc", "val/iou_square", "val/iou_triangle"):
+        assert results[2][key] == pytest.approx(results[1][key], abs=1e-6), key
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "segkit.train", *args],
+        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_torchrun_launch_gives_one_run_directory(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "segkit.train", "+experiment=quickstart", "trainer=ddp_sim", "trainer.max_epochs=1",
+        f"paths.log_dir={tmp_path / 'outputs'}", *TINY,
+    ]  # fmt: skip
+    env = {**os.environ, "SEGKIT_RUN_ID": "torchrun_test", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "quickstart").iterdir())
+    assert [r.name for r in runs] == ["torchrun_test"]
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert 0.0 <= metrics["val/miou"] <= 1.0
+    assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+SLOW_RUN = [
+    "+experiment=quickstart", "model=unet", "model.base_channels=32", "data.train_dataset.num_samples=32",
+    "data.val_dataset.num_samples=4", "data.batch_size=4", "trainer.max_epochs=4", "trainer.precision=32-true",
+    "callbacks.rich_progress_bar=null", "callbacks.prediction_grid=null",
+]  # fmt: skip
+
+
+def _wait_for(predicate, timeout: float = 120) -> None:
+    start = time.time()
+    while not predicate():
+        if time.time() - start > timeout:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.2)
+
+
+def _global_step(path: Path) -> int:
+    try:
+        return torch.load(path, weights_only=True)["global_step"]
+    except Exception:  # not written yet (the rename makes a half-written file impossible)
+        return -1
+
+
+def test_kill_9_then_resume_finishes_with_the_same_step_count(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*SLOW_RUN, f"hydra.run.dir={run_dir}", "callbacks.last_checkpoint.every_n_train_steps=3"]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "-m", "segkit.train", *args], cwd=tmp_path, env={**os.environ},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_for(lambda: _global_step(last) >= 9)  # into the second epoch (8 steps an epoch)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = _global_step(last)
+    assert 0 < killed_at < 32
+    done = run_cli(*args, "ckpt_path=last", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"global step {killed_at}" in (run_dir / "train.log").read_text()  # the resume was announced
+    final = torch.load(last, weights_only=True)
+    assert final["global_step"] == 32  # 4 epochs x 8 steps, as an uninterrupted run
+    assert final["optimizer_states"] and final["lr_schedulers"]
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*SLOW_RUN, "trainer.max_epochs=50", f"hydra.run.dir={run_dir}", "callbacks.model_checkpoint=null",
+            "callbacks.last_checkpoint=null"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "segkit.train", *args], cwd=tmp_path, env={**os.environ},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    log = run_dir / "train.log"
+    _wait_for(lambda: log.is_file() and "Training in" in log.read_text())
+    time.sleep(8)  # let some steps run
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    assert _global_step(last) > 0
+    assert "SIGTERM received" in log.read_text()

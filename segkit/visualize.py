@@ -13,6 +13,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG (creating folders) and free it."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def palette(num_classes: int) -> np.ndarray:
     """``(num_classes, 3)`` float RGB colours: black background, then tab10/tab20 colours."""
     cmap = plt.get_cmap("tab10" if num_classes <= 11 else "tab20")
@@ -69,12 +79,7 @@ def save_prediction_grid(
                 ax.set_title(name)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | Path) -> Path:
@@ -92,12 +97,7 @@ def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_confusion_matrix(confmat: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
@@ -122,9 +122,4 @@ def save_confusion_matrix(confmat: np.ndarray, class_names: Sequence[str], path:
             )
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

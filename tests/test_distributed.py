@@ -77,6 +77,16 @@ def test_torchrun_launch_gives_one_run_directory(tmp_path: Path) -> None:
     assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
+def test_lightning_launched_ddp_through_the_cli_gives_one_run_directory(tmp_path: Path) -> None:
+    done = run_cli("+experiment=quickstart", "trainer=ddp_sim", "trainer.max_epochs=1",
+                   f"paths.log_dir={tmp_path / 'outputs'}", *TINY, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "quickstart").iterdir())
+    assert len(runs) == 1, runs
+    assert (runs[0] / "metrics.json").is_file() and (runs[0] / ".hydra" / "config.yaml").is_file()
+    assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
 SLOW_RUN = [
     "+experiment=quickstart", "model=unet", "model.base_channels=32", "data.train_dataset.num_samples=32",
     "data.val_dataset.num_samples=4", "data.batch_size=4", "trainer.max_epochs=4", "trainer.precision=32-true",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics.classification import (
@@ -15,11 +14,11 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from segkit.tasks.optim import OptimizerFactory, SchedulerFactory, build_optimization
+from segkit.tasks.base import OptimizerFactory, SchedulerFactory, Task
 from segkit.visualize import save_confusion_matrix
 
 
-class ClassificationTask(pl.LightningModule):
+class ClassificationTask(Task):
     """Trains ``net`` (images ``(B, C, H, W)`` -> logits ``(B, K)``) on ``{"image", "label"}`` batches.
 
     Logs ``train/loss``, ``val/loss``, ``val/acc``, ``val/acc_top<k>`` (when ``top_k < num_classes``),
@@ -80,12 +79,6 @@ class ClassificationTask(pl.LightningModule):
             metrics[f"acc_top{top_k}"] = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
         return nn.ModuleDict(metrics)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Class logits for a batch of normalised images."""
-        if self.hparams.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        return self.net(image)
-
     def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch["image"]).float()  # (B, K)
         loss = self.loss(logits, batch["label"])
@@ -96,23 +89,11 @@ class ClassificationTask(pl.LightningModule):
                 metric.update(logits, batch["label"])
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step's loss."""
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Accumulate validation loss and metrics."""
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Accumulate test loss and metrics."""
-        self._shared_step(batch, "test")
-
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Class probabilities ``(B, K)``."""
         return self(batch["image"]).softmax(dim=1)
 
-    def _log_metrics(self, split: str) -> None:
+    def _log_epoch(self, split: str) -> None:
         metrics = self.metrics[split]
         for name, metric in metrics.items():
             value = metric.compute()  # synced across processes by torchmetrics
@@ -128,21 +109,3 @@ class ClassificationTask(pl.LightningModule):
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             path = Path(self.trainer.default_root_dir) / "confusion" / f"{split}_epoch_{self.current_epoch:03d}.png"
             save_confusion_matrix(confmat, self.class_names, path, title=f"{split}, epoch {self.current_epoch}")
-
-    def on_validation_epoch_end(self) -> None:
-        """Log the epoch's validation metrics and save the confusion matrix."""
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        """Log the test metrics and save the confusion matrix."""
-        self._log_metrics("test")
-
-    def configure_optimizers(self) -> dict:
-        """Build the optimizer (and scheduler), with the encoder's learning-rate multiplier."""
-        return build_optimization(
-            self.net,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.hparams.scheduler_interval,
-            self.hparams.encoder_lr_mult,
-        )

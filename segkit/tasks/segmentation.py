@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,7 +11,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelF1S
 
 from segkit.metrics import segmentation_scores
 from segkit.models.unet import center_crop
-from segkit.tasks.optim import OptimizerFactory, SchedulerFactory, build_optimization
+from segkit.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
 
 def class_presence(mask: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
@@ -23,7 +22,7 @@ def class_presence(mask: torch.Tensor, num_classes: int, ignore_index: int) -> t
     return one_hot.flatten(1, 2).amax(dim=1)
 
 
-class SegmentationTask(pl.LightningModule):
+class SegmentationTask(Task):
     """Trains ``net`` (images ``(B, C, H, W)`` -> logits ``(B, K, H', W')``) on ``{"image", "mask"}`` batches.
 
     Logs ``train/loss``, ``val/loss``, ``val/miou``, ``val/dice``, ``val/acc``, ``val/pixel_error`` and
@@ -78,12 +77,6 @@ class SegmentationTask(pl.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         self._has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of normalised images."""
-        if self.hparams.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        return self.net(image)
-
     def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         image, mask = batch["image"], batch["mask"]
         if split == "train" and image.shape[0] == 1 and self._has_batchnorm:
@@ -124,24 +117,12 @@ class SegmentationTask(pl.LightningModule):
             self.confmat[split].update(logits.argmax(dim=1), mask)
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step's loss."""
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Accumulate the validation loss and confusion matrix."""
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Accumulate the test loss and confusion matrix."""
-        self._shared_step(batch, "test")
-
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Per-pixel class indices ``(B, H', W')``."""
         out = self(batch["image"])
         return (out[0] if isinstance(out, tuple) else out).argmax(dim=1)
 
-    def _log_scores(self, split: str) -> None:
+    def _log_epoch(self, split: str) -> None:
         confmat = self.confmat[split].compute()  # synced across processes by torchmetrics
         self.confmat[split].reset()
         scores = segmentation_scores(confmat, self.class_names, split)
@@ -151,21 +132,3 @@ class SegmentationTask(pl.LightningModule):
         if split in self.aux_f1:
             self.log(f"{split}/aux_f1", self.aux_f1[split].compute())
             self.aux_f1[split].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        """Turn the epoch's confusion matrix into logged scores."""
-        self._log_scores("val")
-
-    def on_test_epoch_end(self) -> None:
-        """Turn the test confusion matrix into logged scores."""
-        self._log_scores("test")
-
-    def configure_optimizers(self) -> dict:
-        """Build the optimizer (and scheduler) from the injected factories."""
-        return build_optimization(
-            self.net,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.hparams.scheduler_interval,
-            self.hparams.encoder_lr_mult,
-        )

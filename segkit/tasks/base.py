@@ -1,0 +1,98 @@
+"""What every task shares: step dispatch, channels-last forward, optimizer and scheduler construction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+def encoder_param_groups(net: nn.Module, optimizer: OptimizerFactory, encoder_lr_mult: float) -> list[dict]:
+    """One parameter group, or encoder and rest with ``lr * encoder_lr_mult`` for ``net.encoder``.
+
+    Frozen parameters are left out. The base learning rate is read from the optimizer partial's ``lr``.
+    """
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    encoder = getattr(net, "encoder", None)
+    if encoder_lr_mult == 1.0 or encoder is None:
+        return [{"params": trainable}]
+    base_lr = getattr(optimizer, "keywords", {}).get("lr")
+    if base_lr is None:
+        raise ValueError("encoder_lr_mult needs the optimizer's lr in its config (task.optimizer.lr)")
+    encoder_ids = {id(p) for p in encoder.parameters()}
+    return [
+        {"params": [p for p in trainable if id(p) in encoder_ids], "lr": base_lr * encoder_lr_mult},
+        {"params": [p for p in trainable if id(p) not in encoder_ids]},
+    ]
+
+
+def build_optimization(
+    net: nn.Module,
+    optimizer: OptimizerFactory,
+    scheduler: SchedulerFactory | None,
+    interval: str = "epoch",
+    encoder_lr_mult: float = 1.0,
+) -> dict:
+    """Lightning's ``configure_optimizers`` answer: the optimizer and, if given, the scheduler and its interval."""
+    built = optimizer(params=encoder_param_groups(net, optimizer, encoder_lr_mult))
+    if scheduler is None:
+        return {"optimizer": built}
+    return {"optimizer": built, "lr_scheduler": {"scheduler": scheduler(optimizer=built), "interval": interval}}
+
+
+class Task(pl.LightningModule):
+    """Base of the tasks: subclasses set ``net``, ``optimizer_factory``, ``scheduler_factory`` and hparams
+    ``channels_last``, ``scheduler_interval``, ``encoder_lr_mult``, and implement ``_shared_step(batch, split)``
+    and ``_log_epoch(split)``.
+    """
+
+    net: nn.Module
+    optimizer_factory: OptimizerFactory
+    scheduler_factory: SchedulerFactory | None
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The network's output for a batch of normalised images."""
+        if self.hparams.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.net(image)
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _log_epoch(self, split: str) -> None:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss."""
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate the validation loss and metrics."""
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate the test loss and metrics."""
+        self._shared_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the epoch's validation metrics."""
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test metrics."""
+        self._log_epoch("test")
+
+    def configure_optimizers(self) -> dict:
+        """Build the optimizer (and scheduler) from the injected factories."""
+        return build_optimization(
+            self.net,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.hparams.scheduler_interval,
+            self.hparams.encoder_lr_mult,
+        )

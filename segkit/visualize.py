@@ -89,7 +89,7 @@ def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
         if not points:
             continue
         epochs, values = zip(*points, strict=True)
-        ax = ax_loss if name.endswith("loss") else ax_score
+        ax = ax_loss if "loss" in name.rsplit("/", 1)[-1] else ax_score  # train/loss_epoch, val/loss, ...
         ax.plot(epochs, values, marker="o", label=name)
     for ax, title in ((ax_loss, "loss"), (ax_score, "scores")):
         ax.set_xlabel("epoch")
@@ -103,7 +103,7 @@ def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
 def save_confusion_matrix(confmat: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Heat map of a confusion matrix (rows = true class, columns = predicted) with the counts written in."""
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.6 * n))
+    fig, ax = plt.subplots(figsize=(2.5 + 0.7 * n, 2.2 + 0.7 * n))
     ax.imshow(confmat, cmap="Blues")
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)

@@ -15,7 +15,7 @@ from segkit.train import build_callbacks, build_loggers
 from tests.conftest import SHARED_DATA
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["data", "aug", "model", "task", "loss", "scheduler", "trainer", "callbacks", "logger", "debug"]
+GROUPS = ["data", "aug", "model", "task", "loss", "scheduler", "trainer", "precision", "callbacks", "logger", "debug"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

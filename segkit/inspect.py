@@ -9,8 +9,9 @@ The arithmetic is the CNN basics the toolkit rests on:
 - conv MACs: one multiply-accumulate per weight per output position: ``H_out W_out C_out C_in/groups k_h k_w``;
 - receptive field: ``r_out = r_in + (k_eff - 1) * j_in`` and jump ``j_out = j_in * s``, ``k_eff = d(k - 1) + 1``.
 MACs count convolutions and linear layers only (norms, activations and pooling are ignored), as published
-figures do. Receptive fields follow each layer's input; tensors made by functional ops (residual adds,
-concatenations) inherit the field of the most recent layer output.
+figures do. Receptive fields follow each layer's input. A tensor made by a functional op (residual add,
+concatenation, padding) gets the largest field recorded so far at its spatial size: the field of a sum or
+concatenation is that of its widest input.
 """
 
 from __future__ import annotations
@@ -97,17 +98,27 @@ def profile(module: nn.Module, input_size: Sequence[int] = (224, 224), in_channe
         in_channels = first.in_channels if first is not None else 3
     x = torch.zeros(1, in_channels, *input_size)
     fields: dict[int, tuple[torch.Tensor, float, float]] = {id(x): (x, 1.0, 1.0)}
-    last = [1.0, 1.0]
+    widest: dict[tuple[int, ...], tuple[float, float]] = {tuple(x.shape[-2:]): (1.0, 1.0)}  # per spatial size
+    last = (1.0, 1.0)
     rows: list[LayerRow] = []
+
+    def field_of(t: torch.Tensor | None) -> tuple[float, float]:
+        if t is None:
+            return last
+        if id(t) in fields:
+            return fields[id(t)][1:]
+        return widest.get(tuple(t.shape[-2:]), last) if t.ndim == 4 else last
 
     def hook(name: str):
         def record(mod: nn.Module, inputs: tuple, output: object) -> None:
+            nonlocal last
             first_in = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-            _, rf, jump = fields.get(id(first_in), (None, *last))
-            rf, jump = _layer_rf(mod, rf, jump)
+            rf, jump = _layer_rf(mod, *field_of(first_in))
             if isinstance(output, torch.Tensor):
                 fields[id(output)] = (output, rf, jump)  # keep the tensor so its id is not reused
-                last[:] = [rf, jump]
+                last = (rf, jump)
+                if output.ndim == 4 and rf > widest.get(tuple(output.shape[-2:]), (0.0, 0.0))[0]:
+                    widest[tuple(output.shape[-2:])] = (rf, jump)
                 own = sum(p.numel() for p in mod.parameters(recurse=False))
                 macs = _layer_macs(mod, first_in, output) if first_in is not None else 0
                 rows.append(LayerRow(name, type(mod).__name__, tuple(output.shape[1:]), own, macs, round(rf)))

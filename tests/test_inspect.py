@@ -52,3 +52,17 @@ def test_command_line_prints_the_table() -> None:
     ).stdout  # fmt: skip
     assert "total: 31.0" in out  # the paper's U-Net: 31.0 M parameters
     assert "2x388x388" in out
+
+
+def test_receptive_field_flows_through_residual_adds() -> None:
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1))  # RF 5
+            self.after = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.after(x + self.body(x))  # the sum has the body's field: 5, then +2
+
+    rows = profile(Residual(), input_size=(16, 16), in_channels=4).rows
+    assert [r.receptive_field for r in rows] == [3, 5, 7]

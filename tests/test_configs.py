@@ -84,3 +84,14 @@ def test_misspelled_constructor_argument_fails_at_instantiate(compose_cfg) -> No
     cfg = compose_cfg("+model.base_channelz=8")
     with pytest.raises(Exception, match="base_channelz"):
         instantiate(cfg.model)
+
+
+def test_last_checkpoint_interval_can_be_given_in_minutes(compose_cfg) -> None:
+    from datetime import timedelta
+
+    cfg = compose_cfg(
+        "callbacks.last_checkpoint.every_n_train_steps=null",
+        "+callbacks.last_checkpoint.train_time_interval={_target_: datetime.timedelta, minutes: 10}",
+    )
+    last = instantiate(cfg.callbacks.last_checkpoint)
+    assert last._train_time_interval == timedelta(minutes=10) and last.save_last

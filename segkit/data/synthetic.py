@@ -116,15 +116,18 @@ class SyntheticShapes(Dataset):
         image = image + rng.normal(0, self.noise, size=image.shape)
         return np.clip(image, 0, 255).astype(np.uint8), mask
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The raw uint8 image and mask of sample ``index``, from the cache when it is on."""
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         if self._cache is None:
-            image, mask = self.render(index)
-        else:
-            if index not in self._cache:
-                self._cache[index] = self.render(index)
-            image, mask = self._cache[index]
+            return self.render(index)
+        if index not in self._cache:
+            self._cache[index] = self.render(index)
+        return self._cache[index]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, mask = self.sample(index)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
@@ -160,7 +163,7 @@ class SyntheticShapeClasses(Dataset):
         return len(self.shapes)
 
     def _sample(self, index: int) -> tuple[np.ndarray, int]:
-        image, mask = self.shapes.render(index)
+        image, mask = self.shapes.sample(index)
         return image, int(mask.max()) - 1  # the one shape's class; masks hold 0 and that class
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -43,16 +43,8 @@ class Classifier(nn.Module):
         super().__init__()
         self.encoder = build_encoder(encoder, in_channels, weights, strict_weights)
         self.head = ClassificationHead(self.encoder.channels[-1], num_classes, pool, dropout)
-        self.freeze_encoder = freeze_encoder
         if freeze_encoder:
-            self.encoder.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> Classifier:
-        """Switch modes; a frozen encoder stays in eval mode."""
-        super().train(mode)
-        if self.freeze_encoder:
-            self.encoder.eval()
-        return self
+            self.encoder.freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return class logits from the deepest encoder feature map."""

@@ -19,14 +19,49 @@ from segkit.models.weights import LoadReport, load_encoder_state, resolve_weight
 log = logging.getLogger(__name__)
 
 
-def report_load(report: LoadReport) -> None:
-    """Log the load report, and print it when logging is not set up to show INFO (plain Python use)."""
-    log.info("%s", report)
-    if not log.isEnabledFor(logging.INFO):
-        print(report)
+class Encoder(nn.Module):
+    """What every encoder shares: the contract attributes, weight loading with a report, and freezing.
+
+    Subclasses set ``channels`` and ``reductions`` and implement ``forward(x) -> list of feature maps``.
+    """
+
+    channels: list[int]
+    reductions: list[int]
+    mean: tuple[float, ...] | None = None  # normalisation the pretrained weights expect
+    std: tuple[float, ...] | None = None
+    load_report: LoadReport | None = None
+    frozen: bool = False
+
+    def load_weights(
+        self,
+        weights: str,
+        model_name: str,
+        in_channels: int,
+        strict: bool = False,
+        target: nn.Module | None = None,
+        first_conv: str | None = None,
+    ) -> None:
+        """Load a ``weights`` spec into ``target`` (default: self) and log the load report."""
+        state_dict, source = resolve_weights(weights, model_name)
+        report = load_encoder_state(target or self, state_dict, source, in_channels, first_conv, strict)
+        report.mean, report.std = self.mean, self.std
+        self.load_report = report
+        log.info("%s", report)
+        if not log.isEnabledFor(logging.INFO):  # plain Python use without logging set up: still show it
+            print(report)
+
+    def freeze(self) -> None:
+        """Fix weights and BatchNorm statistics: no gradients, and eval mode whatever the parent's mode."""
+        self.requires_grad_(False)
+        self.frozen = True
+        self.eval()
+
+    def train(self, mode: bool = True) -> Encoder:
+        """Switch modes; a frozen encoder stays in eval mode."""
+        return super().train(mode and not self.frozen)
 
 
-class UNetEncoder(nn.Module):
+class UNetEncoder(Encoder):
     """The contracting path of the original U-Net: DoubleConv, then ``depth`` x (2x2 max-pool, DoubleConv).
 
     Shape:
@@ -74,7 +109,7 @@ class UNetEncoder(nn.Module):
         return features
 
 
-class TimmEncoder(nn.Module):
+class TimmEncoder(Encoder):
     """Any timm model with ``features_only`` support behind the encoder contract.
 
     ``channels`` and ``reductions`` are read from timm's ``feature_info`` (never from a table), so ResNet
@@ -113,14 +148,8 @@ class TimmEncoder(nn.Module):
         if self.mean is not None and len(self.mean) != in_channels:  # adapted first conv: average statistics
             self.mean = (sum(self.mean) / len(self.mean),) * in_channels
             self.std = (sum(self.std) / len(self.std),) * in_channels
-        self.load_report: LoadReport | None = None
         if weights is not None:
-            state_dict, source = resolve_weights(weights, name)
-            self.load_report = load_encoder_state(
-                self.model, state_dict, source, in_channels, first_conv=cfg.get("first_conv"), strict=strict
-            )
-            self.load_report.mean, self.load_report.std = self.mean, self.std
-            report_load(self.load_report)
+            self.load_weights(weights, name, in_channels, strict, target=self.model, first_conv=cfg.get("first_conv"))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return the feature maps, finest first."""
@@ -137,7 +166,7 @@ def build_encoder(
     padding: str = "same",
     norm: str | None = "batch",
     dropout: float = 0.0,
-) -> UNetEncoder | TimmEncoder:
+) -> Encoder:
     """The encoder named ``name``: ``"unet"`` for the classic contracting path, else a timm model name.
 
     ``depth``, ``base_channels``, ``padding``, ``norm`` and ``dropout`` shape the classic encoder only.
@@ -148,7 +177,5 @@ def build_encoder(
     if weights is not None:
         if not weights.startswith("file:"):
             raise ValueError(f"the classic 'unet' encoder has no hub weights; got weights={weights!r}, use file:<path>")
-        state_dict, source = resolve_weights(weights, name)
-        encoder.load_report = load_encoder_state(encoder, state_dict, source, in_channels, strict=strict)
-        report_load(encoder.load_report)
+        encoder.load_weights(weights, name, in_channels, strict)
     return encoder

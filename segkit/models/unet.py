@@ -197,7 +197,6 @@ class UNet(nn.Module):
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
         self.padding = padding
         self.num_classes = num_classes
-        self.freeze_encoder = freeze_encoder
         self.encoder = build_encoder(
             encoder, in_channels, weights, strict_weights, depth, base_channels, padding, norm, dropout
         )
@@ -219,14 +218,7 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
         self.aux_head, self.aux_loss_weight = build_aux_head(aux_head, self.encoder.channels[-1])
         if freeze_encoder:
-            self.encoder.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> UNet:
-        """Switch modes; a frozen encoder stays in eval mode so its BatchNorm statistics do not move."""
-        super().train(mode)
-        if self.freeze_encoder:
-            self.encoder.eval()
-        return self
+            self.encoder.freeze()
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder maps, preceded by the high-resolution branch's maps when the encoder starts below stride 1."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -46,14 +46,28 @@ def build_optimization(
 
 
 class Task(pl.LightningModule):
-    """Base of the tasks: subclasses set ``net``, ``optimizer_factory``, ``scheduler_factory`` and hparams
-    ``channels_last``, ``scheduler_interval``, ``encoder_lr_mult``, and implement ``_shared_step(batch, split)``
-    and ``_log_epoch(split)``.
+    """Base of the tasks: holds the net, the optimizer/scheduler factories and the class names.
+
+    Subclasses call ``save_hyperparameters`` (so hparams hold ``channels_last``, ``scheduler_interval`` and
+    ``encoder_lr_mult``) and implement ``_shared_step(batch, split)`` and ``_log_epoch(split)``.
     """
 
-    net: nn.Module
-    optimizer_factory: OptimizerFactory
-    scheduler_factory: SchedulerFactory | None
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None,
+        num_classes: int,
+        class_names: Sequence[str] | None,
+        channels_last: bool,
+    ) -> None:
+        super().__init__()
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names but num_classes is {num_classes}")
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The network's output for a batch of normalised images."""

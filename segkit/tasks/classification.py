@@ -55,12 +55,8 @@ class ClassificationTask(Task):
         encoder_lr_mult: float = 1.0,
         loss: nn.Module | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "loss"])
-        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values but num_classes is {num_classes}")
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None

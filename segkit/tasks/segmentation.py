@@ -55,17 +55,11 @@ class SegmentationTask(Task):
         channels_last: bool = False,
         encoder_lr_mult: float = 1.0,
     ) -> None:
-        super().__init__()
+        super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last)
         # Factories and modules stay out of the checkpoint's hparams: they are not plain data and would need
         # unpickling of arbitrary objects; the run's .hydra/config.yaml describes them instead.
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
-        self.net = net
         self.loss = loss
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
-        if len(self.class_names) != num_classes:
-            raise ValueError(f"class_names has {len(self.class_names)} names but num_classes is {num_classes}")
         self.confmat = nn.ModuleDict(
             {split: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index) for split in ("val", "test")}
         )
@@ -73,8 +67,6 @@ class SegmentationTask(Task):
         self.aux_f1 = nn.ModuleDict(
             {split: MultilabelF1Score(aux_head.fc.out_features) for split in ("val", "test")} if aux_head else {}
         )
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
         self._has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
     def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:

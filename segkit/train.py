@@ -74,6 +74,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.data,
         train_transform=instantiate(aug.get("train")),
         val_transform=instantiate(aug.get("val")),
+        seed=cfg.get("seed"),
         **weights_normalization(net, cfg.data),
     )
     datamodule.setup("fit")  # checks every file now, before any trainer is built
@@ -88,7 +89,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     ckpt_path = resolve_resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
     if ckpt_path:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)  # Lightning loads it again
         log.info(
             "Resuming training from %s (epoch %d, global step %d)", ckpt_path, state["epoch"], state["global_step"]
         )

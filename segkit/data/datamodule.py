@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate, get_worker_info
 
 from segkit.data.samplers import EvalDistributedSampler
 
@@ -19,10 +19,31 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def with_tail(transform: A.Compose | None, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
-    """Append Normalize + ToTensorV2 to a pipeline, so train, val and predict share one preprocessing tail."""
+def with_tail(
+    transform: A.Compose | None, mean: Sequence[float], std: Sequence[float], seed: int | None = None
+) -> A.Compose:
+    """Append Normalize + ToTensorV2 to a pipeline, so train, val and predict share one preprocessing tail.
+
+    ``seed`` seeds the pipeline's own random state (albumentations ignores global seeds).
+    """
     ops = list(transform.transforms) if transform is not None else []
-    return A.Compose([*ops, A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()])
+    tail = [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    return A.Compose([*ops, *tail], seed=seed)
+
+
+def seed_worker_transforms(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's augmentation pipeline its own seed.
+
+    Workers start as copies of one pipeline, so without this they would apply the same random sequence.
+    Torch's per-worker seed is derived from the global seed, so runs stay reproducible.
+    """
+    info = get_worker_info()
+    dataset = info.dataset
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    transform = getattr(dataset, "transform", None)
+    if isinstance(transform, A.Compose):
+        transform.set_random_seed(info.seed % 2**32)
 
 
 def collate(samples: list[dict]) -> dict:
@@ -60,6 +81,7 @@ class ImageDataModule(pl.LightningDataModule):
         batch_size: samples per batch on each device.
         num_workers: loader processes.
         pin_memory: pin host memory (useful on GPU).
+        seed: seed of the augmentation pipelines (train.py passes the run's ``seed``); ``None``: not reproducible.
     """
 
     def __init__(
@@ -79,6 +101,7 @@ class ImageDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         pin_memory: bool = False,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -97,8 +120,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.mean, self.std = tuple(mean), tuple(std)
-        self.train_transform = with_tail(train_transform, mean, std)
-        self.val_transform = with_tail(val_transform, mean, std)
+        self.train_transform = with_tail(train_transform, mean, std, seed)
+        self.val_transform = with_tail(val_transform, mean, std, seed)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -144,6 +167,7 @@ class ImageDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker_transforms if self.num_workers > 0 else None,
             collate_fn=collate,
         )
 

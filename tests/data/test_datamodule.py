@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import albumentations as A
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -85,3 +86,36 @@ def test_eval_sampler_covers_every_sample_exactly_once() -> None:
     assert sorted(shares[0] + shares[1]) == data and [len(s) for s in shares] == [4, 3]
     padded = [list(DistributedSampler(data, num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
     assert len(padded[0] + padded[1]) == 8  # what torch's sampler would do: one sample counted twice
+
+
+class _SameImage(torch.utils.data.Dataset):
+    """16 copies of one asymmetric image, so the output shows whether it was flipped."""
+
+    def __init__(self, transform) -> None:
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, index: int) -> dict:
+        image = np.zeros((4, 4, 3), dtype=np.uint8)
+        image[:, 0] = 255  # bright left column
+        out = self.transform(image=image, mask=np.zeros((4, 4), dtype=np.uint8))
+        return {"image": out["image"], "mask": torch.as_tensor(out["mask"]).long()}
+
+
+def _flips(num_workers: int, seed: int) -> list[bool]:
+    dm = SegmentationDataModule(
+        _SameImage, num_classes=2, val_dataset=_SameImage, batch_size=1, num_workers=num_workers, seed=seed,
+        train_transform=A.Compose([A.HorizontalFlip(p=0.5)]), mean=(0, 0, 0), std=(1, 1, 1),
+    )  # fmt: skip
+    dm.setup("fit")
+    torch.manual_seed(0)
+    return [bool(b["image"][0, 0, 0, 0] == 0) for b in dm.train_dataloader()]
+
+
+def test_augmentation_is_seeded_and_workers_do_not_repeat_each_other() -> None:
+    assert _flips(0, seed=1) == _flips(0, seed=1)
+    flips = _flips(2, seed=1)
+    assert flips == _flips(2, seed=1)  # reproducible with workers too
+    assert flips[0::2] != flips[1::2]  # batches alternate between the 2 workers: their random streams differ

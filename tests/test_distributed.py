@@ -124,9 +124,11 @@ def test_kill_9_then_resume_finishes_with_the_same_step_count(tmp_path: Path) ->
     assert 0 < killed_at < 32
     done = run_cli(*args, "ckpt_path=last", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"global step {killed_at}" in (run_dir / "train.log").read_text()  # the resume was announced
+    log = (run_dir / "train.log").read_text()
+    assert f"global step {killed_at}" in log, log  # the resume was announced
     final = torch.load(last, weights_only=True)
-    assert final["global_step"] == 32  # 4 epochs x 8 steps, as an uninterrupted run
+    # 4 epochs x 8 steps, as an uninterrupted run
+    assert final["global_step"] == 32, f"killed at step {killed_at}; resumed run log:\n{done.stderr[-3000:]}"
     assert final["optimizer_states"] and final["lr_schedulers"]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 
 import hydra
@@ -15,20 +16,30 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from segkit.checkpoint import AtomicCheckpointIO, resolve_resume_path
+from segkit.checkpoint import AtomicCheckpointIO, remove_stale_temporaries, resolve_resume_path
 
 log = logging.getLogger(__name__)
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    """Instantiate every callback node under ``cfg.callbacks`` (``null`` entries switch one off)."""
-    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+    """Instantiate every callback node under ``cfg.callbacks`` (``null`` entries, or factories answering
+    ``None``, switch one off).
+
+    With ``trainer.fast_dev_run`` no checkpoint callback is kept: Lightning's ``ModelCheckpoint.on_train_end``
+    writes ``last.ckpt`` even then, although a wiring check should leave nothing behind.
+    """
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+    callbacks = [c for c in callbacks if c is not None]
+    if cfg.trainer.get("fast_dev_run"):
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    return callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -62,6 +73,16 @@ def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
     return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
+def _last_checkpoint(trainer: pl.Trainer, output_dir: Path) -> Path | None:
+    """The newest resumable file: a checkpoint callback's ``last.ckpt``, else ``<run>/checkpoints/last.ckpt``."""
+    checkpoint = _checkpoint_callback(trainer)
+    folders = [Path(checkpoint.dirpath)] if checkpoint is not None and checkpoint.dirpath else []
+    for folder in [*folders, output_dir / "checkpoints"]:
+        if (folder / "last.ckpt").is_file():
+            return folder / "last.ckpt"
+    return None
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured task and return the final validation metrics (``{"val/miou": ..., ...}``)."""
     if cfg.get("seed") is not None:
@@ -80,11 +101,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")  # checks every file now, before any trainer is built
     # Class names may come from the data itself (ImageFolder folders), so the task takes the datamodule's.
     task = instantiate(cfg.task, net=net, class_names=datamodule.class_names, _convert_="all")
+    callbacks = build_callbacks(cfg)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
-        callbacks=build_callbacks(cfg),
+        callbacks=callbacks,
         logger=build_loggers(cfg) or False,
         plugins=[AtomicCheckpointIO()],
+        # no bar in the callbacks (e.g. output piped to a file): segkit's LogProgress lines are the progress
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
     )
 
     ckpt_path = resolve_resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
@@ -93,13 +117,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info(
             "Resuming training from %s (epoch %d, global step %d)", ckpt_path, state["epoch"], state["global_step"]
         )
+    remove_stale_temporaries(output_dir / "checkpoints")
     log.info("Training in %s", output_dir)
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        # Lightning stops after the current batch; CheckpointOnSigterm has saved last.ckpt by now. The exit
+        # status is the shell's for a SIGTERM death (128 + 15), so schedulers and scripts see an interrupted
+        # run, not a finished one (Lightning's own exception would exit with 0).
+        last = _last_checkpoint(trainer, output_dir)
+        where = f"resume with ckpt_path={last}" if last else "no checkpoint was written"
+        log.warning("Training stopped by signal (SIGTERM) at global step %d; %s", trainer.global_step, where)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except BaseException:
-        checkpoint = _checkpoint_callback(trainer)
-        last = Path(checkpoint.dirpath or "") / "last.ckpt" if checkpoint else None
-        if last is not None and last.is_file():
+        last = _last_checkpoint(trainer, output_dir)
+        if last:
             log.error("Training stopped with an error. Last good state: %s (resume with ckpt_path=%s)", last, last)
         else:
             log.error("Training stopped with an error before any checkpoint was written.")

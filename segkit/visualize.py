@@ -5,27 +5,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+# Figures are built with matplotlib's object API (``Figure``, not ``pyplot``): no global backend switch, so
+# importing segkit in a notebook leaves its inline backend alone, and no figure is kept in pyplot's registry.
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG (creating folders) and free it."""
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG (creating folders)."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path
 
 
 def palette(num_classes: int) -> np.ndarray:
     """``(num_classes, 3)`` float RGB colours: black background, then tab10/tab20 colours."""
-    cmap = plt.get_cmap("tab10" if num_classes <= 11 else "tab20")
+    cmap = colormaps["tab10" if num_classes <= 11 else "tab20"]
     colours = [(0.0, 0.0, 0.0)] + [cmap(i % cmap.N)[:3] for i in range(num_classes - 1)]
     return np.asarray(colours, dtype=np.float32)
 
@@ -60,7 +60,8 @@ def save_prediction_grid(
 ) -> Path:
     """One row per sample: image | ground truth overlay | prediction overlay. Returns the written path."""
     rows = len(images)
-    fig, axes = plt.subplots(rows, 3, figsize=(9, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(9, 3 * rows))
+    axes = fig.subplots(rows, 3, squeeze=False)
     for row, (image, target, pred) in enumerate(zip(images, targets, predictions, strict=True)):
         h, w = pred.shape
         if image.shape[:2] != (h, w):  # valid-padding models predict the centre only
@@ -84,7 +85,8 @@ def save_prediction_grid(
 
 def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | Path) -> Path:
     """Plot each metric's ``(epoch, value)`` series; losses on the left axis, scores on the right."""
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_score = fig.subplots(1, 2)
     for name, points in history.items():
         if not points:
             continue
@@ -103,7 +105,8 @@ def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
 def save_confusion_matrix(confmat: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Heat map of a confusion matrix (rows = true class, columns = predicted) with the counts written in."""
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(2.5 + 0.7 * n, 2.2 + 0.7 * n))
+    fig = Figure(figsize=(2.5 + 0.7 * n, 2.2 + 0.7 * n))
+    ax = fig.subplots()
     ax.imshow(confmat, cmap="Blues")
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)

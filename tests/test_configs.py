@@ -39,8 +39,10 @@ def instantiate_all(cfg) -> None:
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}/{o}" for g, o in OPTIONS])
 def test_every_config_option_composes_and_instantiates(compose_cfg, synthetic_dir, group: str, option: str) -> None:
-    overrides = [f"{group}={option}"]
-    if group == "data" and option in ("hymenoptera", "synthetic_classes"):
+    overrides = [f"+{group}={option}" if group == "debug" else f"{group}={option}"]  # debug composes last
+    if (group == "data" and option in ("hymenoptera", "synthetic_classes")) or (group, option) == ("loss", "none"):
+        if group == "loss":
+            overrides.append("data=synthetic_classes")
         overrides += ["task=classification", "loss=none", "model=classifier", "callbacks.prediction_grid=null"]
     if group == "trainer" and option in ("ddp", "multinode"):
         overrides += ["trainer.devices=2"]  # no GPUs here: build the same strategy on 2 CPU devices
@@ -95,3 +97,25 @@ def test_last_checkpoint_interval_can_be_given_in_minutes(compose_cfg) -> None:
     )
     last = instantiate(cfg.callbacks.last_checkpoint)
     assert last._train_time_interval == timedelta(minutes=10) and last.save_last
+
+
+def test_debug_preset_wins_over_the_experiment(compose_cfg) -> None:
+    cfg = compose_cfg("+experiment=quickstart", "+debug=overfit")
+    assert cfg.trainer.max_epochs == 100 and cfg.trainer.overfit_batches == 1
+    assert cfg.task.scheduler.T_max == 100  # the schedule follows the debug preset's length
+    with pytest.raises(ConfigCompositionException, match=r"\+debug=overfit"):
+        compose_cfg("+experiment=quickstart", "debug=overfit")  # Hydra's message says to append it with +
+
+
+def test_common_trainer_arguments_are_overridable_without_plus(compose_cfg) -> None:
+    cfg = compose_cfg("trainer.max_steps=7", "trainer.limit_train_batches=3", "trainer.limit_val_batches=0.5",
+                      "trainer.accumulate_grad_batches=2", "trainer.limit_test_batches=1")  # fmt: skip
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    assert (trainer.max_steps, trainer.limit_train_batches, trainer.limit_val_batches) == (7, 3, 0.5)
+    assert trainer.accumulate_grad_batches == 2
+
+
+def test_segmentation_without_a_loss_fails_at_start_up(compose_cfg) -> None:
+    cfg = compose_cfg("loss=none")
+    with pytest.raises(Exception, match="needs a loss.*loss=dice_ce"):  # wrapped by Hydra
+        instantiate(cfg.task, net=instantiate(cfg.model), _convert_="all")

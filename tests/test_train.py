@@ -19,7 +19,7 @@ TINY = [
 
 
 def test_fast_dev_run_through_train(compose_cfg) -> None:
-    metrics = train(compose_cfg("debug=fast_dev_run", *TINY))
+    metrics = train(compose_cfg("+debug=fast_dev_run", *TINY))
     assert 0.0 <= metrics["val/miou"] <= 1.0
     assert set(metrics) >= {"val/loss", "val/miou", "val/dice", "val/acc", "val/iou_disc"}
 
@@ -50,16 +50,16 @@ def test_resume_from_last_checkpoint_continues_the_step_count(compose_cfg, tmp_p
 
 def test_folder_data_trains_and_bad_data_fails_before_training(compose_cfg, synthetic_dir: Path) -> None:
     folder = [f"paths.data_dir={synthetic_dir}", "data=folder", "data.num_classes=3", "data.batch_size=2"]
-    metrics = train(compose_cfg(*folder, "debug=fast_dev_run", "callbacks.rich_progress_bar=null"))
+    metrics = train(compose_cfg(*folder, "+debug=fast_dev_run", "callbacks.rich_progress_bar=null"))
     assert "val/iou_class_2" in metrics
     (synthetic_dir / "val" / "masks" / "1.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"val/images/1\.png"):
-        train(compose_cfg(*folder, "debug=fast_dev_run"))
+        train(compose_cfg(*folder, "+debug=fast_dev_run"))
 
 
 def test_missing_resume_checkpoint_is_a_clear_error(compose_cfg, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no checkpoint file"):
-        train(compose_cfg("ckpt_path=last", "debug=fast_dev_run", *TINY))
+        train(compose_cfg("ckpt_path=last", "+debug=fast_dev_run", *TINY))
 
 
 @pytest.mark.slow
@@ -80,7 +80,7 @@ def test_a_few_dozen_steps_learn_well_above_chance(compose_cfg) -> None:
 
 
 def test_timm_encoder_trains_through_the_cli_config(compose_cfg) -> None:
-    metrics = train(compose_cfg("model=unet", "model.encoder=test_convnext", "debug=fast_dev_run", *TINY))
+    metrics = train(compose_cfg("model=unet", "model.encoder=test_convnext", "+debug=fast_dev_run", *TINY))
     assert 0.0 <= metrics["val/miou"] <= 1.0
 
 
@@ -164,3 +164,11 @@ def test_mid_epoch_resume_continues_the_same_run(compose_cfg, tmp_path: Path, mo
     train(compose_cfg(*run, "ckpt_path=last"))
     assert torch.load(last, weights_only=True)["global_step"] == 32
     assert sorted(p.name for p in last.parent.glob("last*")) == ["last.ckpt"]
+
+
+def test_fast_dev_run_writes_no_checkpoint_and_stale_temporaries_are_cleaned(compose_cfg, tmp_path: Path) -> None:
+    stale = tmp_path / "run" / "checkpoints" / ".last.ckpt.x1y2.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left by a killed writer")
+    train(compose_cfg("+experiment=quickstart", "+debug=fast_dev_run", *TINY))
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []

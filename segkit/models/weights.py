@@ -17,12 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import torch
-from timm.models import adapt_input_conv
 from torch import nn
 
 log = logging.getLogger(__name__)
 
-WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 # Prefixes that wrap an encoder's own keys. "module." (DataParallel/DDP) and "model." (segkit's and smp's timm
 # wrappers) are stripped when every key has them; "net." (segkit tasks) and "encoder." (segkit and smp models)
 # select the part of a bigger checkpoint that holds the encoder.
@@ -65,19 +63,39 @@ class LoadReport:
         )
 
 
+def weight_file_format(path: str | Path) -> str:
+    """``"safetensors"``, ``"torch-zip"`` (``torch.save`` since 1.6) or ``"torch-legacy"``, judged by content.
+
+    Extensions lie (``resnet20-12fca82f.th``, ``model_best.pth.tar``), so the first bytes decide. Raises
+    ``ValueError`` naming the file when it is none of these.
+    """
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: 8-byte little-endian header length, then JSON
+        return "safetensors"
+    if head[:1] == b"\x80":  # a pickle protocol marker: torch.save's legacy (pre-1.6) format
+        return "torch-legacy"
+    raise ValueError(
+        f"weights file {path} is neither a safetensors file nor a torch.save file (first bytes {head[:8]!r}); "
+        "save a state dict with torch.save(model.state_dict(), ...) or safetensors"
+    )
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a weight file safely and unwrap ``state_dict`` / ``model`` containers; tensors only."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
+    if weight_file_format(path) == "safetensors":
         from safetensors.torch import load_file
 
         obj: object = load_file(str(path))
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle refusing a class, or not a torch file at all
+        except Exception as err:  # pickle refusing a class, or a damaged file
             raise ValueError(
                 f"cannot read weights {path} safely ({type(err).__name__}: {str(err).splitlines()[0]}); "
                 "save a plain state dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
@@ -88,6 +106,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} holds no state dict of tensors")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt a pretrained first-conv kernel ``(O, C, k, k)`` to ``in_channels`` inputs.
+
+    One channel: the sum over the pretrained inputs (a grey image is R = G = B, so the response is unchanged).
+    Otherwise the pretrained kernel is tiled over the new channels and scaled by ``C / in_channels``, which
+    keeps the expected activation magnitude (timm's rule; written here so it does not hang on timm's version).
+    """
+    c = weight.shape[1]
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_channels // c)  # ceil
+    return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (c / in_channels)
 
 
 def strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -139,8 +171,9 @@ def load_encoder_state(
         is_first_conv = first_conv is not None and found == f"{first_conv}.weight"
         if tensor.shape != current.shape and tensor.ndim == 4 and tensor.shape[1] != current.shape[1]:
             if is_first_conv or tensor.shape[0] == current.shape[0]:
-                tensor = adapt_input_conv(in_channels, tensor, base_chans=tensor.shape[1]).to(current.dtype)
-                rule = "sum over input channels" if in_channels == 1 else f"repeat and scale by 3/{in_channels}"
+                tensor = adapt_first_conv(tensor, in_channels).to(current.dtype)
+                c = state_dict[found].shape[1]
+                rule = "sum over input channels" if in_channels == 1 else f"repeat and scale by {c}/{in_channels}"
                 report.adapted.append(f"{key}: {tuple(state_dict[found].shape)} -> {tuple(tensor.shape)} ({rule})")
         if tensor.shape != current.shape:
             report.mismatched.append(f"{key} {tuple(tensor.shape)} vs {tuple(current.shape)}")
@@ -212,8 +245,6 @@ def resolve_weights(spec: str, model_name: str) -> tuple[dict[str, torch.Tensor]
     """Turn a ``weights`` spec into a state dict and a description of its source."""
     if spec.startswith("file:"):
         path = Path(spec[len("file:") :]).expanduser()
-        if path.suffix not in WEIGHT_SUFFIXES:
-            raise ValueError(f"weights file {path} should end in one of {WEIGHT_SUFFIXES}")
         return read_state_dict(path), f"file {path}"
     path, source = fetch_pretrained(model_name, spec)
     return read_state_dict(path), source

@@ -55,6 +55,11 @@ class SegmentationTask(Task):
         channels_last: bool = False,
         encoder_lr_mult: float = 1.0,
     ) -> None:
+        if loss is None:
+            raise ValueError(
+                "SegmentationTask needs a loss; pick one from the loss group: loss=dice_ce, loss=ce, loss=dice or "
+                "loss=bce (loss=none is for tasks with a built-in loss, such as classification)"
+            )
         super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last)
         # Factories and modules stay out of the checkpoint's hparams: they are not plain data and would need
         # unpickling of arbitrary objects; the run's .hydra/config.yaml describes them instead.

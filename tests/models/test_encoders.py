@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from segkit.models import UNet
 from segkit.models.encoders import TimmEncoder
-from segkit.models.weights import WeightsUnavailableError, read_state_dict
+from segkit.models.weights import WeightsUnavailableError, adapt_first_conv, read_state_dict, weight_file_format
 
 SMALL = ["resnet18", "convnext_atto", "convnextv2_atto", "vgg11_bn", "test_resnet", "test_convnext"]
 LARGE = [
@@ -153,3 +153,33 @@ def test_freeze_encoder_keeps_weights_and_batchnorm_statistics() -> None:
     opt.step()
     assert all(torch.equal(before[k], v) for k, v in net.encoder.state_dict().items())
     assert not net.encoder.training and net.decoder.training
+
+
+@pytest.mark.parametrize("name", ["resnet20-12fca82f.th", "model_best.pth.tar", "weights"])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_weight_files_are_recognised_by_content_not_extension(tmp_path: Path, name: str, legacy: bool) -> None:
+    source = torchvision.models.resnet18().state_dict()
+    path = tmp_path / name
+    torch.save({"state_dict": source}, path, _use_new_zipfile_serialization=not legacy)
+    enc = TimmEncoder("resnet18", weights=f"file:{path}")
+    assert enc.load_report.loaded == len(source) - 2  # all but the classifier's fc.weight / fc.bias
+    torch.testing.assert_close(enc.model.layer1[0].conv1.weight, source["layer1.0.conv1.weight"])
+
+
+def test_safetensors_without_its_extension_and_non_weight_files(tmp_path: Path) -> None:
+    source = timm.create_model("test_resnet").state_dict()
+    path = tmp_path / "exported.bin"
+    save_file(source, str(path))
+    assert weight_file_format(path) == "safetensors"
+    assert read_state_dict(path).keys() == source.keys()
+    text = tmp_path / "notes.pth"
+    text.write_text("not weights")
+    with pytest.raises(ValueError, match=r"notes\.pth is neither a safetensors file nor a torch\.save file"):
+        read_state_dict(text)
+
+
+def test_first_conv_adaptation_rule_by_hand() -> None:
+    weight = torch.arange(2 * 3 * 1 * 1, dtype=torch.float32).view(2, 3, 1, 1)  # [[0, 1, 2], [3, 4, 5]]
+    assert adapt_first_conv(weight, 1).flatten().tolist() == [3.0, 12.0]
+    five = adapt_first_conv(weight, 5).view(2, 5)
+    torch.testing.assert_close(five, torch.tensor([[0.0, 1, 2, 0, 1], [3, 4, 5, 3, 4]]) * 3 / 5)

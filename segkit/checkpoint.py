@@ -98,3 +98,16 @@ def resolve_resume_path(ckpt_path: str | None, checkpoint_dir: str | Path) -> st
     if not candidate.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no checkpoint file at {candidate}")
     return str(candidate)
+
+
+def newest_run_checkpoint(run_dir: str | Path) -> str | None:
+    """The most recently written of ``<run_dir>/hpc_ckpt_*.ckpt`` and ``<run_dir>/checkpoints/last.ckpt``.
+
+    A SLURM job requeued by Lightning's auto-requeue starts again in the same run directory (``SEGKIT_RUN_ID``
+    = the job id): Lightning saved ``hpc_ckpt_N.ckpt`` on the requeue signal, and segkit may have saved a later
+    ``last.ckpt`` on the SIGTERM that followed. Resuming from the newer one loses the least work.
+    """
+    run_dir = Path(run_dir)
+    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
+    existing = [p for p in candidates if p.is_file()]
+    return str(max(existing, key=lambda p: p.stat().st_mtime)) if existing else None

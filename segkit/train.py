@@ -17,13 +17,19 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from segkit.checkpoint import AtomicCheckpointIO, remove_stale_temporaries, resolve_resume_path
+from segkit.checkpoint import (
+    AtomicCheckpointIO,
+    newest_run_checkpoint,
+    remove_stale_temporaries,
+    resolve_resume_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +118,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
 
     ckpt_path = resolve_resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
+    if ckpt_path is None and SLURMEnvironment.detect():
+        ckpt_path = newest_run_checkpoint(output_dir)  # a requeued SLURM job continues where it stopped
     if ckpt_path:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)  # Lightning loads it again
         log.info(

@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from segkit.train import train
@@ -142,8 +144,117 @@ def test_sigterm_saves_a_checkpoint(tmp_path: Path) -> None:
     _wait_for(lambda: log.is_file() and "Training in" in log.read_text())
     time.sleep(8)  # let some steps run
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM  # an interrupted run must not look finished
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file()
-    assert _global_step(last) > 0
-    assert "SIGTERM received" in log.read_text()
+    step = _global_step(last)
+    assert step > 0
+    text = log.read_text()
+    assert "SIGTERM received" in text
+    assert f"stopped by signal (SIGTERM) at global step {step}; resume with ckpt_path={last}" in text
+    assert "with an error" not in text
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_slurm_auto_requeue_saves_requeues_and_the_requeued_job_resumes(tmp_path: Path) -> None:
+    """The README's sbatch recipe, with a stand-in ``scontrol``: SIGUSR1 -> hpc checkpoint + requeue; rerun resumes."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol_calls.txt"
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {
+        **os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train",
+        "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost", "SEGKIT_RUN_ID": "4242",
+    }  # fmt: skip
+    args = [*SLOW_RUN, "trainer.max_epochs=6", f"paths.log_dir={tmp_path / 'outputs'}"]
+    run_dir = tmp_path / "outputs" / "quickstart" / "4242"
+    proc = subprocess.Popen([sys.executable, "-m", "segkit.train", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_for(lambda: _global_step(run_dir / "checkpoints" / "last.ckpt") >= 8)  # past the first epoch
+        proc.send_signal(signal.SIGUSR1)  # what --signal=SIGUSR1@90 sends before the time limit
+        _wait_for(lambda: calls.is_file())
+        proc.send_signal(signal.SIGTERM)  # what SLURM sends when it takes the requeued job off the node
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert list(run_dir.glob("hpc_ckpt_*.ckpt"))
+    done = subprocess.run([sys.executable, "-m", "segkit.train", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Resuming training from" in (run_dir / "train.log").read_text()
+    assert _global_step(run_dir / "checkpoints" / "last.ckpt") == 48  # 6 epochs x 8 steps, as if never stopped
+
+
+def test_more_processes_than_validation_images_validates_on_every_rank_exactly(compose_cfg, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    few = [*TINY, "data.val_dataset.num_samples=2"]
+    train(compose_cfg("trainer.max_epochs=1", *few))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    results = {}
+    for devices, strategy in [(1, "auto"), (3, "ddp_spawn")]:
+        cfg = compose_cfg("trainer=ddp_sim", f"trainer.devices={devices}", f"trainer.strategy={strategy}", *few)
+        dm = instantiate(cfg.data, train_transform=None, val_transform=None)
+        dm.setup("fit")
+        task = instantiate(cfg.task, net=instantiate(cfg.model), class_names=dm.class_names, _convert_="all")
+        trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+        results[devices] = trainer.validate(task, datamodule=dm, ckpt_path=str(ckpt), verbose=False)[0]
+    for key in ("val/miou", "val/acc", "val/dice", "val/iou_background", "val/iou_disc", "val/iou_square"):
+        assert results[3][key] == pytest.approx(results[1][key], abs=1e-6), key
+
+
+class RecordFirstBatch(pl.Callback):
+    """Saves each rank's first training images to ``<dir>/rank<r>.pt`` (module level: ddp_spawn pickles it)."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0 and trainer.current_epoch == 0:
+            torch.save(batch["image"].cpu(), Path(self.dirpath) / f"rank{trainer.global_rank}.pt")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_each_rank_draws_its_own_augmentations_and_runs_repeat(compose_cfg, tmp_path: Path, workers: int) -> None:
+    from hydra.utils import instantiate
+
+    firsts = []
+    for attempt in range(2):
+        out = tmp_path / f"attempt{attempt}"
+        out.mkdir()
+        cfg = compose_cfg("trainer=ddp_sim", "trainer.strategy=ddp_spawn", "trainer.max_steps=1", "aug=em",
+                          "data.train_dataset.image_size=[48,48]", "data.train_dataset.num_samples=2",
+                          "data.val_dataset.num_samples=2", "data.batch_size=1", "trainer.limit_val_batches=0",
+                          "callbacks.prediction_grid=null", f"data.num_workers={workers}",
+                          "data.train_dataset.num_samples=4", *TINY[2:])  # fmt: skip
+        cfg.aug.train.transforms[0].update(height=32, width=32)  # random 32x32 crops of one 48x48 image per step
+        cfg.data.train_dataset._target_ = "tests.test_distributed.OneImage"
+        dm = instantiate(cfg.data, train_transform=instantiate(cfg.aug.train), val_transform=None, seed=cfg.seed)
+        task = instantiate(cfg.task, net=instantiate(cfg.model), class_names=dm.class_names, _convert_="all")
+        trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False,
+                              callbacks=[RecordFirstBatch(str(out))])  # fmt: skip
+        pl.seed_everything(cfg.seed)
+        trainer.fit(task, datamodule=dm)
+        firsts.append([torch.load(out / f"rank{r}.pt") for r in range(2)])
+    assert not torch.equal(firsts[0][0], firsts[0][1])  # rank 0 and rank 1 saw different crops
+    assert torch.equal(firsts[0][0], firsts[1][0]) and torch.equal(firsts[0][1], firsts[1][1])  # and runs repeat
+
+
+class OneImage(torch.utils.data.Dataset):
+    """The same 48x48 gradient image ``num_samples`` times: only the augmentation can make samples differ."""
+
+    def __init__(self, num_samples: int, image_size, seed: int, transform=None) -> None:
+        self.num_samples, self.transform = num_samples, transform
+        ramp = np.linspace(0, 255, 48 * 48, dtype=np.float32).reshape(48, 48)
+        self.image = np.stack([ramp, ramp.T, 255 - ramp], axis=-1).astype(np.uint8)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict:
+        out = self.transform(image=self.image, mask=np.zeros((48, 48), dtype=np.uint8))
+        return {"image": out["image"], "mask": torch.as_tensor(out["mask"]).long()}

@@ -31,7 +31,8 @@ def test_run_directory_holds_checkpoints_logs_pictures_and_metrics(compose_cfg, 
     assert saved == pytest.approx(metrics)
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run / "checkpoints").glob("epoch_*.ckpt"))) == 1  # the best by val/miou
-    assert (run / "predictions" / "epoch_000.png").is_file() and (run / "predictions" / "epoch_001.png").is_file()
+    # one grid per epoch, and the final validation's named after the checkpoint it shows
+    assert sorted(p.name for p in (run / "predictions").iterdir()) == ["best.png", "epoch_000.png", "epoch_001.png"]
     assert (run / "curves.png").is_file()
     header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss_epoch" in header and "val/miou" in header
@@ -122,6 +123,7 @@ def test_classification_run_writes_accuracy_and_confusion_matrices(compose_cfg, 
     assert "val/acc_top5" not in metrics  # only 3 classes
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["val/acc"] == pytest.approx(metrics["val/acc"])
     assert (tmp_path / "run" / "confusion" / "val_epoch_000.png").is_file()
+    assert (tmp_path / "run" / "confusion" / "val_best.png").is_file()
 
 
 def test_aux_head_run_logs_its_loss_and_f1(compose_cfg) -> None:
@@ -172,3 +174,18 @@ def test_fast_dev_run_writes_no_checkpoint_and_stale_temporaries_are_cleaned(com
     stale.write_bytes(b"left by a killed writer")
     train(compose_cfg("+experiment=quickstart", "+debug=fast_dev_run", *TINY))
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
+
+
+def test_progress_lines_reach_the_log_when_output_is_not_a_terminal(compose_cfg, caplog) -> None:
+    import logging
+
+    from segkit.callbacks import terminal_progress_bar
+
+    assert terminal_progress_bar() is None  # pytest captures stdout: no rich bar redrawn into a file
+    cfg = compose_cfg("+experiment=quickstart", "trainer.max_epochs=2", "callbacks.log_progress.every_seconds=0",
+                      "callbacks.rich_progress_bar._target_=segkit.callbacks.terminal_progress_bar", *TINY)  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="segkit.callbacks.progress"):
+        train(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name == "segkit.callbacks.progress"]
+    assert "epoch 1/2 | step 1/8 (12%)" in lines[0] and "it/s" in lines[0] and "ETA" in lines[0]
+    assert any(line.startswith("validated | epoch 2/2 | step 8/8 (100%)") and "val/miou" in line for line in lines)

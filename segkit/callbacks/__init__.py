@@ -1,7 +1,8 @@
-"""Lightning callbacks: pictures of training and a checkpoint on SIGTERM."""
+"""Lightning callbacks: pictures of training, progress lines, and a checkpoint on SIGTERM."""
 
 from segkit.callbacks.curves import MetricCurves
 from segkit.callbacks.predictions import PredictionGrid
+from segkit.callbacks.progress import LogProgress, terminal_progress_bar
 from segkit.callbacks.sigterm import CheckpointOnSigterm
 
-__all__ = ["CheckpointOnSigterm", "MetricCurves", "PredictionGrid"]
+__all__ = ["CheckpointOnSigterm", "LogProgress", "MetricCurves", "PredictionGrid", "terminal_progress_bar"]

@@ -6,15 +6,36 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
 from segkit.visualize import denormalize, save_prediction_grid
 
 
+def picture_label(trainer: pl.Trainer) -> tuple[str, str]:
+    """File stem and title for a picture of the current evaluation.
+
+    While fitting: ``epoch_007`` / ``epoch 7``. Afterwards (the final validation or a test), pictures are named
+    after the checkpoint evaluated, ``best`` for the best one, because the trainer's epoch counter then says
+    where training stopped, not which weights are shown.
+    """
+    if trainer.state.fn == TrainerFn.FITTING:
+        return f"epoch_{trainer.current_epoch:03d}", f"epoch {trainer.current_epoch}"
+    ckpt = trainer.ckpt_path
+    if not ckpt:
+        return "final", "final weights"
+    best = next((c.best_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), "")
+    name = "best" if best and Path(best).resolve() == Path(ckpt).resolve() else Path(ckpt).stem
+    return name, f"{name} checkpoint ({Path(ckpt).name})"
+
+
 class PredictionGrid(pl.Callback):
     """Saves ``<dirpath>/epoch_<N>.png`` with the first ``num_samples`` validation samples.
 
-    The samples are the same every epoch, so the files show the model learning. Only rank 0 writes.
+    The samples are the same every epoch, so the files show the model learning. The final validation of the
+    best checkpoint writes ``best.png``. Samples may differ in size (whole validation images): each is
+    predicted on its own. Only rank 0 writes.
 
     Args:
         dirpath: output folder; default ``<trainer.default_root_dir>/predictions``.
@@ -31,26 +52,29 @@ class PredictionGrid(pl.Callback):
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Predict the fixed samples and write the grid."""
-        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if trainer.sanity_checking or (fitting and trainer.current_epoch % self.every_n_epochs):
             return
         datamodule = trainer.datamodule
         dataset = datamodule.val_set
         samples = [dataset[i] for i in range(min(self.num_samples, len(dataset)))]
-        images = torch.stack([s["image"] for s in samples]).to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
+        preds = []
         with torch.no_grad():
-            out = pl_module(images)
-            preds = (out[0] if isinstance(out, tuple) else out).argmax(dim=1).cpu().numpy()
+            for sample in samples:
+                out = pl_module(sample["image"].unsqueeze(0).to(pl_module.device))
+                preds.append((out[0] if isinstance(out, tuple) else out).argmax(dim=1)[0].cpu().numpy())
         pl_module.train(was_training)
+        name, title = picture_label(trainer)
         dirpath = Path(self.dirpath or Path(trainer.default_root_dir) / "predictions")
         path = save_prediction_grid(
             [denormalize(s["image"], datamodule.mean, datamodule.std) for s in samples],
             [s["mask"].numpy() for s in samples],
-            list(preds),
-            dirpath / f"epoch_{trainer.current_epoch:03d}.png",
+            preds,
+            dirpath / f"{name}.png",
             num_classes=datamodule.num_classes,
             ignore_index=datamodule.ignore_index,
-            title=f"epoch {trainer.current_epoch}",
+            title=title,
         )
         self.saved.append(path)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import albumentations as A
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate, get_worker_info
 
-from segkit.data.samplers import EvalDistributedSampler
+from segkit.data.samplers import EvalDistributedSampler, PaddingMarked
 
 DatasetFactory = Callable[..., Dataset]
 
@@ -31,11 +33,20 @@ def with_tail(
     return A.Compose([*ops, *tail], seed=seed)
 
 
-def seed_worker_transforms(worker_id: int) -> None:
+def rank_seed(seed: int, rank: int) -> int:
+    """``seed`` on rank 0 (single-process runs keep their streams); an independent 32-bit seed on other ranks."""
+    if rank == 0:
+        return seed % 2**32
+    return int(np.random.SeedSequence([seed % 2**32, rank]).generate_state(1)[0])
+
+
+def seed_worker_transforms(worker_id: int, rank: int = 0) -> None:
     """DataLoader ``worker_init_fn``: give each worker's augmentation pipeline its own seed.
 
     Workers start as copies of one pipeline, so without this they would apply the same random sequence.
-    Torch's per-worker seed is derived from the global seed, so runs stay reproducible.
+    Torch's per-worker seed is derived from the global seed, which is the same on every rank, so the global
+    rank is mixed in too: worker k on GPU 0 and worker k on GPU 1 draw different augmentations, and runs still
+    repeat for a fixed seed and world size.
     """
     info = get_worker_info()
     dataset = info.dataset
@@ -43,7 +54,7 @@ def seed_worker_transforms(worker_id: int) -> None:
         dataset = dataset.dataset
     transform = getattr(dataset, "transform", None)
     if isinstance(transform, A.Compose):
-        transform.set_random_seed(info.seed % 2**32)
+        transform.set_random_seed(rank_seed(info.seed, rank))
 
 
 def collate(samples: list[dict]) -> dict:
@@ -120,6 +131,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.mean, self.std = tuple(mean), tuple(std)
+        self.seed = seed
+        self._seeded_for_rank = False
         self.train_transform = with_tail(train_transform, mean, std, seed)
         self.val_transform = with_tail(val_transform, mean, std, seed)
         self.batch_size = batch_size
@@ -150,14 +163,25 @@ class ImageDataModule(pl.LightningDataModule):
         val = self.train_factory(transform=self.val_transform)
         return Subset(train, sorted(order[n_val:])), Subset(val, sorted(order[:n_val]))
 
+    @property
+    def global_rank(self) -> int:
+        """This process's rank (0 without a trainer or outside DDP)."""
+        return self.trainer.global_rank if self.trainer is not None else 0
+
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        # Under DDP, evaluation gets a sampler without padding so metrics count every sample exactly once
-        # (Lightning leaves DistributedSampler subclasses alone); training keeps Lightning's shuffling one.
-        sampler = (
-            EvalDistributedSampler(dataset) if not shuffle and dist.is_available() and dist.is_initialized() else None
-        )
+        # Under DDP, evaluation gets a sampler whose padding is marked, so metrics count every sample exactly
+        # once and every rank has batches even with fewer samples than processes (Lightning leaves
+        # DistributedSampler subclasses alone); training keeps Lightning's shuffling sampler.
+        sampler = None
+        if not shuffle and dist.is_available() and dist.is_initialized():
+            sampler = EvalDistributedSampler(dataset)
+            dataset = PaddingMarked(dataset)
+        rank = self.global_rank
+        if shuffle and self.seed is not None and not self._seeded_for_rank:
+            self.train_transform.set_random_seed(rank_seed(self.seed, rank))  # used as is with num_workers=0
+            self._seeded_for_rank = True
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -167,7 +191,7 @@ class ImageDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=seed_worker_transforms if self.num_workers > 0 else None,
+            worker_init_fn=partial(seed_worker_transforms, rank=rank) if self.num_workers > 0 else None,
             collate_fn=collate,
         )
 

@@ -1,7 +1,8 @@
-"""A distributed sampler for evaluation that neither pads nor drops: every sample is seen exactly once."""
+"""Distributed evaluation that counts every sample exactly once and still gives every rank work to do."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch.distributed as dist
@@ -9,22 +10,45 @@ from torch.utils.data import Dataset, DistributedSampler
 
 
 class EvalDistributedSampler(DistributedSampler):
-    """Rank ``r`` of ``W`` gets samples ``r, r + W, r + 2W, ...``; ranks may get one sample less than others.
+    """Rank ``r`` of ``W`` gets samples ``r, r + W, r + 2W, ...``, padded to ``ceil(N / W)`` with marked repeats.
 
-    ``torch.utils.data.DistributedSampler`` pads the index list with repeats so all ranks get equal shares,
-    which counts those samples twice in validation metrics. Metrics here are torchmetrics states summed across
-    ranks, so unequal shares are fine. It subclasses ``DistributedSampler`` so Lightning keeps it as is.
+    ``torch.utils.data.DistributedSampler`` pads with plain repeats, which counts those samples twice in the
+    metrics; giving ranks unequal shares without padding leaves a rank empty when there are fewer samples
+    than processes (Lightning refuses a zero-length loader), and unequal batch counts can hang collectives.
+    Here every rank gets the same number of indices, and a padding index is ``len(dataset) + i`` (a repeat of
+    sample ``i``) that :class:`PaddingMarked` turns into a sample flagged ``"is_pad": True``, which the tasks
+    leave out of losses and metrics. Subclassing ``DistributedSampler`` makes Lightning keep it as is.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None) -> None:
         num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
         rank = dist.get_rank() if rank is None else rank
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.num_samples = len(range(rank, len(dataset), num_replicas))  # type: ignore[arg-type]
-        self.total_size = len(dataset)  # type: ignore[arg-type]
+        self.dataset_size = len(dataset)  # type: ignore[arg-type]
+        self.num_samples = math.ceil(self.dataset_size / num_replicas)
+        self.total_size = self.num_samples * num_replicas
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.total_size, self.num_replicas))
+        own = list(range(self.rank, self.dataset_size, self.num_replicas))
+        padding = [self.dataset_size + own[0] if own else self.dataset_size] * (self.num_samples - len(own))
+        return iter(own + padding)
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class PaddingMarked(Dataset):
+    """Adds ``"is_pad"`` to each sample dict: ``False`` for ``i < len(dataset)``, ``True`` for padding indices."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.size = len(dataset)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict:
+        is_pad = index >= self.size
+        sample = dict(self.dataset[index - self.size if is_pad else index])
+        sample["is_pad"] = is_pad
+        return sample

@@ -14,6 +14,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from segkit.callbacks.predictions import picture_label
 from segkit.tasks.base import OptimizerFactory, SchedulerFactory, Task
 from segkit.visualize import save_confusion_matrix
 
@@ -76,13 +77,15 @@ class ClassificationTask(Task):
         return nn.ModuleDict(metrics)
 
     def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
-        logits = self(batch["image"]).float()  # (B, K)
-        loss = self.loss(logits, batch["label"])
+        logits, labels = self(batch["image"]).float(), batch["label"]  # (B, K), (B,)
+        if "is_pad" in batch:  # distributed evaluation: padding repeats count for nothing
+            logits, labels = logits[~batch["is_pad"]], labels[~batch["is_pad"]]
+        loss = self.loss(logits, labels) if len(labels) else logits.sum() * 0.0
         self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True,
-                 batch_size=logits.shape[0], sync_dist=split != "train")  # fmt: skip
-        if split in self.metrics:
+                 batch_size=len(labels), sync_dist=split != "train")  # fmt: skip
+        if split in self.metrics and len(labels):
             for metric in self.metrics[split].values():
-                metric.update(logits, batch["label"])
+                metric.update(logits, labels)
         return loss
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -103,5 +106,6 @@ class ClassificationTask(Task):
 
     def _save_confusion(self, confmat, split: str) -> None:
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            path = Path(self.trainer.default_root_dir) / "confusion" / f"{split}_epoch_{self.current_epoch:03d}.png"
-            save_confusion_matrix(confmat, self.class_names, path, title=f"{split}, epoch {self.current_epoch}")
+            name, title = picture_label(self.trainer)
+            path = Path(self.trainer.default_root_dir) / "confusion" / f"{split}_{name}.png"
+            save_confusion_matrix(confmat, self.class_names, path, title=f"{split}, {title}")

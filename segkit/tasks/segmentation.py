@@ -83,10 +83,17 @@ class SegmentationTask(Task):
             )
         out = self(image)
         logits, class_logits = out if isinstance(out, tuple) else (out, None)  # (B, K, H', W'), (B, K_aux)
+        if "is_pad" in batch:  # distributed evaluation: every rank ran the same batches, padding counts for nothing
+            keep = ~batch["is_pad"]
+            logits, mask = logits[keep], mask[keep]
+            class_logits = class_logits[keep] if class_logits is not None else None
+            batch = {**batch, **({"labels": batch["labels"][keep]} if "labels" in batch else {})}
+        batch_size = logits.shape[0]
         full_mask = mask
         if logits.shape[-2:] != mask.shape[-2:]:
             mask = center_crop(mask, logits.shape[-2:])  # valid-padding U-Nets predict the centre only
-        loss = self.loss(logits, mask)
+        # A rank whose batch is all padding logs a zero weighted by batch size 0: the epoch mean stays exact.
+        loss = self.loss(logits, mask) if batch_size else logits.sum() * 0.0
         if class_logits is not None:
             # The aux head always takes part in the loss, so DDP never sees unused parameters.
             targets = (
@@ -94,12 +101,14 @@ class SegmentationTask(Task):
                 if "labels" in batch
                 else class_presence(full_mask, class_logits.shape[1], self.hparams.ignore_index)
             )
-            aux_loss = F.binary_cross_entropy_with_logits(class_logits.float(), targets.float())
-            self.log(
-                f"{split}/aux_loss", aux_loss, on_epoch=True, batch_size=image.shape[0], sync_dist=split != "train"
+            aux_loss = (
+                F.binary_cross_entropy_with_logits(class_logits.float(), targets.float())
+                if batch_size
+                else class_logits.sum() * 0.0
             )
+            self.log(f"{split}/aux_loss", aux_loss, on_epoch=True, batch_size=batch_size, sync_dist=split != "train")
             loss = loss + self.net.aux_loss_weight * aux_loss
-            if split in self.aux_f1:
+            if split in self.aux_f1 and batch_size:
                 self.aux_f1[split].update(class_logits, targets.long())
         self.log(
             f"{split}/loss",
@@ -107,10 +116,10 @@ class SegmentationTask(Task):
             on_step=split == "train",
             on_epoch=True,
             prog_bar=True,
-            batch_size=image.shape[0],
+            batch_size=batch_size,
             sync_dist=split != "train",
         )
-        if split in self.confmat:
+        if split in self.confmat and batch_size:
             self.confmat[split].update(logits.argmax(dim=1), mask)
         return loss
 

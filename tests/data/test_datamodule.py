@@ -76,16 +76,22 @@ def test_mixed_image_sizes_in_a_batch_give_a_clear_error() -> None:
         collate(samples)
 
 
-def test_eval_sampler_covers_every_sample_exactly_once() -> None:
+@pytest.mark.parametrize(("n", "world"), [(7, 2), (2, 3), (1, 2), (6, 8)])
+def test_eval_sampler_covers_every_sample_once_and_gives_every_rank_work(n: int, world: int) -> None:
+    from segkit.data.samplers import EvalDistributedSampler, PaddingMarked
+
+    data = PaddingMarked([{"index": i} for i in range(n)])
+    shares = [[data[i] for i in EvalDistributedSampler(data.dataset, num_replicas=world, rank=r)] for r in range(world)]
+    assert {len(s) for s in shares} == {-(-n // world)}  # equal, non-zero shares: same batch count on every rank
+    real = sorted(s["index"] for share in shares for s in share if not s["is_pad"])
+    assert real == list(range(n))  # every sample exactly once; the repeats are marked as padding
+
+
+def test_torch_sampler_would_count_a_sample_twice() -> None:
     from torch.utils.data import DistributedSampler
 
-    from segkit.data.samplers import EvalDistributedSampler
-
-    data = list(range(7))
-    shares = [list(EvalDistributedSampler(data, num_replicas=2, rank=r)) for r in range(2)]
-    assert sorted(shares[0] + shares[1]) == data and [len(s) for s in shares] == [4, 3]
-    padded = [list(DistributedSampler(data, num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
-    assert len(padded[0] + padded[1]) == 8  # what torch's sampler would do: one sample counted twice
+    padded = [list(DistributedSampler(list(range(7)), num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
+    assert len(padded[0] + padded[1]) == 8
 
 
 class _SameImage(torch.utils.data.Dataset):

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -21,16 +22,52 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def with_tail(
-    transform: A.Compose | None, mean: Sequence[float], std: Sequence[float], seed: int | None = None
-) -> A.Compose:
-    """Append Normalize + ToTensorV2 to a pipeline, so train, val and predict share one preprocessing tail.
+class NormalizeAnyDepth(A.ImageOnlyTransform):
+    """``(x / scale - mean) / std`` with scale 255 for uint8 images and 1 for float images (already in [0, 1]).
 
-    ``seed`` seeds the pipeline's own random state (albumentations ignores global seeds).
+    8-bit images take albumentations' own Normalize path unchanged; 16-bit and float images arrive as float32
+    in [0, 1] from :mod:`segkit.data.intensity`, for which ``max_pixel_value`` must be 1.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__(p=1.0)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.uint8 = A.Normalize(mean=self.mean, std=self.std, max_pixel_value=255.0, p=1.0)
+        self.unit = A.Normalize(mean=self.mean, std=self.std, max_pixel_value=1.0, p=1.0)
+
+    def apply(self, img: np.ndarray, **params: object) -> np.ndarray:
+        """Normalise one image."""
+        return (self.uint8 if img.dtype == np.uint8 else self.unit).apply(img, **params)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("mean", "std")
+
+
+def patch_sampler(patch_size: Sequence[int], ignore_index: int) -> list[A.BasicTransform]:
+    """Pad to at least ``patch_size`` (image 0, mask ``ignore_index``), then take a random ``patch_size`` crop."""
+    h, w = int(patch_size[0]), int(patch_size[1])
+    return [
+        A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
+        A.RandomCrop(height=h, width=w),
+    ]
+
+
+def with_tail(
+    transform: A.Compose | None,
+    mean: Sequence[float],
+    std: Sequence[float],
+    seed: int | None = None,
+    head: Sequence[A.BasicTransform] = (),
+) -> A.Compose:
+    """Wrap a pipeline as ``head + augmentations + Normalize + ToTensorV2``, so train, val and predict share
+    one preprocessing tail.
+
+    ``head`` holds the training patch sampler; ``seed`` seeds the pipeline's own random state
+    (albumentations ignores global seeds).
     """
     ops = list(transform.transforms) if transform is not None else []
-    tail = [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
-    return A.Compose([*ops, *tail], seed=seed)
+    tail = [NormalizeAnyDepth(mean, std), ToTensorV2()]
+    return A.Compose([*head, *ops, *tail], seed=seed)
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -63,8 +100,9 @@ def collate(samples: list[dict]) -> dict:
     if len(sizes) > 1:
         names = [s.get("name", "?") for s in samples]
         raise ValueError(
-            f"samples {names} in one batch have different image sizes {sorted(sizes)}; add a crop or resize "
-            "to the augmentation pipeline (conf/aug/) so all samples share one size, or use data.batch_size=1"
+            f"samples {names} in one batch have different image sizes {sorted(sizes)}. For training, set "
+            "data.patch_size=[256,256] (random crops, smaller images padded); for validation, keep "
+            "data.val_batch_size=1 (whole images one at a time)"
         )
     return default_collate(samples)
 
@@ -89,7 +127,11 @@ class ImageDataModule(pl.LightningDataModule):
         std: per-channel standard deviation, used by Normalize; ``None``: ImageNet's.
         train_transform: albumentations pipeline for training (augmentations only).
         val_transform: albumentations pipeline for validation and test.
-        batch_size: samples per batch on each device.
+        batch_size: training samples per batch on each device.
+        patch_size: ``(H, W)`` of random training crops (images smaller than that are padded, their masks with
+            ``ignore_index``); ``None``: the augmentation pipeline decides the size.
+        val_batch_size: validation/test samples per batch on each device; ``None``: 1 with ``patch_size`` (whole
+            images of any size), else ``batch_size``.
         num_workers: loader processes.
         pin_memory: pin host memory (useful on GPU).
         seed: seed of the augmentation pipelines (train.py passes the run's ``seed``); ``None``: not reproducible.
@@ -110,6 +152,8 @@ class ImageDataModule(pl.LightningDataModule):
         train_transform: A.Compose | None = None,
         val_transform: A.Compose | None = None,
         batch_size: int = 8,
+        patch_size: Sequence[int] | None = None,
+        val_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int | None = None,
@@ -133,9 +177,14 @@ class ImageDataModule(pl.LightningDataModule):
         self.mean, self.std = tuple(mean), tuple(std)
         self.seed = seed
         self._seeded_for_rank = False
-        self.train_transform = with_tail(train_transform, mean, std, seed)
+        if patch_size is not None and len(patch_size) != 2:
+            raise ValueError(f"patch_size must be [height, width], got {list(patch_size)}")
+        self.patch_size = tuple(int(n) for n in patch_size) if patch_size is not None else None
+        head = patch_sampler(self.patch_size, ignore_index) if self.patch_size is not None else []
+        self.train_transform = with_tail(train_transform, mean, std, seed, head)
         self.val_transform = with_tail(val_transform, mean, std, seed)
         self.batch_size = batch_size
+        self.val_batch_size = val_batch_size if val_batch_size is not None else (1 if patch_size else batch_size)
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.train_set: Dataset | None = None
@@ -184,7 +233,7 @@ class ImageDataModule(pl.LightningDataModule):
             self._seeded_for_rank = True
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size if shuffle else self.val_batch_size,
             shuffle=shuffle,
             sampler=sampler,
             drop_last=shuffle and len(dataset) > self.batch_size,  # type: ignore[arg-type]

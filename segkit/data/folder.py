@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from segkit.data.intensity import IntensityNormalization
 from segkit.data.io import image_size, list_images, read_image, read_mask
 
 
@@ -85,6 +86,9 @@ class FolderDataset(Dataset):
         stems: keep only these file stems (e.g. a validation split of slice numbers).
         exclude_stems: drop these file stems.
         color_mode: ``"rgb"`` (3 channels; alpha dropped) or ``"gray"`` (1 channel).
+        intensity: how non-8-bit images are scaled to [0, 1], as ``{mode: percentile|range, low, high}``;
+            ``None``: 8-bit images as they are, others by their 0.5-99.5 percentiles. See
+            :class:`segkit.data.intensity.IntensityNormalization`.
         transform: albumentations-style callable ``transform(image=..., mask=...) -> dict``.
     """
 
@@ -100,6 +104,7 @@ class FolderDataset(Dataset):
         stems: Sequence[str | int] | None = None,
         exclude_stems: Sequence[str | int] | None = None,
         color_mode: str = "rgb",
+        intensity: Mapping | IntensityNormalization | None = None,
         transform: Callable[..., dict] | None = None,
     ) -> None:
         self.root = Path(root)
@@ -107,6 +112,7 @@ class FolderDataset(Dataset):
             raise FileNotFoundError(f"dataset folder not found: {self.root} (check paths.data_dir)")
         self.encoding = MaskEncoding(num_classes, ignore_index, mask_mapping, mask_threshold)
         self.color_mode = color_mode
+        self.intensity = IntensityNormalization.from_spec(intensity)
         self.transform = transform
         images = list_images(self.root / images_dir)
         masks = list_images(self.root / masks_dir)
@@ -141,7 +147,7 @@ class FolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         name, image_path, mask_path = self.samples[index]
-        image = read_image(image_path, self.color_mode)
+        image = read_image(image_path, self.color_mode, self.intensity)
         mask = self.encoding(read_mask(mask_path), mask_path).astype(np.uint8)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from segkit.data.intensity import DEFAULT_HIGH_BIT, IntensityNormalization
+
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, what PIL's convert("L") uses
+_warned_default_intensity = False
 
 
 def natural_key(text: str) -> list:
@@ -42,25 +51,82 @@ def _open(path: Path) -> Image.Image:
     return image
 
 
+def _read_tiff(path: Path) -> np.ndarray:
+    """Read a TIFF PIL cannot hold (float, multi-channel 16-bit) with tifffile, channels last."""
+    import tifffile
+
+    try:
+        array = tifffile.imread(path, key=0)
+    except Exception as err:
+        raise ValueError(f"cannot read image {path}: the file is corrupt or not an image ({err})") from err
+    if array.ndim == 3 and array.shape[0] <= 4 < array.shape[-1]:  # planar (C, H, W) -> (H, W, C)
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{path}: expected a 2-D image (H, W) or (H, W, C), got an array of shape {array.shape}")
+    return array
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """``(H, W)`` of an image, read from its header only."""
     try:
         with Image.open(path) as image:
             w, h = image.size
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            return _read_tiff(path).shape[:2]
         raise ValueError(f"cannot read image {path}: the file is corrupt or not an image ({err})") from err
     return h, w
 
 
-def read_image(path: Path, color_mode: str = "rgb") -> np.ndarray:
-    """Read an image as uint8 ``(H, W, 3)`` (``"rgb"``; alpha dropped) or ``(H, W, 1)`` (``"gray"``)."""
+def _to_channels(array: np.ndarray, color_mode: str, path: Path) -> np.ndarray:
+    """A high-bit ``(H, W[, C])`` array to ``(H, W, 3)`` (rgb) or ``(H, W, 1)`` (gray), alpha dropped."""
+    if array.ndim == 2:
+        array = array[..., None]
+    channels = array.shape[2]
+    if channels in (2, 4):  # grey + alpha, RGB + alpha
+        array, channels = array[..., : channels - 1], channels - 1
+    if channels not in (1, 3):
+        raise ValueError(f"{path}: {channels}-channel images are not supported (1 or 3 channels, plus alpha)")
+    if color_mode == "rgb":
+        return np.repeat(array, 3, axis=2) if channels == 1 else array
+    if channels == 1:
+        return array
+    return (array.astype(np.float32) @ LUMA)[..., None]
+
+
+def read_image(path: Path, color_mode: str = "rgb", intensity: IntensityNormalization | None = None) -> np.ndarray:
+    """Read an image as ``(H, W, 3)`` (``"rgb"``; alpha dropped) or ``(H, W, 1)`` (``"gray"``).
+
+    8-bit images come back as uint8, unchanged. 16-bit, 32-bit and float images (PNG, TIFF) come back as
+    float32 in [0, 1] through ``intensity`` (default: per-image 0.5-99.5 percentiles, logged once). With
+    ``intensity`` given, every image goes through it, so a folder mixing bit depths is scaled one way.
+    """
     if color_mode not in ("rgb", "gray"):
         raise ValueError(f"color_mode must be 'rgb' or 'gray', got {color_mode!r}")
-    image = _open(path)
-    if image.mode in ("I;16", "I;16B", "I", "F"):
-        raise ValueError(f"{path}: {image.mode} (16/32-bit) images are not supported; convert them to 8-bit")
-    array = np.array(image.convert("RGB" if color_mode == "rgb" else "L"))
-    return array if color_mode == "rgb" else array[..., None]
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        array = _read_tiff(path)  # PIL silently truncates 16-bit RGB TIFFs to 8 bits; tifffile does not
+        image = _open(path) if array.dtype == np.uint8 else None  # 8-bit: PIL's conversions, as for PNGs
+    else:
+        image = _open(path)
+        if image.mode not in EIGHT_BIT_MODES:  # I;16, I, F
+            array, image = np.array(image), None
+    if image is not None:
+        array = np.array(image.convert("RGB" if color_mode == "rgb" else "L"))
+        array = array if color_mode == "rgb" else array[..., None]
+        if intensity is None:
+            return array
+    if intensity is None:
+        global _warned_default_intensity
+        if not _warned_default_intensity:
+            log.warning(
+                "%s is %s, not 8-bit: scaling each such image by its 0.5-99.5 percentiles (set the dataset's "
+                "intensity, e.g. {mode: range, low: 0, high: 65535}, to choose)",
+                path,
+                array.dtype,
+            )
+            _warned_default_intensity = True
+        intensity = DEFAULT_HIGH_BIT
+    return intensity(_to_channels(array, color_mode, path))
 
 
 def read_mask(path: Path) -> np.ndarray:

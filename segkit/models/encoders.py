@@ -113,7 +113,11 @@ class TimmEncoder(Encoder):
     """Any timm model with ``features_only`` support behind the encoder contract.
 
     ``channels`` and ``reductions`` are read from timm's ``feature_info`` (never from a table), so ResNet
-    (strides 2..32), ConvNeXt (4..32), VGG (1..32) and other families work without special cases.
+    (strides 2..32), ConvNeXt (4..32), VGG (1..32) and other families work without special cases. Families
+    whose features come out channels-last (Swin, some MaxViT/Hiera variants: timm's ``output_fmt == "NHWC"``)
+    are permuted to ``(B, C, H, W)``. Plain ViTs (timm's getter wrapper) give every map at stride 16; the
+    decoder then fuses them at that stride and the high-resolution branch supplies the finer skips. Models
+    built for a fixed input size (Swin, ViT without dynamic size) need inputs of that size.
 
     Shape: ``(B, in_channels, H, W)`` -> one map per ``feature_info`` entry, ``(B, channels[i], H/r_i, W/r_i)``.
 
@@ -141,6 +145,7 @@ class TimmEncoder(Encoder):
         except RuntimeError as err:
             raise ValueError(f"timm cannot build encoder {name!r}: {err}") from err
         self.name = name
+        self.channels_last_output = str(getattr(self.model, "output_fmt", "NCHW")).upper().endswith("NHWC")
         self.channels = list(self.model.feature_info.channels())
         self.reductions = list(self.model.feature_info.reduction())
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
@@ -152,8 +157,11 @@ class TimmEncoder(Encoder):
             self.load_weights(weights, name, in_channels, strict, target=self.model, first_conv=cfg.get("first_conv"))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return the feature maps, finest first."""
-        return self.model(x)
+        """Return the feature maps ``(B, C, H, W)``, finest first."""
+        features = self.model(x)
+        if self.channels_last_output:  # (B, H, W, C) -> (B, C, H, W)
+            features = [f.permute(0, 3, 1, 2) for f in features]
+        return features
 
 
 def build_encoder(

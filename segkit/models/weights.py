@@ -139,9 +139,18 @@ def strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def _candidates(key: str) -> list[str]:
-    # timm's features_only wrapper renames top-level modules "stages.0" -> "stages_0"; accept both spellings.
+    """Spellings of an encoder key to look for in a file, in order of preference.
+
+    timm's ``features_only`` list wrapper renames top-level modules (``stages.0`` -> ``stages_0``); its getter
+    wrapper (plain ViTs) keeps the whole model under ``model.``, which a file of the bare model lacks.
+    """
+    found = [key]
     head, _, rest = key.partition(".")
-    return [key, f"{head.replace('_', '.')}.{rest}"] if "_" in head else [key]
+    if "_" in head:
+        found.append(f"{head.replace('_', '.')}.{rest}")
+    if head == "model" and rest:
+        found.extend(_candidates(rest))
+    return found
 
 
 def load_encoder_state(

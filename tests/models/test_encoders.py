@@ -183,3 +183,31 @@ def test_first_conv_adaptation_rule_by_hand() -> None:
     assert adapt_first_conv(weight, 1).flatten().tolist() == [3.0, 12.0]
     five = adapt_first_conv(weight, 5).view(2, 5)
     torch.testing.assert_close(five, torch.tensor([[0.0, 1, 2, 0, 1], [3, 4, 5, 3, 4]]) * 3 / 5)
+
+
+def test_channels_last_family_reaches_the_decoder_channels_first() -> None:
+    net = UNet(num_classes=2, encoder="swin_tiny_patch4_window7_224").eval()  # its native 224x224
+    assert net.encoder.channels_last_output
+    with torch.no_grad():
+        features = net.encoder(torch.rand(1, 3, 224, 224))
+        assert [f.shape[1] for f in features] == net.encoder.channels == [96, 192, 384, 768]
+        assert net(torch.rand(1, 3, 224, 224)).shape == (1, 2, 224, 224)
+
+
+def test_plain_vit_encoder_keeps_its_weights_and_segments(tmp_path: Path) -> None:
+    reference = timm.create_model("test_vit")  # the bare model, as a timm checkpoint holds it
+    path = tmp_path / "vit.pth"
+    torch.save(reference.state_dict(), path)
+    net = UNet(num_classes=2, encoder="test_vit", weights=f"file:{path}").eval()
+    report = net.encoder.load_report
+    assert report.loaded == report.total and not report.missing
+    torch.testing.assert_close(net.encoder.model.model.blocks[0].attn.qkv.weight, reference.blocks[0].attn.qkv.weight)
+    assert net.encoder.reductions == [16, 16, 16]
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, 160, 160)).shape == (1, 2, 160, 160)
+    # and a segkit checkpoint of that U-Net hands its ViT encoder on bit-exactly
+    saved = path.parent / "unet_vit.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, saved)
+    again = UNet(num_classes=3, encoder="test_vit", weights=f"file:{saved}", strict_weights=True)
+    for key, value in net.encoder.state_dict().items():
+        assert torch.equal(again.encoder.state_dict()[key], value), key

@@ -30,6 +30,7 @@ from segkit.checkpoint import (
     remove_stale_temporaries,
     resolve_resume_path,
 )
+from segkit.quiet import silence_known_noise
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,19 @@ def _last_checkpoint(trainer: pl.Trainer, output_dir: Path) -> Path | None:
     return None
 
 
+def describe(net: nn.Module) -> str:
+    """One line on the network: class, encoder, parameter counts (instead of Lightning's FLOP-less table)."""
+    total = sum(p.numel() for p in net.parameters())
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    encoder = getattr(getattr(net, "encoder", None), "name", None) or type(getattr(net, "encoder", net)).__name__
+    return (
+        f"{type(net).__name__} (encoder {encoder}): {total / 1e6:.2f} M parameters, {trainable / 1e6:.2f} M trainable"
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured task and return the final validation metrics (``{"val/miou": ..., ...}``)."""
+    silence_known_noise()
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -127,6 +139,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
     remove_stale_temporaries(output_dir / "checkpoints")
     log.info("Training in %s", output_dir)
+    log.info("Model: %s", describe(net))
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     except SIGTERMException:

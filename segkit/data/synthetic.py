@@ -57,6 +57,7 @@ class SyntheticShapes(Dataset):
         image_size: ``(H, W)`` of every image.
         seed: base seed; sample ``i`` is drawn from ``seed * 1_000_003 + i``.
         max_shapes: each image holds 1..max_shapes shapes (later shapes occlude earlier ones).
+        radius: range of shape radii, as fractions of the shorter image side.
         noise: standard deviation of the additive Gaussian noise, in grey levels.
         transform: an albumentations-style callable ``transform(image=..., mask=...) -> dict``.
         cache: keep rendered samples in memory (64x64 costs 16 KB a sample) so later epochs skip drawing.
@@ -71,6 +72,7 @@ class SyntheticShapes(Dataset):
         image_size: tuple[int, int] = (64, 64),
         seed: int = 0,
         max_shapes: int = 3,
+        radius: tuple[float, float] = (0.12, 0.25),
         noise: float = 12.0,
         transform: Callable[..., dict] | None = None,
         cache: bool = True,
@@ -81,6 +83,7 @@ class SyntheticShapes(Dataset):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.seed = seed
         self.max_shapes = max_shapes
+        self.radius = (float(radius[0]), float(radius[1]))
         self.noise = noise
         self.transform = transform
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
@@ -104,7 +107,7 @@ class SyntheticShapes(Dataset):
         size = min(h, w)
         for _ in range(rng.integers(1, self.max_shapes + 1)):
             label = int(rng.integers(1, self.num_classes))
-            r = rng.uniform(0.12, 0.25) * size
+            r = rng.uniform(*self.radius) * size
             cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
             region = SHAPES[label - 1](yy, xx, cy, cx, r)
             base, accent = rng.uniform(0, 255, size=(2, 3))
@@ -138,7 +141,10 @@ class SyntheticShapeClasses(Dataset):
     """Image classification twin of :class:`SyntheticShapes`: one shape per image, the label is its kind.
 
     Classes: ``disc``, ``square``, ``triangle``. Deterministic by seed, textured and noisy like the
-    segmentation set. Returns ``{"image": ..., "label": int64 scalar}``.
+    segmentation set. Returns ``{"image": ..., "label": int64 scalar}``. Shapes are larger than in the
+    segmentation set by default (radius 0.3-0.45 of the image side): with one label per image and small
+    shapes on loud striped backgrounds, a ResNet-18 from scratch memorises 2048 training images and stays at
+    chance on new ones.
     """
 
     num_classes = len(CLASS_NAMES) - 1
@@ -149,9 +155,10 @@ class SyntheticShapeClasses(Dataset):
         num_samples: int = 256,
         image_size: tuple[int, int] = (64, 64),
         seed: int = 0,
+        radius: tuple[float, float] = (0.3, 0.45),
         transform: Callable[..., dict] | None = None,
     ) -> None:
-        self.shapes = SyntheticShapes(num_samples, image_size, seed, max_shapes=1)
+        self.shapes = SyntheticShapes(num_samples, image_size, seed, max_shapes=1, radius=radius)
         self.transform = transform
 
     @property

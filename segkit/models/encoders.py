@@ -25,6 +25,7 @@ class Encoder(nn.Module):
     Subclasses set ``channels`` and ``reductions`` and implement ``forward(x) -> list of feature maps``.
     """
 
+    name: str  # "unet" or the timm model name
     channels: list[int]
     reductions: list[int]
     mean: tuple[float, ...] | None = None  # normalisation the pretrained weights expect
@@ -89,6 +90,7 @@ class UNetEncoder(Encoder):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        self.name = "unet"
         self.padding = padding
         self.channels = [base_channels * 2**i for i in range(depth + 1)]
         self.reductions = [2**i for i in range(depth + 1)]

@@ -30,6 +30,7 @@ from segkit.checkpoint import (
     remove_stale_temporaries,
     resolve_resume_path,
 )
+from segkit.model_io import inference_metadata
 from segkit.quiet import silence_known_noise
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,16 @@ def report(metrics: dict[str, float], output_dir: Path) -> None:
     for name, value in sorted(metrics.items()):
         table.add_row(name, f"{value:.4f}")
     Console().print(table)
+
+
+@rank_zero_only
+def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModule, directory: Path) -> None:
+    """Write the evaluated (best) weights as ``model/``: safetensors + JSON, loadable without Hydra."""
+    if getattr(task.net, "config", None) is None:
+        log.info("Not writing %s: %s is not a segkit network", directory, type(task.net).__name__)
+        return
+    task.net.save_pretrained(directory, inference_metadata(task.net, task.task_name, task.class_names, datamodule))
+    log.info("Model for inference: %s (segkit.load_model or python -m segkit.predict ckpt=%s)", directory, directory)
 
 
 def weights_normalization(net: nn.Module, data_cfg: DictConfig) -> dict:
@@ -166,6 +177,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     results = trainer.validate(task, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = {k: float(v) for k, v in results[0].items() if k.startswith("val/")}
     report(metrics, output_dir)
+    save_model_folder(task, datamodule, output_dir / "model")
     return metrics
 
 

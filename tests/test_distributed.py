@@ -230,8 +230,7 @@ def test_each_rank_draws_its_own_augmentations_and_runs_repeat(compose_cfg, tmp_
                           "data.train_dataset.image_size=[48,48]", "data.train_dataset.num_samples=2",
                           "data.val_dataset.num_samples=2", "data.batch_size=1", "trainer.limit_val_batches=0",
                           "callbacks.prediction_grid=null", f"data.num_workers={workers}",
-                          "data.train_dataset.num_samples=4", *TINY[2:])  # fmt: skip
-        cfg.aug.train.transforms[0].update(height=32, width=32)  # random 32x32 crops of one 48x48 image per step
+                          "data.train_dataset.num_samples=4", "data.patch_size=[32,32]", *TINY[2:])  # fmt: skip
         cfg.data.train_dataset._target_ = "tests.test_distributed.OneImage"
         dm = instantiate(cfg.data, train_transform=instantiate(cfg.aug.train), val_transform=None, seed=cfg.seed)
         task = instantiate(cfg.task, net=instantiate(cfg.model), class_names=dm.class_names, _convert_="all")

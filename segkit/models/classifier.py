@@ -7,9 +7,10 @@ from torch import nn
 
 from segkit.models.encoders import build_encoder
 from segkit.models.heads import ClassificationHead
+from segkit.models.pretrained import PretrainedMixin
 
 
-class Classifier(nn.Module):
+class Classifier(PretrainedMixin, nn.Module):
     """Image classifier on the same encoders (and the same ``weights`` spec) as :class:`segkit.models.UNet`.
 
     Shape: ``(B, in_channels, H, W)`` -> ``(B, num_classes)`` logits.
@@ -41,6 +42,10 @@ class Classifier(nn.Module):
         freeze_encoder: bool = False,
     ) -> None:
         super().__init__()
+        self.config = dict(
+            encoder=encoder, num_classes=num_classes, in_channels=in_channels, weights=weights,
+            strict_weights=strict_weights, pool=pool, dropout=dropout, freeze_encoder=freeze_encoder,
+        )  # fmt: skip
         self.encoder = build_encoder(encoder, in_channels, weights, strict_weights)
         self.head = ClassificationHead(self.encoder.channels[-1], num_classes, pool, dropout)
         if freeze_encoder:

@@ -17,6 +17,7 @@ from torch import nn
 from segkit.models.blocks import ConvNormAct, DoubleConv
 from segkit.models.encoders import UNetEncoder, build_encoder
 from segkit.models.heads import ClassificationHead
+from segkit.models.pretrained import PretrainedMixin
 
 
 def center_crop(x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
@@ -143,7 +144,7 @@ def build_aux_head(spec: Mapping[str, float | int | str] | None, in_channels: in
     return head, float(spec.get("loss_weight", 0.4))
 
 
-class UNet(nn.Module):
+class UNet(PretrainedMixin, nn.Module):
     """U-Net returning per-pixel class logits, with segkit's classic encoder or any timm encoder.
 
     Shape: ``(B, in_channels, H, W)`` -> ``(B, num_classes, H, W)`` with same padding, or
@@ -195,6 +196,13 @@ class UNet(nn.Module):
         super().__init__()
         if padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        # The constructor arguments, so the network can be saved and rebuilt without Hydra (save_pretrained).
+        self.config = dict(
+            num_classes=num_classes, in_channels=in_channels, encoder=encoder, weights=weights,
+            strict_weights=strict_weights, decoder_channels=list(decoder_channels) if decoder_channels else None,
+            depth=depth, base_channels=base_channels, padding=padding, up_mode=up_mode, norm=norm, dropout=dropout,
+            freeze_encoder=freeze_encoder, aux_head=dict(aux_head) if aux_head else None,
+        )  # fmt: skip
         self.padding = padding
         self.num_classes = num_classes
         self.encoder = build_encoder(

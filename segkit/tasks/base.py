@@ -8,6 +8,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from segkit.model_io import METADATA_KEY, inference_metadata
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
@@ -49,8 +51,11 @@ class Task(pl.LightningModule):
     """Base of the tasks: holds the net, the optimizer/scheduler factories and the class names.
 
     Subclasses call ``save_hyperparameters`` (so hparams hold ``channels_last``, ``scheduler_interval`` and
-    ``encoder_lr_mult``) and implement ``_shared_step(batch, split)`` and ``_log_epoch(split)``.
+    ``encoder_lr_mult``) and implement ``_shared_step(batch, split)`` and ``_log_epoch(split)``. Every
+    checkpoint of a segkit network also carries the metadata :func:`segkit.load_model` rebuilds it from.
     """
+
+    task_name = "segmentation"
 
     def __init__(
         self,
@@ -100,6 +105,13 @@ class Task(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Log the test metrics."""
         self._log_epoch("test")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Add the inference metadata (network arguments, classes, preprocessing) under ``"segkit"``."""
+        if getattr(self.net, "config", None) is None:
+            return  # not a segkit network (e.g. an smp model): it cannot be rebuilt without its config
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        checkpoint[METADATA_KEY] = inference_metadata(self.net, self.task_name, self.class_names, datamodule)
 
     def configure_optimizers(self) -> dict:
         """Build the optimizer (and scheduler) from the injected factories."""

@@ -41,6 +41,8 @@ class ClassificationTask(Task):
         loss: a loss ``loss(logits, labels)`` to use instead of the built-in cross-entropy.
     """
 
+    task_name = "classification"
+
     def __init__(
         self,
         net: nn.Module,

@@ -1,0 +1,168 @@
+"""Sliding-window inference for images of any size, with Gaussian blending, test-time augmentation and the
+U-Net paper's overlap-tile strategy for valid-padding networks.
+
+Memory stays bounded: the network only ever sees ``tile_batch_size`` tiles at once; the whole image lives in
+two accumulators (weighted logits and weights), kept on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+TTA_MODES = (None, "flips", "d4")
+
+
+def gaussian_importance(tile: Sequence[int], sigma_scale: float = 0.125, floor: float = 1e-3) -> torch.Tensor:
+    """``(h, w)`` separable Gaussian centred on the tile, σ = ``sigma_scale`` x tile size, max 1, at least ``floor``.
+
+    Tiles then count most where their predictions are best (the centre, far from the zero-padded border),
+    which removes seams between tiles; the floor keeps every pixel's weight positive.
+    """
+    axes = []
+    for n in tile:
+        x = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
+        axes.append(torch.exp(-(x**2) / (2 * (sigma_scale * n) ** 2)))
+    weights = axes[0][:, None] * axes[1][None, :]
+    weights = weights / weights.max()
+    return weights.clamp_min(floor)
+
+
+def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of length ``tile`` covering ``size`` with about ``overlap`` shared between tiles.
+
+    The step is ``int(tile * (1 - overlap))`` (at least 1), and the last tile is moved back to end at the
+    border, so every tile lies inside the image.
+    """
+    if tile >= size:
+        return [0]
+    step = max(1, int(tile * (1 - overlap)))
+    starts = list(range(0, size - tile, step))
+    return [*starts, size - tile]
+
+
+def _tta_pairs(mode: str | None) -> list[tuple[Callable, Callable]]:
+    """(forward, inverse) transforms on ``(B, C, H, W)`` tensors; the identity first."""
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {mode!r}")
+    flips = [(), (-1,), (-2,), (-2, -1)]
+    if mode is None:
+        flips = [()]
+    pairs = [((lambda x, d=d: x.flip(d) if d else x), (lambda x, d=d: x.flip(d) if d else x)) for d in flips]
+    if mode == "d4":  # the 4 flips of the transposed image complete the 8 symmetries of the square
+        pairs += [
+            ((lambda x, d=d: (x.flip(d) if d else x).transpose(-2, -1)),
+             (lambda x, d=d: (x.transpose(-2, -1).flip(d) if d else x.transpose(-2, -1))))
+            for d in flips
+        ]  # fmt: skip
+    return pairs
+
+
+class SlidingWindow:
+    """Predicts logits ``(K, H, W)`` for one normalised image ``(C, H, W)`` of any size.
+
+    Args:
+        net: the network; logits ``(B, K, h', w')`` with ``h' = output_size(h)`` (valid padding) or ``h``.
+        tile: input tile ``(h, w)``; clipped to the image for same-padding networks.
+        overlap: share of a tile shared with its neighbour (0.5: each pixel is seen by about 4 tiles).
+        sigma_scale: Gaussian σ as a fraction of the tile (1/8, as nnU-Net and MONAI); ``None``: flat weights.
+        tile_batch_size: tiles per forward pass.
+        tta: ``None``, ``"flips"`` (the 4 flips) or ``"d4"`` (the 8 rotations/flips), logits averaged.
+        device: where the network runs; accumulators stay on the CPU.
+        precision: ``"bf16"`` (autocast) or ``"fp32"``.
+        channels_last: feed tiles in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        tile: Sequence[int],
+        overlap: float = 0.5,
+        sigma_scale: float | None = 0.125,
+        tile_batch_size: int = 4,
+        tta: str | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "bf16",
+        channels_last: bool = True,
+    ) -> None:
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+        self.net, self.overlap, self.sigma_scale = net, overlap, sigma_scale
+        self.tile = (int(tile[0]), int(tile[1]))
+        self.tile_batch_size, self.tta = tile_batch_size, _tta_pairs(tta)
+        self.device, self.precision, self.channels_last = torch.device(device), precision, channels_last
+        self.valid = getattr(net, "padding", "same") == "valid"
+        if self.valid:
+            net.output_size(self.tile)  # raises a clear error when the tile is below the network's minimum
+
+    def _geometry(self, hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """(input tile, output tile, margin) for an image of ``hw``."""
+        if not self.valid:
+            tile = (min(self.tile[0], hw[0]), min(self.tile[1], hw[1]))
+            return tile, tile, (0, 0)
+        out = self.net.output_size(self.tile)
+        out = self.net.output_size(self.net.input_size_for((min(out[0], hw[0]), min(out[1], hw[1]))))
+        tile_in = self.net.input_size_for(out)
+        out = self.net.output_size(tile_in)
+        return tile_in, out, ((tile_in[0] - out[0]) // 2, (tile_in[1] - out[1]) // 2)
+
+    def _forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Logits of a tile batch, averaged over the TTA transforms, as float32 on the CPU."""
+        total = None
+        for forward, inverse in self.tta:
+            x = forward(tiles).to(self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                out = self.net(x)
+            out = out[0] if isinstance(out, tuple) else out
+            out = inverse(out.float()).cpu()
+            total = out if total is None else total + out
+        return total / len(self.tta)
+
+    def windows(self, hw: tuple[int, int]) -> Iterator[tuple[int, int]]:
+        """Top-left corners (in output coordinates) of the tiles covering an image of ``hw``."""
+        _, out, _ = self._geometry(hw)
+        size = (max(hw[0], out[0]), max(hw[1], out[1]))
+        for y in tile_starts(size[0], out[0], self.overlap):
+            for x in tile_starts(size[1], out[1], self.overlap):
+                yield y, x
+
+    @torch.inference_mode()
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits ``(K, H, W)`` (float32, CPU) for a normalised ``(C, H, W)`` image."""
+        h, w = image.shape[-2:]
+        tile_in, out, margin = self._geometry((h, w))
+        size = (max(h, out[0]), max(w, out[1]))  # a valid-padding tile may reach past the image
+        source = image
+        if self.valid:  # mirror the borders so the output covers the whole image (the paper's overlap-tile)
+            pad = ((0, 0), (margin[0], margin[0] + size[0] - h), (margin[1], margin[1] + size[1] - w))
+            source = torch.from_numpy(np.pad(image.cpu().float().numpy(), pad, mode="symmetric"))
+        weight = (
+            gaussian_importance(out, self.sigma_scale) if self.sigma_scale else torch.ones(out, dtype=torch.float32)
+        )
+        logits: torch.Tensor | None = None
+        counts = torch.zeros(size, dtype=torch.float32)
+        corners = list(self.windows((h, w)))
+        for first in range(0, len(corners), self.tile_batch_size):
+            batch = corners[first : first + self.tile_batch_size]
+            tiles = torch.stack([source[:, y : y + tile_in[0], x : x + tile_in[1]] for y, x in batch])
+            pred = self._forward(tiles)  # (b, K, out_h, out_w)
+            if logits is None:
+                logits = torch.zeros((pred.shape[1], *size), dtype=torch.float32)
+            for (y, x), tile_logits in zip(batch, pred, strict=True):
+                logits[:, y : y + out[0], x : x + out[1]] += tile_logits * weight
+                counts[y : y + out[0], x : x + out[1]] += weight
+        assert logits is not None
+        return (logits / counts)[:, :h, :w]
+
+
+def num_windows(size: Sequence[int], tile: Sequence[int], overlap: float) -> int:
+    """How many tiles :func:`tile_starts` places on an image (for progress estimates)."""
+    return math.prod(len(tile_starts(s, t, overlap)) for s, t in zip(size, tile, strict=True))

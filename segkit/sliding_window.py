@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 TTA_MODES = (None, "flips", "d4")
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def gaussian_importance(tile: Sequence[int], sigma_scale: float = 0.125, floor: float = 1e-3) -> torch.Tensor:
@@ -73,7 +74,7 @@ class SlidingWindow:
         tile_batch_size: tiles per forward pass.
         tta: ``None``, ``"flips"`` (the 4 flips) or ``"d4"`` (the 8 rotations/flips), logits averaged.
         device: where the network runs; accumulators stay on the CPU.
-        precision: ``"bf16"`` (autocast) or ``"fp32"``.
+        precision: ``"bf16"`` (autocast), ``"fp16"`` (autocast, GPUs) or ``"fp32"``.
         channels_last: feed tiles in channels-last memory format.
     """
 
@@ -91,8 +92,8 @@ class SlidingWindow:
     ) -> None:
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-        if precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+        if precision not in AUTOCAST:
+            raise ValueError(f"precision must be one of {sorted(AUTOCAST)}, got {precision!r}")
         self.net, self.overlap, self.sigma_scale = net, overlap, sigma_scale
         self.tile = (int(tile[0]), int(tile[1]))
         self.tile_batch_size, self.tta = tile_batch_size, _tta_pairs(tta)
@@ -119,7 +120,8 @@ class SlidingWindow:
             x = forward(tiles).to(self.device)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            dtype = AUTOCAST[self.precision]
+            with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 out = self.net(x)
             out = out[0] if isinstance(out, tuple) else out
             out = inverse(out.float()).cpu()

@@ -30,7 +30,7 @@ from segkit.checkpoint import (
     remove_stale_temporaries,
     resolve_resume_path,
 )
-from segkit.model_io import inference_metadata
+from segkit.model_io import LoadedModel, inference_metadata
 from segkit.quiet import silence_known_noise
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,26 @@ def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModu
         return
     task.net.save_pretrained(directory, inference_metadata(task.net, task.task_name, task.class_names, datamodule))
     log.info("Model for inference: %s (segkit.load_model or python -m segkit.predict ckpt=%s)", directory, directory)
+
+
+def test_best_model(task: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: DictConfig,
+                    output: Path) -> dict[str, float]:  # fmt: skip
+    """Score the evaluated (best) weights on the test split through segkit.eval's path (rank 0; {} if none)."""
+    from segkit.eval import evaluate, split_samples
+    from segkit.predict import Predictor, precision_name
+
+    if task.global_rank != 0 or task.task_name != "segmentation":
+        return {}
+    try:
+        samples = split_samples(cfg.data, "test")
+    except (ValueError, FileNotFoundError) as err:
+        log.warning("test_after_fit: no test split to score (%s)", err)
+        return {}
+    meta = inference_metadata(task.net, task.task_name, task.class_names, datamodule)
+    predictor = Predictor(LoadedModel(task.net.eval(), meta, output), precision=precision_name(cfg.trainer.precision),
+                          device=str(task.device))  # fmt: skip
+    log.info("Testing the best model on %d test images", len(samples))
+    return evaluate(predictor, samples, "test", output)
 
 
 def weights_normalization(net: nn.Module, data_cfg: DictConfig) -> dict:
@@ -176,8 +196,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Final validation with %s", best or "the final weights")
     results = trainer.validate(task, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = {k: float(v) for k, v in results[0].items() if k.startswith("val/")}
-    report(metrics, output_dir)
     save_model_folder(task, datamodule, output_dir / "model")
+    if cfg.get("test_after_fit"):
+        metrics.update(test_best_model(task, datamodule, cfg, output_dir / "test"))
+    report(metrics, output_dir)
     return metrics
 
 

@@ -65,3 +65,19 @@ def synthetic_dir(tmp_path: Path) -> Path:
     write_pairs(tmp_path / "data" / "train", n=6)
     write_pairs(tmp_path / "data" / "val", n=3)
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A short quickstart run (2 epochs of 64 images, 48x48 patches), shared by the predict, eval and export tests."""
+    from segkit.train import train
+
+    root = tmp_path_factory.mktemp("predict")
+    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "+experiment=quickstart", "trainer.max_epochs=2", "data.train_dataset.num_samples=64",
+            "data.val_dataset.num_samples=4", "data.batch_size=4", "callbacks.rich_progress_bar=null",
+            f"paths.output_dir={root / 'run'}", "trainer.accelerator=cpu", "data.patch_size=[48,48]",
+        ])  # fmt: skip
+    train(cfg)
+    return root / "run"

@@ -245,9 +245,9 @@ class UNet(PretrainedMixin, nn.Module):
             out_h, out_w = self.output_size((h, w))  # raises a clear error for inputs that are too small
         else:
             s = self.total_stride
-            pad_h, pad_w = (-h) % s, (-w) % s
-            if pad_h or pad_w:
-                x = F.pad(x, (0, pad_w, 0, pad_h))
+            # Always padded (a no-op pad costs one copy of the input): an exported graph (ONNX, TorchScript)
+            # then pads every input size correctly, instead of baking in the example's "no padding" branch.
+            x = F.pad(x, (0, (-w) % s, 0, (-h) % s))
             out_h, out_w = h, w
         features = self.features(x)
         logits = self.head(self.decoder(features))[..., :out_h, :out_w]  # crop the padding back off

@@ -1,0 +1,118 @@
+"""Evaluation: ``python -m segkit.eval ckpt=<run dir | .ckpt | model dir> data=<data config> split=val|test``.
+
+Scores a trained model through exactly the prediction path (:class:`segkit.predict.Predictor`: the same
+reading, sliding window and precision users get), and writes ``eval.json`` (pooled scores), ``per_image.csv``
+(one row per image, the nnU-Net habit), ``confusion_matrix.png`` and a table on the console.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from segkit.metrics import dice_per_class, iou_per_class, segmentation_scores
+from segkit.predict import LogProgress, Predictor
+from segkit.visualize import save_confusion_matrix
+
+log = logging.getLogger(__name__)
+
+
+def confusion(target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """``(K, K)`` counts, rows = target, columns = prediction; ignored and out-of-range targets left out."""
+    valid = (target != ignore_index) & (target >= 0) & (target < num_classes)
+    index = target[valid].astype(np.int64) * num_classes + pred[valid].astype(np.int64)
+    return torch.from_numpy(np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes))
+
+
+def evaluate(predictor: Predictor, samples: Iterable[dict], prefix: str, output: Path | None = None) -> dict:
+    """Score ``samples`` (dicts with a raw ``"image"`` (H, W, C) and ``"mask"`` (H, W), optional ``"name"``).
+
+    Returns ``{f"{prefix}/miou": ..., f"{prefix}/iou_<class>": ..., ...}`` from the confusion matrix pooled
+    over all images (the numbers training logs), and, with ``output``, writes the files listed above.
+    """
+    meta = predictor.model.metadata
+    names, k, ignore = predictor.class_names, int(meta["num_classes"]), int(meta.get("ignore_index", 255))
+    samples = list(samples) if not isinstance(samples, list) else samples
+    total = torch.zeros(k, k, dtype=torch.int64)
+    rows = []
+    progress = LogProgress(len(samples))
+    for i, sample in enumerate(samples, start=1):
+        image = np.asarray(sample["image"])
+        target = np.asarray(sample["mask"])
+        pred = predictor.predict(image)
+        cm = confusion(target, pred, k, ignore)
+        total += cm
+        name = str(sample.get("name", i - 1))
+        row = {"image": name, "pixels": int(cm.sum())}
+        row.update({f"iou_{c}": v for c, v in zip(names, iou_per_class(cm).tolist(), strict=True)})
+        row.update({f"dice_{c}": v for c, v in zip(names, dice_per_class(cm).tolist(), strict=True)})
+        row["pixel_error"] = 1.0 - float(cm.diag().sum()) / max(int(cm.sum()), 1)
+        rows.append(row)
+        progress.update(i, name)
+    progress.close()
+    scores = segmentation_scores(total, names, prefix)
+    if output is not None:
+        write_report(scores, rows, total, names, output, prefix)
+    return scores
+
+
+def write_report(scores: dict, rows: list[dict], confmat: torch.Tensor, names: list[str], output: Path,
+                 prefix: str) -> None:  # fmt: skip
+    """``eval.json``, ``per_image.csv``, ``confusion_matrix.png`` and the console table."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "eval.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+    with open(output / "per_image.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    save_confusion_matrix(confmat.numpy(), names, output / "confusion_matrix.png", title=f"{prefix}, pooled")
+    table = Table(title=f"{prefix}: {len(rows)} images ({output / 'eval.json'})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(scores.items()):
+        table.add_row(name, f"{value:.4f}")
+    Console().print(table)
+
+
+def split_samples(data_cfg: DictConfig, split: str) -> list[dict]:
+    """The raw samples (no augmentation, no normalisation) of a data config's ``val`` or ``test`` split."""
+    node = data_cfg.get(f"{split}_dataset")
+    if node is None:
+        raise ValueError(
+            f"the data config has no {split}_dataset; give one (data.{split}_dataset=...) or pick split=val"
+        )
+    dataset = instantiate(node)(transform=None)
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def run(cfg: DictConfig) -> dict:
+    """Evaluate ``cfg.ckpt`` on ``cfg.data``'s ``cfg.split``; returns the scores."""
+    predictor = Predictor.from_config(cfg)
+    start = time.monotonic()
+    samples = split_samples(cfg.data, cfg.split)
+    log.info("Evaluating %s on %d %s images", predictor.model.source, len(samples), cfg.split)
+    scores = evaluate(predictor, samples, cfg.split, Path(cfg.output))
+    log.info("Done in %.1f s; scores in %s", time.monotonic() - start, Path(cfg.output) / "eval.json")
+    return scores
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Command-line entry (conf/eval.yaml)."""
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

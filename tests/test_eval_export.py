@@ -1,0 +1,89 @@
+"""segkit.eval scores through the predict path; segkit.export writes ONNX / TorchScript that match eager."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from segkit.eval import confusion, evaluate
+from segkit.export import run as export_run
+from segkit.predict import Predictor
+from segkit.train import train
+
+
+def test_confusion_counts_by_hand() -> None:
+    target = np.array([[0, 1, 1], [2, 255, 1]])
+    pred = np.array([[0, 1, 0], [2, 2, 2]])
+    expected = [[1, 0, 0], [1, 1, 1], [0, 0, 1]]  # the ignored pixel (255) counts nowhere
+    assert confusion(target, pred, 3, 255).tolist() == expected
+
+
+def test_eval_cli_reproduces_the_training_validation(trained_run: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "segkit.eval", f"ckpt={trained_run}", "data=synthetic", "data.val_dataset.num_samples=4",
+         f"output={tmp_path / 'eval'}", "tile=[64,64]"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    scores = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("val/miou", "val/acc", "val/iou_background", "val/iou_disc"):
+        assert scores[key] == pytest.approx(trained[key], abs=1e-3), key
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "per_image.csv")))
+    assert len(rows) == 4 and {"image", "iou_disc", "dice_square", "pixel_error"} <= set(rows[0])
+    assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
+    assert "val/miou" in done.stdout  # the table
+
+
+def test_evaluate_takes_arrays_made_in_code(trained_run: Path) -> None:
+    from segkit.data import SyntheticShapes
+
+    data = SyntheticShapes(3, (40, 56), seed=9)
+    samples = [{"image": data.sample(i)[0], "mask": data.sample(i)[1], "name": f"s{i}"} for i in range(3)]
+    scores = evaluate(Predictor(trained_run, precision="fp32"), samples, "test")
+    assert 0.0 <= scores["test/miou"] <= 1.0 and "test/iou_triangle" in scores
+
+
+def test_test_after_fit_scores_the_best_model_on_the_test_split(compose_cfg, tmp_path: Path) -> None:
+    overrides = ["+experiment=quickstart", "trainer.max_epochs=1", "data.train_dataset.num_samples=8",
+                 "data.val_dataset.num_samples=4", "data.test_dataset.num_samples=3", "data.batch_size=4",
+                 "callbacks.rich_progress_bar=null", "test_after_fit=true"]  # fmt: skip
+    metrics = train(compose_cfg(*overrides))
+    assert 0.0 <= metrics["test/miou"] <= 1.0
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test/miou"] == pytest.approx(metrics["test/miou"])
+    assert len((tmp_path / "run" / "test" / "per_image.csv").read_text().splitlines()) == 1 + 3
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_parity_at_two_sizes(trained_run: Path, tmp_path: Path, fmt: str) -> None:
+    cfg = OmegaConf.create({"ckpt": str(trained_run), "format": fmt, "output": str(tmp_path / f"model.{fmt}"),
+                            "size": None, "tolerance": 1e-4})  # fmt: skip
+    result = export_run(cfg)
+    assert result["dynamic"] and result["max_abs_diff"] <= 1e-4
+    assert Path(result["path"]).stat().st_size > 10_000
+
+
+def test_onnx_export_of_a_timm_encoder_has_dynamic_height_and_width(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from segkit.export import export
+    from segkit.model_io import LoadedModel
+    from segkit.models import UNet
+
+    net = UNet(num_classes=2, encoder="test_resnet").eval()
+    loaded = LoadedModel(net, {"in_channels": 3}, tmp_path)
+    path, dynamic = export(loaded, "onnx", tmp_path / "r.onnx", (64, 64))
+    session = ort.InferenceSession(str(path))
+    x = torch.randn(1, 3, 77, 101)
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], net(x).numpy(), atol=1e-4)

@@ -8,7 +8,6 @@ reading, sliding window and precision users get), and writes ``eval.json`` (pool
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -19,11 +18,10 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from rich.console import Console
-from rich.table import Table
 
 from segkit.metrics import dice_per_class, iou_per_class, segmentation_scores
 from segkit.predict import LogProgress, Predictor
+from segkit.report import write_metrics
 from segkit.visualize import save_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -72,18 +70,12 @@ def write_report(scores: dict, rows: list[dict], confmat: torch.Tensor, names: l
                  prefix: str) -> None:  # fmt: skip
     """``eval.json``, ``per_image.csv``, ``confusion_matrix.png`` and the console table."""
     output.mkdir(parents=True, exist_ok=True)
-    (output / "eval.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
     with open(output / "per_image.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     save_confusion_matrix(confmat.numpy(), names, output / "confusion_matrix.png", title=f"{prefix}, pooled")
-    table = Table(title=f"{prefix}: {len(rows)} images ({output / 'eval.json'})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in sorted(scores.items()):
-        table.add_row(name, f"{value:.4f}")
-    Console().print(table)
+    write_metrics(scores, output / "eval.json", f"{prefix}: {len(rows)} images")
 
 
 def split_samples(data_cfg: DictConfig, split: str) -> list[dict]:

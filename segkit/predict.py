@@ -125,8 +125,17 @@ class Predictor:
         return self.logits(image).softmax(dim=0).numpy()
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """``(H, W)`` class indices (uint8 up to 255 classes)."""
-        return self.logits(image).argmax(dim=0).numpy().astype(np.uint8)
+        """``(H, W)`` uint8 class indices."""
+        return class_indices(self.logits(image))
+
+
+def class_indices(logits: torch.Tensor, rows: int = 512) -> np.ndarray:
+    """``(K, H, W)`` logits -> ``(H, W)`` uint8 argmax, a band of rows at a time (argmax alone would make an
+    int64 image, 8 bytes a pixel)."""
+    out = np.empty(logits.shape[1:], dtype=np.uint8)
+    for top in range(0, logits.shape[1], rows):
+        out[top : top + rows] = logits[:, top : top + rows].argmax(dim=0).numpy()
+    return out
 
 
 def list_inputs(spec: str) -> list[Path]:
@@ -239,7 +248,7 @@ def run(cfg: DictConfig) -> dict:
             skipped.append((path, str(err)))
             continue
         logits = predictor.logits(image)
-        mask = logits.argmax(dim=0).numpy().astype(np.uint8)
+        mask = class_indices(logits)
         save_index_png(mask, meta["palette"], output / f"{path.stem}.png")
         if cfg.save_overlay:
             save_overlay(image, mask, meta["class_names"], meta["palette"], output / f"{path.stem}_overlay.png")

@@ -162,7 +162,7 @@ class SlidingWindow:
                 logits[:, y : y + out[0], x : x + out[1]] += tile_logits * weight
                 counts[y : y + out[0], x : x + out[1]] += weight
         assert logits is not None
-        return (logits / counts)[:, :h, :w]
+        return logits.div_(counts)[:, :h, :w]  # in place: no second image-sized buffer
 
 
 def num_windows(size: Sequence[int], tile: Sequence[int], overlap: float) -> int:

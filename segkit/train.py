@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 from pathlib import Path
@@ -20,8 +19,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
-from rich.console import Console
-from rich.table import Table
 from torch import nn
 
 from segkit.checkpoint import (
@@ -32,6 +29,7 @@ from segkit.checkpoint import (
 )
 from segkit.model_io import LoadedModel, inference_metadata
 from segkit.quiet import silence_known_noise
+from segkit.report import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +56,7 @@ def build_loggers(cfg: DictConfig) -> list:
 @rank_zero_only
 def report(metrics: dict[str, float], output_dir: Path) -> None:
     """Write ``metrics.json`` and print the final metrics as a table (rank 0 only)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    table = Table(title=f"final metrics ({output_dir / 'metrics.json'})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in sorted(metrics.items()):
-        table.add_row(name, f"{value:.4f}")
-    Console().print(table)
+    write_metrics(metrics, output_dir / "metrics.json", "final metrics")
 
 
 @rank_zero_only
@@ -196,7 +187,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Final validation with %s", best or "the final weights")
     results = trainer.validate(task, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = {k: float(v) for k, v in results[0].items() if k.startswith("val/")}
-    save_model_folder(task, datamodule, output_dir / "model")
+    if not cfg.trainer.get("fast_dev_run"):  # a wiring check leaves no model behind
+        save_model_folder(task, datamodule, output_dir / "model")
     if cfg.get("test_after_fit"):
         metrics.update(test_best_model(task, datamodule, cfg, output_dir / "test"))
     report(metrics, output_dir)

@@ -87,3 +87,22 @@ def test_onnx_export_of_a_timm_encoder_has_dynamic_height_and_width(tmp_path: Pa
     x = torch.randn(1, 3, 77, 101)
     with torch.no_grad():
         np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], net(x).numpy(), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_eval_on_isbi_slices_reproduces_the_training_validation(compose_cfg, tmp_path: Path) -> None:
+    """A short isbi2012 run; segkit.eval on slices 24-29 with one 512x512 tile gives its val/iou_membrane."""
+    from hydra.utils import instantiate
+
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "isbi2012_em").is_dir():
+        pytest.skip(f"{SHARED_DATA / 'isbi2012_em'} not found (set SEGKIT_DATA_DIR to the shared data folder)")
+    cfg = compose_cfg("+experiment=isbi2012", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2",
+                      "callbacks.rich_progress_bar=null", "data.num_workers=0")  # fmt: skip
+    trained = train(cfg)
+    predictor = Predictor(tmp_path / "run", tile=(512, 512), precision="bf16")
+    samples = instantiate(cfg.data.val_dataset)(transform=None)
+    scores = evaluate(predictor, [samples[i] for i in range(len(samples))], "val")
+    assert scores["val/iou_membrane"] == pytest.approx(trained["val/iou_membrane"], abs=1e-3)
+    assert scores["val/pixel_error"] == pytest.approx(trained["val/pixel_error"], abs=1e-3)

@@ -174,6 +174,7 @@ def test_fast_dev_run_writes_no_checkpoint_and_stale_temporaries_are_cleaned(com
     stale.write_bytes(b"left by a killed writer")
     train(compose_cfg("+experiment=quickstart", "+debug=fast_dev_run", *TINY))
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
+    assert not (tmp_path / "run" / "model").exists()
 
 
 def test_progress_lines_reach_the_log_when_output_is_not_a_terminal(compose_cfg, caplog) -> None:

@@ -122,8 +122,11 @@ def describe(net: nn.Module) -> str:
     )
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured task and return the final validation metrics (``{"val/miou": ..., ...}``)."""
+def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
+    """Fit the configured task and return the final validation metrics (``{"val/miou": ..., ...}``).
+
+    ``extra_callbacks`` join the configured ones (benchmarks and tests measure through them).
+    """
     silence_known_noise()
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -141,7 +144,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")  # checks every file now, before any trainer is built
     # Class names may come from the data itself (ImageFolder folders), so the task takes the datamodule's.
     task = instantiate(cfg.task, net=net, class_names=datamodule.class_names, _convert_="all")
-    callbacks = build_callbacks(cfg)
+    callbacks = [*build_callbacks(cfg), *(extra_callbacks or [])]
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,

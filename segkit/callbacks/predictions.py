@@ -33,28 +33,33 @@ def picture_label(trainer: pl.Trainer) -> tuple[str, str]:
 class PredictionGrid(pl.Callback):
     """Saves ``<dirpath>/epoch_<N>.png`` with the first ``num_samples`` validation samples.
 
-    The samples are the same every epoch, so the files show the model learning. The final validation of the
-    best checkpoint writes ``best.png``. Samples may differ in size (whole validation images): each is
+    The samples are the same every time, so the files show the model learning. The final validation of the
+    best checkpoint always writes ``best.png``. Samples may differ in size (whole validation images): each is
     predicted on its own. Only rank 0 writes.
 
     Args:
         dirpath: output folder; default ``<trainer.default_root_dir>/predictions``.
         num_samples: rows in the grid.
-        every_n_epochs: save every N validation epochs.
+        every_n_validations: draw at every N-th in-training validation (a grid costs a forward pass and a
+            PNG: with frequent validation, draw less often).
     """
 
-    def __init__(self, dirpath: str | None = None, num_samples: int = 4, every_n_epochs: int = 1) -> None:
+    def __init__(self, dirpath: str | None = None, num_samples: int = 4, every_n_validations: int = 1) -> None:
         self.dirpath = dirpath
         self.num_samples = num_samples
-        self.every_n_epochs = every_n_epochs
+        self.every_n_validations = every_n_validations
+        self.validations = 0
         self.saved: list[Path] = []
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Predict the fixed samples and write the grid."""
-        fitting = trainer.state.fn == TrainerFn.FITTING
-        if trainer.sanity_checking or (fitting and trainer.current_epoch % self.every_n_epochs):
+        if trainer.sanity_checking:
             return
+        if trainer.state.fn == TrainerFn.FITTING:
+            self.validations += 1
+            if (self.validations - 1) % self.every_n_validations:
+                return
         datamodule = trainer.datamodule
         dataset = datamodule.val_set
         samples = [dataset[i] for i in range(min(self.num_samples, len(dataset)))]

@@ -1,10 +1,13 @@
-"""Distributed evaluation that counts every sample exactly once and still gives every rank work to do."""
+"""Samplers: distributed evaluation that counts every sample exactly once and gives every rank work, and
+fixed-length training epochs drawn with replacement."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
 
+import numpy as np
+import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
@@ -52,3 +55,34 @@ class PaddingMarked(Dataset):
         sample = dict(self.dataset[index - self.size if is_pad else index])
         sample["is_pad"] = is_pad
         return sample
+
+
+class EpochSampler(DistributedSampler):
+    """Fixed-length epochs drawn with replacement: ``samples_per_epoch`` samples per epoch over all ranks.
+
+    Small datasets (24 EM slices) otherwise give epochs of a few steps, and every epoch pays for validation,
+    pictures and Lightning's epoch machinery (nnU-Net draws 250 batches an epoch for the same reason). Each
+    rank draws ``samples_per_epoch / world_size`` indices from its own stream, seeded by (seed, rank, epoch):
+    a run repeats for a fixed seed and world size, ranks see different samples, and every epoch differs.
+    Subclassing ``DistributedSampler`` makes Lightning keep it (and call ``set_epoch``) under DDP.
+    """
+
+    def __init__(self, dataset: Dataset, samples_per_epoch: int, seed: int = 0, num_replicas: int | None = None,
+                 rank: int | None = None) -> None:  # fmt: skip
+        distributed = dist.is_available() and dist.is_initialized()
+        num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if distributed else 1)
+        rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        if samples_per_epoch < num_replicas:
+            raise ValueError(f"samples_per_epoch={samples_per_epoch} is less than the {num_replicas} processes")
+        self.dataset_size = len(dataset)  # type: ignore[arg-type]
+        self.num_samples = samples_per_epoch // num_replicas
+        self.total_size = self.num_samples * num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        seed = int(np.random.SeedSequence([self.seed % 2**32, self.rank, self.epoch]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(seed)
+        return iter(torch.randint(self.dataset_size, (self.num_samples,), generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples

@@ -65,9 +65,15 @@ class Task(pl.LightningModule):
         num_classes: int,
         class_names: Sequence[str] | None,
         channels_last: bool,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.channels_last = channels_last
+        # torch.compile wraps the forward only: self.net (and so every checkpoint and model/ folder) keeps its
+        # plain parameter names, and the model config stays the network's constructor arguments.
+        # Set past nn.Module's registry, so the compiled wrapper adds no duplicate "_compiled._orig_mod.*" keys.
+        object.__setattr__(self, "_compiled", torch.compile(self.net) if compile else None)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
@@ -76,9 +82,9 @@ class Task(pl.LightningModule):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The network's output for a batch of normalised images."""
-        if self.hparams.channels_last:
+        if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        return self.net(image)
+        return (self._compiled if self._compiled is not None else self.net)(image)
 
     def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         raise NotImplementedError

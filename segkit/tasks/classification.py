@@ -37,6 +37,7 @@ class ClassificationTask(Task):
         scheduler: optional factory taking ``optimizer=``.
         scheduler_interval: ``"epoch"`` or ``"step"``.
         channels_last: run the network in channels-last memory format.
+        compile: run the network through ``torch.compile`` (the first steps are slow while it compiles).
         encoder_lr_mult: learning rate of ``net.encoder`` relative to the head.
         loss: a loss ``loss(logits, labels)`` to use instead of the built-in cross-entropy.
     """
@@ -56,9 +57,10 @@ class ClassificationTask(Task):
         scheduler_interval: str = "epoch",
         channels_last: bool = False,
         encoder_lr_mult: float = 1.0,
+        compile: bool = False,
         loss: nn.Module | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last)
+        super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last, compile)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "loss"])
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values but num_classes is {num_classes}")
@@ -72,7 +74,7 @@ class ClassificationTask(Task):
             "acc": MulticlassAccuracy(num_classes, average="micro"),
             "f1": MulticlassF1Score(num_classes, average="macro"),
             "recall": MulticlassRecall(num_classes, average="none"),
-            "confmat": MulticlassConfusionMatrix(num_classes),
+            "confmat": MulticlassConfusionMatrix(num_classes, validate_args=False),
         }
         if top_k < num_classes:
             metrics[f"acc_top{top_k}"] = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")

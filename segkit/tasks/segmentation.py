@@ -39,6 +39,7 @@ class SegmentationTask(Task):
         scheduler: optional factory taking ``optimizer=``.
         scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
         channels_last: run the network in channels-last memory format (faster on CPU with bf16 and on GPUs).
+        compile: run the network through ``torch.compile`` (the first steps are slow while it compiles).
         encoder_lr_mult: learning rate of ``net.encoder`` relative to the rest (e.g. 0.1 for pretrained encoders).
     """
 
@@ -54,23 +55,31 @@ class SegmentationTask(Task):
         scheduler_interval: str = "epoch",
         channels_last: bool = False,
         encoder_lr_mult: float = 1.0,
+        compile: bool = False,
     ) -> None:
         if loss is None:
             raise ValueError(
                 "SegmentationTask needs a loss; pick one from the loss group: loss=dice_ce, loss=ce, loss=dice or "
                 "loss=bce (loss=none is for tasks with a built-in loss, such as classification)"
             )
-        super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last)
+        super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last, compile)
         # Factories and modules stay out of the checkpoint's hparams: they are not plain data and would need
         # unpickling of arbitrary objects; the run's .hydra/config.yaml describes them instead.
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self.loss = loss
+        # validate_args=False: no per-step checks (and host syncs); masks were checked when the data was read
         self.confmat = nn.ModuleDict(
-            {split: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index) for split in ("val", "test")}
+            {
+                split: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
+                for split in ("val", "test")
+            }
         )
         aux_head = getattr(net, "aux_head", None)
+        aux_classes = aux_head.fc.out_features if aux_head else 0
         self.aux_f1 = nn.ModuleDict(
-            {split: MultilabelF1Score(aux_head.fc.out_features) for split in ("val", "test")} if aux_head else {}
+            {split: MultilabelF1Score(aux_classes, validate_args=False) for split in ("val", "test")}
+            if aux_head
+            else {}
         )
         self._has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 

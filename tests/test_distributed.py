@@ -242,3 +242,49 @@ class OneImage(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         out = self.transform(image=self.image, mask=np.zeros((48, 48), dtype=np.uint8))
         return {"image": out["image"], "mask": torch.as_tensor(out["mask"]).long()}
+
+
+class IndexImages(torch.utils.data.Dataset):
+    """Image ``i`` is filled with the value ``i``, so a batch shows which samples were drawn."""
+
+    def __init__(self, num_samples: int, image_size, seed: int, transform=None) -> None:
+        self.num_samples = num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": torch.full((3, 16, 16), float(index)), "mask": torch.zeros(16, 16, dtype=torch.long)}
+
+
+class RecordDraws(pl.Callback):
+    """Saves each rank's drawn sample indices of the first epoch and its sampler's class (ddp_spawn pickles it)."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath, self.drawn = dirpath, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0:
+            self.drawn += batch["image"][:, 0, 0, 0].long().tolist()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:
+            sampler = type(trainer.train_dataloader.sampler).__name__
+            torch.save({"drawn": self.drawn, "sampler": sampler}, Path(self.dirpath) / f"rank{trainer.global_rank}.pt")
+
+
+def test_samples_per_epoch_draws_a_different_stream_on_each_rank(compose_cfg, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg("trainer=ddp_sim", "trainer.strategy=ddp_spawn", "trainer.max_epochs=1", "aug=none",
+                      "data.train_dataset.num_samples=50", "data.samples_per_epoch=16", "data.batch_size=2",
+                      "trainer.limit_val_batches=0", "model=unet_small", *TINY[1:2])  # fmt: skip
+    cfg.data.train_dataset._target_ = "tests.test_distributed.IndexImages"
+    dm = instantiate(cfg.data, train_transform=None, val_transform=None, seed=cfg.seed)
+    task = instantiate(cfg.task, net=instantiate(cfg.model), class_names=dm.class_names, _convert_="all")
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False, callbacks=[RecordDraws(str(tmp_path))])
+    trainer.fit(task, datamodule=dm)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [r["sampler"] for r in ranks] == ["EpochSampler", "EpochSampler"]  # Lightning kept segkit's sampler
+    assert [len(r["drawn"]) for r in ranks] == [8, 8]  # 16 samples an epoch over 2 processes
+    assert ranks[0]["drawn"] != ranks[1]["drawn"]

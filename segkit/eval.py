@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segkit.metrics import dice_per_class, iou_per_class, segmentation_scores
-from segkit.predict import LogProgress, Predictor
+from segkit.predict import FileProgress, Predictor
 from segkit.report import write_metrics
 from segkit.visualize import save_confusion_matrix
 
@@ -45,7 +45,7 @@ def evaluate(predictor: Predictor, samples: Iterable[dict], prefix: str, output:
     samples = list(samples) if not isinstance(samples, list) else samples
     total = torch.zeros(k, k, dtype=torch.int64)
     rows = []
-    progress = LogProgress(len(samples))
+    progress = FileProgress(len(samples))
     for i, sample in enumerate(samples, start=1):
         image = np.asarray(sample["image"])
         target = np.asarray(sample["mask"])

@@ -192,7 +192,7 @@ def save_index_png(mask: np.ndarray, palette: list[list[int]], path: Path) -> No
     image.save(path)
 
 
-class LogProgress:
+class FileProgress:
     """Progress over files: a rich bar in a terminal, else a log line at most every ``every_seconds``."""
 
     def __init__(self, total: int, every_seconds: float = 10.0) -> None:
@@ -235,7 +235,7 @@ def run(cfg: DictConfig) -> dict:
     log.info("Predicting %d file(s) with %s on %s, tile %s, overlap %s, tta %s, precision %s",
              len(inputs), predictor.model.source, predictor.device, predictor.window.tile, cfg.overlap,
              cfg.get("tta"), predictor.window.precision)  # fmt: skip
-    progress, written, skipped = LogProgress(len(inputs)), 0, []
+    progress, written, skipped = FileProgress(len(inputs)), 0, []
     start = time.monotonic()
     for i, path in enumerate(inputs, start=1):
         if path.suffix.lower() not in IMAGE_SUFFIXES:

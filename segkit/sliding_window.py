@@ -7,7 +7,6 @@ two accumulators (weighted logits and weights), kept on the CPU.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -163,8 +162,3 @@ class SlidingWindow:
                 counts[y : y + out[0], x : x + out[1]] += weight
         assert logits is not None
         return logits.div_(counts)[:, :h, :w]  # in place: no second image-sized buffer
-
-
-def num_windows(size: Sequence[int], tile: Sequence[int], overlap: float) -> int:
-    """How many tiles :func:`tile_starts` places on an image (for progress estimates)."""
-    return math.prod(len(tile_starts(s, t, overlap)) for s, t in zip(size, tile, strict=True))

@@ -69,7 +69,7 @@ def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModu
     log.info("Model for inference: %s (segkit.load_model or python -m segkit.predict ckpt=%s)", directory, directory)
 
 
-def test_best_model(task: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: DictConfig,
+def score_test_split(task: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: DictConfig,
                     output: Path) -> dict[str, float]:  # fmt: skip
     """Score the evaluated (best) weights on the test split through segkit.eval's path (rank 0; {} if none)."""
     from segkit.eval import evaluate, split_samples
@@ -193,7 +193,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     if not cfg.trainer.get("fast_dev_run"):  # a wiring check leaves no model behind
         save_model_folder(task, datamodule, output_dir / "model")
     if cfg.get("test_after_fit"):
-        metrics.update(test_best_model(task, datamodule, cfg, output_dir / "test"))
+        metrics.update(score_test_split(task, datamodule, cfg, output_dir / "test"))
     report(metrics, output_dir)
     return metrics
 

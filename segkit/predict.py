@@ -18,13 +18,14 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from segkit.data.datamodule import NormalizeAnyDepth
 from segkit.data.intensity import IntensityNormalization
 from segkit.data.io import IMAGE_SUFFIXES, read_image
 from segkit.model_io import LoadedModel, load_model
 from segkit.sliding_window import SlidingWindow
+from segkit.visualize import save_overlay_with_legend
 
 log = logging.getLogger(__name__)
 
@@ -163,27 +164,6 @@ def check_output_dir(output: Path, inputs: list[Path]) -> None:
         )
 
 
-def save_overlay(
-    image: np.ndarray, mask: np.ndarray, class_names: list[str], palette: list[list[int]], path: Path
-) -> None:
-    """The image with class colours blended in (background left as is), full size, and a legend strip below."""
-    rgb = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
-    rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[..., :3]
-    colours = np.asarray(palette, dtype=np.float32) / 255.0
-    labelled = (mask > 0) & (mask < len(colours))
-    rgb[labelled] = 0.5 * rgb[labelled] + 0.5 * colours[mask[labelled]]
-    h, w = mask.shape
-    row = 16
-    canvas = Image.new("RGB", (max(w, 160), h + row * len(class_names) + 4), "white")
-    canvas.paste(Image.fromarray((rgb * 255).round().astype(np.uint8)), (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    for k, name in enumerate(class_names):
-        top = h + 2 + k * row
-        draw.rectangle((4, top + 2, 16, top + 13), fill=tuple(palette[k]), outline="black")
-        draw.text((22, top + 1), f"{k}: {name}" + (" (not coloured)" if k == 0 else ""), fill="black")
-    canvas.save(path)
-
-
 def save_index_png(mask: np.ndarray, palette: list[list[int]], path: Path) -> None:
     """A palette PNG: pixel values are class indices, viewers show the class colours."""
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
@@ -251,7 +231,9 @@ def run(cfg: DictConfig) -> dict:
         mask = class_indices(logits)
         save_index_png(mask, meta["palette"], output / f"{path.stem}.png")
         if cfg.save_overlay:
-            save_overlay(image, mask, meta["class_names"], meta["palette"], output / f"{path.stem}_overlay.png")
+            save_overlay_with_legend(
+                image, mask, meta["class_names"], meta["palette"], output / f"{path.stem}_overlay.png"
+            )
         if cfg.save_probabilities:
             np.save(output / f"{path.stem}_probs.npy", logits.softmax(dim=0).numpy().astype(np.float16))
         written += 1

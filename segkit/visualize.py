@@ -39,14 +39,43 @@ def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 
 
 def overlay(
-    image: np.ndarray, mask: np.ndarray, num_classes: int, ignore_index: int = 255, alpha: float = 0.5
+    image: np.ndarray,
+    mask: np.ndarray,
+    num_classes: int,
+    ignore_index: int = 255,
+    alpha: float = 0.5,
+    colours: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Blend class colours over ``image`` ``(H, W, 3)``; background and ignored pixels stay as they are."""
-    colours = palette(num_classes)
+    """Blend class colours (default :func:`palette`) over ``image`` ``(H, W, 3)`` in 0..1; background and
+    ignored pixels stay as they are."""
+    colours = palette(num_classes) if colours is None else colours
     out = image.copy()
     labelled = (mask > 0) & (mask != ignore_index) & (mask < num_classes)
     out[labelled] = (1 - alpha) * image[labelled] + alpha * colours[mask[labelled]]
     return out
+
+
+def save_overlay_with_legend(
+    image: np.ndarray, mask: np.ndarray, class_names: Sequence[str], colours: Sequence[Sequence[int]], path: Path
+) -> Path:
+    """``image`` (uint8, or float in 0..1; grey or RGB) with class colours blended in, at full size (PIL, not
+    matplotlib: an 8000x8000 mask stays cheap), and a legend strip below."""
+    from PIL import Image, ImageDraw
+
+    rgb = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
+    rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[..., :3]
+    rgb = overlay(rgb, mask, len(class_names), colours=np.asarray(colours, dtype=np.float32) / 255.0)
+    h, w = mask.shape
+    row = 16
+    canvas = Image.new("RGB", (max(w, 160), h + row * len(class_names) + 4), "white")
+    canvas.paste(Image.fromarray((rgb * 255).round().astype(np.uint8)), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for k, name in enumerate(class_names):
+        top = h + 2 + k * row
+        draw.rectangle((4, top + 2, 16, top + 13), fill=tuple(colours[k]), outline="black")
+        draw.text((22, top + 1), f"{k}: {name}" + (" (not coloured)" if k == 0 else ""), fill="black")
+    canvas.save(path)
+    return Path(path)
 
 
 def save_prediction_grid(

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from segkit.train import train
+from segkit.train import compose_config, train
 
 
 class TrainingWindow(pl.Callback):
@@ -97,9 +96,7 @@ def main() -> None:
     overrides = args.overrides or ["+experiment=isbi2012", f"paths.data_dir={data_dir}"]
     minutes, seconds = divmod(args.seconds, 60)
     run_dir = Path("outputs") / "benchmark_train_loop" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={run_dir}",
-                                          f"trainer.max_time=00:00:{minutes:02d}:{seconds:02d}"])  # fmt: skip
+    cfg = compose_config([*overrides, f"trainer.max_time=00:00:{minutes:02d}:{seconds:02d}"], output_dir=run_dir)
     print(f"config: {' '.join(overrides)} | torch {torch.__version__}, {torch.get_num_threads()} threads")
     per_worker = loader_throughput(cfg)
     print(f"loader: one worker prepares {per_worker:.0f} training samples/s (reading + augmentation)")

@@ -1,14 +1,16 @@
-"""Per-layer profile of any ``nn.Module``: output shapes, parameters, MACs and receptive fields.
+"""Conv arithmetic and a per-layer profile of any ``nn.Module``: output shapes, parameters, MACs, receptive fields.
 
 ``python -m segkit.inspect model=<config> input_size=[H,W]`` prints the table for a configured model;
-``profile(module, input_size=(H, W))`` returns it for any module (torchvision's and timm's included).
+``profile(module, input_size=(H, W))`` returns it for any module (torchvision's and timm's included);
+``conv_output_size``, ``conv_params`` and ``pixel_use_counts`` are the formulas behind it, on their own.
 
 The arithmetic is the CNN basics the toolkit rests on:
 - conv output size: ``floor((n + 2p - d(k - 1) - 1) / s) + 1``;
 - conv parameters: ``C_in / groups * C_out * k_h * k_w`` (+ ``C_out`` bias);
 - conv MACs: one multiply-accumulate per weight per output position: ``H_out W_out C_out C_in/groups k_h k_w``;
 - receptive field: ``r_out = r_in + (k_eff - 1) * j_in`` and jump ``j_out = j_in * s``, ``k_eff = d(k - 1) + 1``.
-MACs count convolutions and linear layers only (norms, activations and pooling are ignored), as published
+MACs count convolutions and linear layers only (norms, activations and pooling, min pooling included, are
+ignored), as published
 figures do. Receptive fields follow each layer's input. A tensor made by a functional op (residual add,
 concatenation, padding) gets the largest field recorded so far at its spatial size: the field of a sum or
 concatenation is that of its widest input.
@@ -16,13 +18,18 @@ concatenation is that of its widest input.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+from segkit.models.blocks import MinPool2d
+
+WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, MinPool2d)  # layers whose output sees a k x k input window
+Pair = int | Sequence[int]
 
 
 @dataclass
@@ -57,8 +64,82 @@ class Profile:
         return "\n".join(lines)
 
 
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+def _pair(value: Pair) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _padding_sides(padding: Pair | str, kernel: int, dilation: int, stride: int, size: int) -> tuple[int, int]:
+    """Padding before and after one axis. ``"same"`` pads ``d(k - 1)`` in all (the extra pixel after, as
+    PyTorch does) at stride 1; at stride s it pads just enough for ``ceil(n / s)`` outputs (TensorFlow's
+    definition: every output then "owns" s input pixels; PyTorch refuses ``padding="same"`` with stride > 1)."""
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        out = math.ceil(size / stride)
+        total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+        return total // 2, total - total // 2
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    return padding, padding
+
+
+def conv_output_size(
+    size: Pair, kernel_size: Pair, stride: Pair = 1, padding: Pair | str = 0, dilation: Pair = 1
+) -> int | tuple[int, int]:
+    """Output length of a convolution or pooling window: ``floor((n + 2p - d(k - 1) - 1) / s) + 1``.
+
+    Args:
+        size: input length ``n``, or ``(H, W)``.
+        kernel_size, stride, dilation: ints or ``(h, w)`` pairs, as ``nn.Conv2d`` takes them.
+        padding: pixels added on each side, or ``"valid"`` (none: the output shrinks by ``d(k - 1)``) or
+            ``"same"`` (output length ``n`` at stride 1; ``ceil(n / s)`` at stride s).
+
+    Returns:
+        An int when every argument is an int, else an ``(H_out, W_out)`` pair.
+
+    Raises:
+        ValueError: when the window does not fit the padded input.
+    """
+    scalar = all(isinstance(v, int) for v in (size, kernel_size, stride, dilation, padding) if not isinstance(v, str))
+    pad = padding if isinstance(padding, str) else _pair(padding)
+    out = []
+    for axis, (n, k, s, d) in enumerate(zip(*map(_pair, (size, kernel_size, stride, dilation)), strict=True)):
+        before, after = _padding_sides(pad if isinstance(pad, str) else pad[axis], k, d, s, n)
+        length = (n + before + after - d * (k - 1) - 1) // s + 1
+        if length < 1:
+            raise ValueError(f"a window of {k} (dilation {d}) does not fit an input of {n} padded by {before + after}")
+        out.append(length)
+    return out[0] if scalar else (out[0], out[1])
+
+
+def conv_params(in_channels: int, out_channels: int, kernel_size: Pair, bias: bool = True, groups: int = 1) -> int:
+    """Weights of one conv layer: ``C_in / groups * C_out * k_h * k_w``, plus ``C_out`` biases."""
+    kh, kw = _pair(kernel_size)
+    return in_channels // groups * out_channels * kh * kw + (out_channels if bias else 0)
+
+
+def pixel_use_counts(
+    size: Pair, kernel_size: Pair, stride: Pair = 1, padding: Pair | str = 0, dilation: Pair = 1
+) -> torch.Tensor:
+    """How many output positions read each input pixel, as an ``(H, W)`` int64 map.
+
+    Without padding a 3x3 kernel reads an interior pixel 9 times but a corner pixel once: the border
+    contributes less to the output, which is what padding (and U-Net's overlap-tile strategy) is about.
+    """
+    (h, w), (kh, kw), (sh, sw), (dh, dw) = map(_pair, (size, kernel_size, stride, dilation))
+    pads = [padding] * 2 if isinstance(padding, str) else list(_pair(padding))
+    (top, bottom), (left, right) = (
+        _padding_sides(pads[0], kh, dh, sh, h),
+        _padding_sides(pads[1], kw, dw, sw, w),
+    )
+    padded = (h + top + bottom, w + left + right)
+    out_h = (padded[0] - dh * (kh - 1) - 1) // sh + 1
+    out_w = (padded[1] - dw * (kw - 1) - 1) // sw + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"a {kh}x{kw} window does not fit an input of {h}x{w} with this padding")
+    windows = torch.ones(1, kh * kw, out_h * out_w, dtype=torch.float64)
+    counts = F.fold(windows, padded, (kh, kw), dilation=(dh, dw), stride=(sh, sw))[0, 0]
+    return counts[top : top + h, left : left + w].round().long()
 
 
 def _layer_macs(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> int:
@@ -74,7 +155,7 @@ def _layer_macs(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -
 
 
 def _layer_rf(module: nn.Module, rf: float, jump: float) -> tuple[float, float]:
-    if isinstance(module, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
+    if isinstance(module, WINDOWED):
         k = _pair(module.kernel_size)[0]
         d = _pair(getattr(module, "dilation", 1))[0]
         s = _pair(module.stride if module.stride is not None else k)[0]

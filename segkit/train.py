@@ -7,12 +7,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
@@ -120,6 +124,23 @@ def describe(net: nn.Module) -> str:
     return (
         f"{type(net).__name__} (encoder {encoder}): {total / 1e6:.2f} M parameters, {trainable / 1e6:.2f} M trainable"
     )
+
+
+def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
+    """The config ``python -m segkit.train OVERRIDES`` would run, composed from Python (notebooks, scripts, tests).
+
+    Args:
+        overrides: command-line overrides, e.g. ``["+experiment=quickstart", "trainer.max_epochs=1"]``.
+        output_dir: the run directory; by default ``<paths.log_dir>/<run_name>/<timestamp>`` as on the command
+            line (``SEGKIT_RUN_ID`` replaces the timestamp there too).
+    """
+    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    if output_dir is None:
+        run_id = os.environ.get("SEGKIT_RUN_ID") or datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        output_dir = Path(cfg.paths.log_dir) / cfg.run_name / run_id
+    cfg.paths.output_dir = str(output_dir)
+    return cfg
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:

@@ -12,9 +12,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from segkit.train import compose_config  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("SEGKIT_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -29,15 +30,7 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose ``conf/train.yaml`` with overrides, writing into ``tmp_path`` and running on CPU."""
 
     def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
-            cfg = compose(
-                config_name="train",
-                overrides=[
-                    f"paths.output_dir={tmp_path / 'run'}",
-                    f"paths.data_dir={SHARED_DATA}",
-                    *overrides,
-                ],
-            )
+        cfg = compose_config([f"paths.data_dir={SHARED_DATA}", *overrides], output_dir=tmp_path / "run")
         with open_dict(cfg):
             cfg.trainer.accelerator = "cpu"
             cfg.data.num_workers = 0
@@ -73,11 +66,10 @@ def trained_run(tmp_path_factory) -> Path:
     from segkit.train import train
 
     root = tmp_path_factory.mktemp("predict")
-    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "+experiment=quickstart", "trainer.max_epochs=2", "data.train_dataset.num_samples=64",
-            "data.val_dataset.num_samples=4", "data.batch_size=4", "callbacks.rich_progress_bar=null",
-            f"paths.output_dir={root / 'run'}", "trainer.accelerator=cpu", "data.patch_size=[48,48]",
-        ])  # fmt: skip
+    cfg = compose_config([
+        "+experiment=quickstart", "trainer.max_epochs=2", "data.train_dataset.num_samples=64",
+        "data.val_dataset.num_samples=4", "data.batch_size=4", "callbacks.rich_progress_bar=null",
+        "trainer.accelerator=cpu", "data.patch_size=[48,48]",
+    ], output_dir=root / "run")  # fmt: skip
     train(cfg)
     return root / "run"

@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from torch import nn
 
-from segkit.train import build_callbacks, build_loggers
+from segkit.train import build_callbacks, build_loggers, compose_config
 from tests.conftest import SHARED_DATA
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -119,3 +119,14 @@ def test_segmentation_without_a_loss_fails_at_start_up(compose_cfg) -> None:
     cfg = compose_cfg("loss=none")
     with pytest.raises(Exception, match="needs a loss.*loss=dice_ce"):  # wrapped by Hydra
         instantiate(cfg.task, net=instantiate(cfg.model), _convert_="all")
+
+
+def test_compose_config_from_python_matches_the_command_line(tmp_path: Path, monkeypatch) -> None:
+    cfg = compose_config(["+experiment=quickstart", "trainer.max_epochs=3"], output_dir=tmp_path / "run")
+    assert cfg.trainer.max_epochs == 3 and cfg.run_name == "quickstart"
+    assert cfg.paths.output_dir == str(tmp_path / "run")
+    monkeypatch.setenv("SEGKIT_RUN_ID", "job42")
+    default = compose_config(["+experiment=quickstart", f"paths.log_dir={tmp_path}"])
+    assert Path(default.paths.output_dir) == tmp_path / "quickstart" / "job42"  # as hydra/default.yaml names runs
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["+experiment=quickstart", "trainer.max_epoch=3"])

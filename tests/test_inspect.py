@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
 import pytest
 import timm
+import torch
 import torchvision
 from torch import nn
 
-from segkit.inspect import profile
+from segkit.inspect import conv_output_size, conv_params, pixel_use_counts, profile
+from segkit.models import MinPool2d
 
 PUBLISHED = [  # (model, millions of parameters, GMACs at 224x224 or None)
     (lambda: torchvision.models.resnet50(), 25.56, 4.1),
@@ -66,3 +69,65 @@ def test_receptive_field_flows_through_residual_adds() -> None:
 
     rows = profile(Residual(), input_size=(16, 16), in_channels=4).rows
     assert [r.receptive_field for r in rows] == [3, 5, 7]
+
+
+@pytest.mark.parametrize(("kernel", "stride", "dilation"), list(itertools.product((1, 2, 3, 5), (1, 2, 3), (1, 2))))
+def test_conv_output_size_matches_torch(kernel: int, stride: int, dilation: int) -> None:
+    for size, padding in itertools.product((7, 8, 13), (0, 1, 2, "valid", "same")):
+        if padding == "same" and stride > 1:
+            continue  # torch refuses it; checked against TensorFlow's definition below
+        padded = size + 2 * padding if isinstance(padding, int) else size + (padding == "same") * dilation * kernel
+        if padded < dilation * (kernel - 1) + 1:
+            with pytest.raises(ValueError, match="does not fit"):
+                conv_output_size(size, kernel, stride, padding, dilation)
+            continue
+        conv = nn.Conv2d(1, 1, kernel, stride=stride, padding=padding, dilation=dilation)
+        expected = conv(torch.zeros(1, 1, size, size + 1)).shape[-2:]
+        got = conv_output_size((size, size + 1), kernel, stride, padding, dilation)
+        assert got == tuple(expected), (size, kernel, stride, padding, dilation)
+        assert conv_output_size(size, kernel, stride, padding, dilation) == expected[0]
+
+
+def test_same_padding_with_stride_gives_ceil_of_size_over_stride() -> None:
+    assert conv_output_size(7, 3, stride=2, padding="same") == 4
+    assert conv_output_size((8, 9), (3, 3), stride=(2, 3), padding="same") == (4, 3)
+
+
+def test_pixel_use_counts_by_hand_and_against_autograd() -> None:
+    counts = pixel_use_counts(5, 3)
+    assert counts.tolist() == [
+        [1, 2, 3, 2, 1],
+        [2, 4, 6, 4, 2],
+        [3, 6, 9, 6, 3],
+        [2, 4, 6, 4, 2],
+        [1, 2, 3, 2, 1],
+    ]
+    assert pixel_use_counts(6, 2, stride=2).eq(1).all()  # non-overlapping windows read every pixel once
+    same = pixel_use_counts(5, 3, padding="same")
+    assert same[1:-1, 1:-1].eq(9).all() and same[0, 0] == 4 and same[0, 2] == 6
+    # d(sum of a conv with all-one weights)/dx counts exactly how many windows read each pixel
+    for kernel, stride, padding, dilation in [(3, 1, 1, 1), (4, 2, 1, 1), (3, 2, 0, 2), ((3, 5), 1, (1, 2), 1)]:
+        x = torch.zeros(1, 1, 11, 12, requires_grad=True)
+        conv = nn.Conv2d(1, 1, kernel, stride=stride, padding=padding, dilation=dilation, bias=False)
+        nn.init.ones_(conv.weight)
+        conv(x).sum().backward()
+        assert torch.equal(pixel_use_counts((11, 12), kernel, stride, padding, dilation), x.grad[0, 0].long())
+
+
+def test_conv_params_formula() -> None:
+    for c_in, c_out, k, bias, groups in [(3, 64, 3, True, 1), (64, 64, (1, 7), False, 1), (32, 32, 7, True, 32)]:
+        conv = nn.Conv2d(c_in, c_out, k, bias=bias, groups=groups)
+        assert conv_params(c_in, c_out, k, bias, groups) == sum(p.numel() for p in conv.parameters())
+
+
+def test_min_pool_is_the_mirror_of_max_pool() -> None:
+    x = torch.randn(2, 3, 9, 10)
+    pool = MinPool2d(3, stride=2, padding=1)
+    assert torch.equal(pool(x), -nn.functional.max_pool2d(-x, 3, stride=2, padding=1))
+    assert pool(x).shape[-2:] == nn.MaxPool2d(3, stride=2, padding=1)(x).shape[-2:]
+    mask = torch.zeros(1, 1, 7, 7)
+    mask[..., 1:6, 1:6] = 1  # a 5x5 square erodes to 3x3 under a 3x3 min filter
+    assert MinPool2d(3, stride=1, padding=1)(mask).sum() == 9
+    rows = profile(nn.Sequential(nn.Conv2d(1, 2, 3), MinPool2d(2), nn.Conv2d(2, 2, 3)), input_size=(16, 16)).rows
+    assert [r.receptive_field for r in rows] == [3, 4, 8]  # same arithmetic as max pooling
+    assert rows[1].macs == 0 and rows[1].output_shape == (2, 7, 7)

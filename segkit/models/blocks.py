@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 NORMS = ("batch", "group", "instance", None)
@@ -63,3 +65,37 @@ class DoubleConv(nn.Sequential):
         if dropout > 0:
             layers.append(nn.Dropout2d(dropout))
         super().__init__(*layers)
+
+
+class MinPool2d(nn.Module):
+    """Min pooling, the mirror image of ``nn.MaxPool2d`` (PyTorch has max and average pooling only).
+
+    ``min(x) = -max(-x)``, so it inherits max pooling's arguments, its padding (which never wins: it pads with
+    +inf for the minimum) and its gradient. On a binary mask it is a morphological erosion, as max pooling is
+    a dilation.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.dilation = dilation
+        self.ceil_mode = ceil_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, C, H_out, W_out)``, sizes as for ``nn.MaxPool2d``."""
+        return -F.max_pool2d(-x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )

@@ -8,7 +8,9 @@ The arithmetic is the CNN basics the toolkit rests on:
 - conv output size: ``floor((n + 2p - d(k - 1) - 1) / s) + 1``;
 - conv parameters: ``C_in / groups * C_out * k_h * k_w`` (+ ``C_out`` bias);
 - conv MACs: one multiply-accumulate per weight per output position: ``H_out W_out C_out C_in/groups k_h k_w``;
-- receptive field: ``r_out = r_in + (k_eff - 1) * j_in`` and jump ``j_out = j_in * s``, ``k_eff = d(k - 1) + 1``.
+- receptive field: ``r_out = r_in + (k_eff - 1) * j_in`` and jump ``j_out = j_in * s``, ``k_eff = d(k - 1) + 1``;
+  a transposed conv reads ``ceil(k / s)`` inputs per output: ``r_out = r_in + (ceil(k / s) - 1) * j_in``,
+  ``j_out = j_in / s``.
 MACs count convolutions and linear layers only (norms, activations and pooling, min pooling included, are
 ignored), as published
 figures do. Receptive fields follow each layer's input. A tensor made by a functional op (residual add,
@@ -160,9 +162,9 @@ def _layer_rf(module: nn.Module, rf: float, jump: float) -> tuple[float, float]:
         d = _pair(getattr(module, "dilation", 1))[0]
         s = _pair(module.stride if module.stride is not None else k)[0]
         return rf + (d * (k - 1)) * jump, jump * s
-    if isinstance(module, nn.ConvTranspose2d):
+    if isinstance(module, nn.ConvTranspose2d):  # an output reads ceil(k / s) input positions (1 for 2x2 up-convs)
         s = module.stride[0]
-        return rf + (module.kernel_size[0] - 1) * jump / s, jump / s
+        return rf + (math.ceil(module.kernel_size[0] / s) - 1) * jump, jump / s
     return rf, jump
 
 

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from segkit.inspect import conv_output_size, conv_params, pixel_use_counts, profile
-from segkit.models import MinPool2d
+from segkit.models import MinPool2d, UNet
 
 PUBLISHED = [  # (model, millions of parameters, GMACs at 224x224 or None)
     (lambda: torchvision.models.resnet50(), 25.56, 4.1),
@@ -131,3 +131,16 @@ def test_min_pool_is_the_mirror_of_max_pool() -> None:
     rows = profile(nn.Sequential(nn.Conv2d(1, 2, 3), MinPool2d(2), nn.Conv2d(2, 2, 3)), input_size=(16, 16)).rows
     assert [r.receptive_field for r in rows] == [3, 4, 8]  # same arithmetic as max pooling
     assert rows[1].macs == 0 and rows[1].output_shape == (2, 7, 7)
+
+
+@pytest.mark.parametrize(("depth", "expected"), [(1, 18), (2, 44)])
+def test_unet_receptive_field_equals_the_footprint_autograd_measures(depth: int, expected: int) -> None:
+    net = UNet(num_classes=1, in_channels=1, padding="valid", norm=None, base_channels=4, depth=depth).eval()
+    for weight in net.parameters():
+        nn.init.uniform_(weight, 0.0, 0.1)  # every ReLU stays on, so a zero gradient means "not read"
+    size = net.input_size_for((8, 8))[0]
+    x = torch.rand(1, 1, size, size, requires_grad=True)
+    net(x)[0, 0, 4, 4].backward()
+    rows = x.grad[0, 0].abs().sum(1).nonzero().flatten()  # input rows the output pixel depends on
+    assert rows[-1] - rows[0] + 1 == expected
+    assert max(r.receptive_field for r in profile(net, input_size=(size, size)).rows) == expected

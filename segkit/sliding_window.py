@@ -101,8 +101,8 @@ class SlidingWindow:
         if self.valid:
             net.output_size(self.tile)  # raises a clear error when the tile is below the network's minimum
 
-    def _geometry(self, hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-        """(input tile, output tile, margin) for an image of ``hw``."""
+    def geometry(self, hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """``(input tile, output tile, margin)`` for an image of ``hw``: what each tile reads and writes."""
         if not self.valid:
             tile = (min(self.tile[0], hw[0]), min(self.tile[1], hw[1]))
             return tile, tile, (0, 0)
@@ -129,7 +129,7 @@ class SlidingWindow:
 
     def windows(self, hw: tuple[int, int]) -> Iterator[tuple[int, int]]:
         """Top-left corners (in output coordinates) of the tiles covering an image of ``hw``."""
-        _, out, _ = self._geometry(hw)
+        _, out, _ = self.geometry(hw)
         size = (max(hw[0], out[0]), max(hw[1], out[1]))
         for y in tile_starts(size[0], out[0], self.overlap):
             for x in tile_starts(size[1], out[1], self.overlap):
@@ -139,7 +139,7 @@ class SlidingWindow:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(K, H, W)`` (float32, CPU) for a normalised ``(C, H, W)`` image."""
         h, w = image.shape[-2:]
-        tile_in, out, margin = self._geometry((h, w))
+        tile_in, out, margin = self.geometry((h, w))
         size = (max(h, out[0]), max(w, out[1]))  # a valid-padding tile may reach past the image
         source = image
         if self.valid:  # mirror the borders so the output covers the whole image (the paper's overlap-tile)

@@ -19,6 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from segkit.image_metrics import ImageMetricMean
 from segkit.metrics import dice_per_class, iou_per_class, segmentation_scores
 from segkit.predict import FileProgress, Predictor
 from segkit.report import write_metrics
@@ -44,6 +45,11 @@ def evaluate(predictor: Predictor, samples: Iterable[dict], prefix: str, output:
     names, k, ignore = predictor.class_names, int(meta["num_classes"]), int(meta.get("ignore_index", 255))
     samples = list(samples) if not isinstance(samples, list) else samples
     total = torch.zeros(k, k, dtype=torch.int64)
+    # the per-image scores training logged for this model (ISBI's adapted Rand error, HD95), computed alike
+    image_metrics = {
+        name: ImageMetricMean(name, int(meta.get("foreground_class", 1)), ignore)
+        for name in meta.get("image_metrics", [])
+    }
     rows = []
     progress = FileProgress(len(samples))
     for i, sample in enumerate(samples, start=1):
@@ -57,10 +63,15 @@ def evaluate(predictor: Predictor, samples: Iterable[dict], prefix: str, output:
         row.update({f"iou_{c}": v for c, v in zip(names, iou_per_class(cm).tolist(), strict=True)})
         row.update({f"dice_{c}": v for c, v in zip(names, dice_per_class(cm).tolist(), strict=True)})
         row["pixel_error"] = 1.0 - float(cm.diag().sum()) / max(int(cm.sum()), 1)
+        for metric_name, metric in image_metrics.items():
+            row[metric_name] = metric.image_score(pred, target)
         rows.append(row)
         progress.update(i, name)
     progress.close()
     scores = segmentation_scores(total, names, prefix)
+    for name in image_metrics:  # mean over the images with a defined score, as in training
+        values = [row[name] for row in rows if not np.isnan(row[name])]
+        scores[f"{prefix}/{name}"] = float(np.mean(values)) if values else float("nan")
     if output is not None:
         write_report(scores, rows, total, names, output, prefix)
     return scores

@@ -25,6 +25,20 @@ def dice_per_class(confmat: torch.Tensor) -> torch.Tensor:
     return torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.full_like(tp, float("nan")))
 
 
+def precision_per_class(confmat: torch.Tensor) -> torch.Tensor:
+    """Precision_k = TP / (TP + FP): of the pixels predicted k, the share that is k; NaN if none is predicted k."""
+    confmat = confmat.double()
+    tp, predicted = confmat.diag(), confmat.sum(0)
+    return torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.full_like(tp, float("nan")))
+
+
+def recall_per_class(confmat: torch.Tensor) -> torch.Tensor:
+    """Recall_k = TP / (TP + FN): of the pixels that are k, the share predicted k; NaN if the class is absent."""
+    confmat = confmat.double()
+    tp, actual = confmat.diag(), confmat.sum(1)
+    return torch.where(actual > 0, tp / actual.clamp_min(1), torch.full_like(tp, float("nan")))
+
+
 def pixel_accuracy(confmat: torch.Tensor) -> torch.Tensor:
     """Share of (non-ignored) pixels whose predicted class is right."""
     confmat = confmat.double()
@@ -32,7 +46,11 @@ def pixel_accuracy(confmat: torch.Tensor) -> torch.Tensor:
 
 
 def segmentation_scores(confmat: torch.Tensor, class_names: list[str], prefix: str) -> dict[str, float]:
-    """All scores as ``{f"{prefix}/miou": ..., f"{prefix}/iou_<name>": ..., ...}`` for logging."""
+    """All scores as ``{f"{prefix}/miou": ..., f"{prefix}/iou_<name>": ..., ...}`` for logging.
+
+    Means (``miou``, ``dice``) over the classes with a defined score; per class: ``iou``, ``dice``,
+    ``precision`` and ``recall``; pooled: ``acc`` and ``pixel_error = 1 - acc``.
+    """
     iou, dice = iou_per_class(confmat), dice_per_class(confmat)
     acc = pixel_accuracy(confmat)
     scores = {
@@ -41,8 +59,13 @@ def segmentation_scores(confmat: torch.Tensor, class_names: list[str], prefix: s
         f"{prefix}/acc": acc.item(),
         f"{prefix}/pixel_error": 1.0 - acc.item(),
     }
-    for name, value in zip(class_names, iou.tolist(), strict=True):
-        scores[f"{prefix}/iou_{name}"] = value
-    for name, value in zip(class_names, dice.tolist(), strict=True):
-        scores[f"{prefix}/dice_{name}"] = value
+    per_class = {
+        "iou": iou,
+        "dice": dice,
+        "precision": precision_per_class(confmat),
+        "recall": recall_per_class(confmat),
+    }
+    for metric, values in per_class.items():
+        for name, value in zip(class_names, values.tolist(), strict=True):
+            scores[f"{prefix}/{metric}_{name}"] = value
     return scores

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
+from segkit.binary import two_class_logits
 from segkit.data.datamodule import NormalizeAnyDepth
 from segkit.data.intensity import IntensityNormalization
 from segkit.data.io import IMAGE_SUFFIXES, read_image
@@ -118,8 +119,9 @@ class Predictor:
         return torch.from_numpy(np.ascontiguousarray(self.normalize(image=image)["image"])).permute(2, 0, 1)
 
     def logits(self, image: np.ndarray) -> torch.Tensor:
-        """``(K, H, W)`` float32 logits for an ``(H, W, C)`` image (see :meth:`read`)."""
-        return self.window(self.to_tensor(image))
+        """``(K, H, W)`` float32 logits for an ``(H, W, C)`` image (see :meth:`read`); ``K = 2`` for a binary
+        (one sigmoid channel) model, as :func:`segkit.binary.two_class_logits` reads it."""
+        return two_class_logits(self.window(self.to_tensor(image))[None])[0]
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """``(K, H, W)`` float32 class probabilities."""

@@ -31,7 +31,7 @@ from segkit.checkpoint import (
     remove_stale_temporaries,
     resolve_resume_path,
 )
-from segkit.model_io import LoadedModel, inference_metadata
+from segkit.model_io import LoadedModel
 from segkit.quiet import silence_known_noise
 from segkit.report import write_metrics
 
@@ -69,7 +69,7 @@ def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModu
     if getattr(task.net, "config", None) is None:
         log.info("Not writing %s: %s is not a segkit network", directory, type(task.net).__name__)
         return
-    task.net.save_pretrained(directory, inference_metadata(task.net, task.task_name, task.class_names, datamodule))
+    task.net.save_pretrained(directory, task.inference_metadata(datamodule))
     log.info("Model for inference: %s (segkit.load_model or python -m segkit.predict ckpt=%s)", directory, directory)
 
 
@@ -86,7 +86,7 @@ def score_test_split(task: pl.LightningModule, datamodule: pl.LightningDataModul
     except (ValueError, FileNotFoundError) as err:
         log.warning("test_after_fit: no test split to score (%s)", err)
         return {}
-    meta = inference_metadata(task.net, task.task_name, task.class_names, datamodule)
+    meta = task.inference_metadata(datamodule)
     predictor = Predictor(LoadedModel(task.net.eval(), meta, output), precision=precision_name(cfg.trainer.precision),
                           device=str(task.device))  # fmt: skip
     log.info("Testing the best model on %d test images", len(samples))

@@ -10,6 +10,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
+from segkit.binary import two_class_logits
 from segkit.visualize import denormalize, save_prediction_grid
 
 
@@ -69,7 +70,7 @@ class PredictionGrid(pl.Callback):
         with torch.no_grad():
             for sample in samples:
                 out = pl_module(sample["image"].unsqueeze(0).to(pl_module.device))
-                preds.append((out[0] if isinstance(out, tuple) else out).argmax(dim=1)[0].cpu().numpy())
+                preds.append(two_class_logits(out[0] if isinstance(out, tuple) else out).argmax(dim=1)[0].cpu().numpy())
         pl_module.train(was_training)
         name, title = picture_label(trainer)
         dirpath = Path(self.dirpath or Path(trainer.default_root_dir) / "predictions")

@@ -117,7 +117,16 @@ class Task(pl.LightningModule):
         if getattr(self.net, "config", None) is None:
             return  # not a segkit network (e.g. an smp model): it cannot be rebuilt without its config
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        checkpoint[METADATA_KEY] = inference_metadata(self.net, self.task_name, self.class_names, datamodule)
+        checkpoint[METADATA_KEY] = self.inference_metadata(datamodule)
+
+    def inference_metadata(self, datamodule: pl.LightningDataModule | None) -> dict:
+        """What :func:`segkit.load_model` and ``segkit.eval`` need: the network's, the data's and, for
+        segmentation, which per-image scores the run logged (so evaluation reports the same ones)."""
+        meta = inference_metadata(self.net, self.task_name, self.class_names, datamodule)
+        if "image_metrics" in self.hparams:
+            meta["image_metrics"] = list(self.hparams.image_metrics)
+            meta["foreground_class"] = int(self.hparams.foreground_class)
+        return meta
 
     def configure_optimizers(self) -> dict:
         """Build the optimizer (and scheduler) from the injected factories."""

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelF1Score
 
+from segkit.binary import two_class_logits
+from segkit.image_metrics import ImageMetricMean
 from segkit.metrics import segmentation_scores
 from segkit.models.unet import center_crop
 from segkit.tasks.base import OptimizerFactory, SchedulerFactory, Task
@@ -26,8 +28,12 @@ class SegmentationTask(Task):
     """Trains ``net`` (images ``(B, C, H, W)`` -> logits ``(B, K, H', W')``) on ``{"image", "mask"}`` batches.
 
     Logs ``train/loss``, ``val/loss``, ``val/miou``, ``val/dice``, ``val/acc``, ``val/pixel_error`` and
-    ``val/iou_<class>`` / ``val/dice_<class>`` (same for ``test/``). Scores come from one confusion matrix
-    accumulated over the epoch (a torchmetrics state, so it is summed across processes under DDP).
+    ``val/{iou,dice,precision,recall}_<class>`` (same for ``test/``). Scores come from one confusion matrix
+    accumulated over the epoch (a torchmetrics state, so it is summed across processes under DDP); the
+    per-image ``image_metrics`` are means over images, exact under DDP too (:mod:`segkit.image_metrics`).
+
+    A network with one output channel is trained and scored in binary mode (:mod:`segkit.binary`): its
+    sigmoid is read as classes ``[0, 1]`` with ``num_classes=2`` names, thresholded at 0.5.
 
     Args:
         net: the segmentation network.
@@ -41,6 +47,9 @@ class SegmentationTask(Task):
         channels_last: run the network in channels-last memory format (faster on CPU with bf16 and on GPUs).
         compile: run the network through ``torch.compile`` (the first steps are slow while it compiles).
         encoder_lr_mult: learning rate of ``net.encoder`` relative to the rest (e.g. 0.1 for pretrained encoders).
+        image_metrics: per-image scores logged at validation and test: ``"adapted_rand_error"`` (cells
+            separated by ``foreground_class``, e.g. EM membranes) and/or ``"hd95"`` (of ``foreground_class``).
+        foreground_class: the class the image metrics are about.
     """
 
     def __init__(
@@ -56,6 +65,8 @@ class SegmentationTask(Task):
         channels_last: bool = False,
         encoder_lr_mult: float = 1.0,
         compile: bool = False,
+        image_metrics: Sequence[str] = (),
+        foreground_class: int = 1,
     ) -> None:
         if loss is None:
             raise ValueError(
@@ -71,6 +82,14 @@ class SegmentationTask(Task):
         self.confmat = nn.ModuleDict(
             {
                 split: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
+                for split in ("val", "test")
+            }
+        )
+        self.image_metrics = nn.ModuleDict(
+            {
+                split: nn.ModuleDict(
+                    {name: ImageMetricMean(name, foreground_class, ignore_index) for name in image_metrics}
+                )
                 for split in ("val", "test")
             }
         )
@@ -129,13 +148,16 @@ class SegmentationTask(Task):
             sync_dist=split != "train",
         )
         if split in self.confmat and batch_size:
-            self.confmat[split].update(logits.argmax(dim=1), mask)
+            pred = two_class_logits(logits).argmax(dim=1)  # binary mode: sigmoid > 0.5 is class 1
+            self.confmat[split].update(pred, mask)
+            for metric in self.image_metrics[split].values():
+                metric.update(pred, mask)
         return loss
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Per-pixel class indices ``(B, H', W')``."""
         out = self(batch["image"])
-        return (out[0] if isinstance(out, tuple) else out).argmax(dim=1)
+        return two_class_logits(out[0] if isinstance(out, tuple) else out).argmax(dim=1)
 
     def _log_epoch(self, split: str) -> None:
         confmat = self.confmat[split].compute()  # synced across processes by torchmetrics
@@ -144,6 +166,9 @@ class SegmentationTask(Task):
         miou = scores.pop(f"{split}/miou")
         self.log_dict(scores)
         self.log(f"{split}/miou", miou, prog_bar=True)
+        for name, metric in self.image_metrics[split].items():
+            self.log(f"{split}/{name}", metric.compute().float())  # summed over processes by torchmetrics
+            metric.reset()
         if split in self.aux_f1:
             self.log(f"{split}/aux_f1", self.aux_f1[split].compute())
             self.aux_f1[split].reset()

@@ -196,3 +196,14 @@ def test_progress_lines_reach_the_log_when_output_is_not_a_terminal(compose_cfg,
 def test_shapes_classifier_experiment_learns_as_the_readme_says(compose_cfg) -> None:
     metrics = train(compose_cfg("+experiment=shapes_classifier", "callbacks.rich_progress_bar=null"))
     assert metrics["val/acc"] >= 0.9  # chance is 0.33; the README states 0.98
+
+
+def test_time_aware_schedule_gets_the_run_budget(compose_cfg) -> None:
+    cfg = compose_cfg("scheduler=poly_time", "trainer.max_epochs=2", "trainer.max_time=00:00:10:00", *TINY)
+    train(cfg)
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    scheduler = state["lr_schedulers"][0]
+    assert scheduler["total_steps"] == state["global_step"] == 8  # steps of the whole run, from Lightning
+    assert scheduler["max_seconds"] == 600.0  # from trainer.max_time
+    assert scheduler["last_epoch"] == 8 and scheduler["elapsed_before"] > 0  # stepped every batch
+    assert scheduler["_last_lr"][0] == pytest.approx(0.0, abs=1e-9)  # the step budget ran out first

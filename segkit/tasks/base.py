@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Timer
 from torch import nn
 
 from segkit.model_io import METADATA_KEY, inference_metadata
@@ -39,12 +42,24 @@ def build_optimization(
     scheduler: SchedulerFactory | None,
     interval: str = "epoch",
     encoder_lr_mult: float = 1.0,
+    budget: dict | None = None,
 ) -> dict:
-    """Lightning's ``configure_optimizers`` answer: the optimizer and, if given, the scheduler and its interval."""
+    """Lightning's ``configure_optimizers`` answer: the optimizer and, if given, the scheduler and its interval.
+
+    ``budget`` (``total_steps``, ``max_seconds``) goes to schedulers whose constructor takes those names
+    (:class:`segkit.schedulers.PolyLR`), so they decay over the run's real length.
+    """
     built = optimizer(params=encoder_param_groups(net, optimizer, encoder_lr_mult))
     if scheduler is None:
         return {"optimizer": built}
-    return {"optimizer": built, "lr_scheduler": {"scheduler": scheduler(optimizer=built), "interval": interval}}
+    target = getattr(scheduler, "func", scheduler)  # Hydra's _partial_ gives a functools.partial
+    try:
+        accepted = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        accepted = {}
+    extra = {k: v for k, v in (budget or {}).items() if k in accepted}
+    built_scheduler = scheduler(optimizer=built, **extra)
+    return {"optimizer": built, "lr_scheduler": {"scheduler": built_scheduler, "interval": interval}}
 
 
 class Task(pl.LightningModule):
@@ -136,4 +151,14 @@ class Task(pl.LightningModule):
             self.scheduler_factory,
             self.hparams.scheduler_interval,
             self.hparams.encoder_lr_mult,
+            budget=self.training_budget(),
         )
+
+    def training_budget(self) -> dict:
+        """The run's length: ``total_steps`` (from max_epochs/max_steps) and ``max_seconds`` (from max_time)."""
+        if self._trainer is None:
+            return {}
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        max_seconds = timer.time_remaining() + timer.time_elapsed() if timer is not None else None
+        steps = self.trainer.estimated_stepping_batches
+        return {"total_steps": int(steps) if math.isfinite(steps) else None, "max_seconds": max_seconds}

@@ -1,0 +1,75 @@
+"""Learning-rate schedules that know the training budget, in steps and in wall time.
+
+With ``trainer.max_time`` set, training stops on the clock, usually long before ``max_epochs``; a schedule
+that decays over epochs would then stop with the learning rate still high. :class:`PolyLR` decays over
+whichever budget runs out first: ``progress = max(step / total_steps, elapsed / max_seconds)``.
+The task fills ``total_steps`` (Lightning's ``estimated_stepping_batches``) and ``max_seconds`` (from
+``trainer.max_time``) for any scheduler whose constructor takes them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+
+class PolyLR(LRScheduler):
+    """Polynomial decay ``lr = base_lr * (1 - progress) ** power`` after a linear warm-up; steps every batch.
+
+    Args:
+        optimizer: the wrapped optimizer.
+        total_steps: optimizer steps in the whole run (``None``: time alone decides).
+        max_seconds: wall-time budget of the run (``None``: steps alone decide).
+        power: 0.9 as in DeepLab and nnU-Net.
+        warmup_steps: steps of linear warm-up from 0.
+        min_lr_ratio: the floor, as a share of the base learning rate.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int | None = None,
+        max_seconds: float | None = None,
+        power: float = 0.9,
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+    ) -> None:
+        if not total_steps and not max_seconds:
+            raise ValueError("PolyLR needs a budget: total_steps and/or max_seconds")
+        self.total_steps, self.max_seconds = total_steps, max_seconds
+        self.power, self.warmup_steps, self.min_lr_ratio = power, warmup_steps, min_lr_ratio
+        self.elapsed_before = 0.0  # wall time of earlier sessions of a resumed run
+        self._started = time.monotonic()
+        super().__init__(optimizer)
+
+    def elapsed(self) -> float:
+        """Wall seconds of training so far, across resumes."""
+        return self.elapsed_before + time.monotonic() - self._started
+
+    def progress(self) -> float:
+        """Share of the budget used, in [0, 1]."""
+        by_steps = self.last_epoch / self.total_steps if self.total_steps else 0.0
+        by_time = self.elapsed() / self.max_seconds if self.max_seconds else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def get_lr(self) -> list[float]:
+        """The learning rate of each parameter group at the current step."""
+        factor = (1.0 - self.progress()) ** self.power
+        if self.warmup_steps and self.last_epoch < self.warmup_steps:
+            factor *= (self.last_epoch + 1) / self.warmup_steps
+        factor = self.min_lr_ratio + (1.0 - self.min_lr_ratio) * factor
+        return [base * factor for base in self.base_lrs]
+
+    def state_dict(self) -> dict:
+        """Scheduler state, with the wall time used so far (a resumed run continues the same decay)."""
+        state = super().state_dict()
+        state["elapsed_before"] = self.elapsed()
+        state.pop("_started", None)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the state; the clock restarts from the saved elapsed time."""
+        super().load_state_dict(state_dict)
+        self._started = time.monotonic()

@@ -98,12 +98,14 @@ class UNetDecoder(nn.Module):
         )
         self.out_channels = decoder_channels[-1]
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Fuse the encoder features from the coarsest up; returns the finest decoder map."""
-        x = features[-1]
+    def forward(self, features: list[torch.Tensor], every_level: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """Fuse the encoder features from the coarsest up; returns the finest decoder map (or, with
+        ``every_level``, each block's output, coarsest first)."""
+        x, outputs = features[-1], []
         for block, skip in zip(self.blocks, features[-2::-1], strict=True):
             x = block(x, skip)
-        return x
+            outputs.append(x)
+        return outputs if every_level else x
 
 
 class HighResBranch(nn.Module):
@@ -169,6 +171,11 @@ class UNet(PretrainedMixin, nn.Module):
         aux_head: optional image-level classification head on the deepest encoder feature, as a mapping with
             ``num_classes``, ``pool`` (default ``"avg"``), ``dropout`` (0.0) and ``loss_weight`` (0.4). With
             it, ``forward`` returns ``(mask_logits, class_logits)``.
+        deep_supervision: nnU-Net's deep supervision: this many coarser decoder levels (next to the finest)
+            get their own 1x1 logit head. In training, ``forward`` then returns a list of logits, finest
+            first, each level at half the previous resolution; the task adds their losses against
+            downsampled masks with halving weights. In eval mode the output is the usual one, and with 0
+            (the default) no extra layer exists, so DDP never sees unused parameters.
 
     Example:
         >>> net = UNet(num_classes=2, in_channels=1, padding="valid", norm=None)
@@ -192,6 +199,7 @@ class UNet(PretrainedMixin, nn.Module):
         dropout: float = 0.0,
         freeze_encoder: bool = False,
         aux_head: Mapping[str, float | int | str] | None = None,
+        deep_supervision: int = 0,
     ) -> None:
         super().__init__()
         if padding not in ("same", "valid"):
@@ -202,6 +210,7 @@ class UNet(PretrainedMixin, nn.Module):
             strict_weights=strict_weights, decoder_channels=list(decoder_channels) if decoder_channels else None,
             depth=depth, base_channels=base_channels, padding=padding, up_mode=up_mode, norm=norm, dropout=dropout,
             freeze_encoder=freeze_encoder, aux_head=dict(aux_head) if aux_head else None,
+            deep_supervision=deep_supervision,
         )  # fmt: skip
         self.padding = padding
         self.num_classes = num_classes
@@ -224,6 +233,17 @@ class UNet(PretrainedMixin, nn.Module):
             )
         self.decoder = UNetDecoder(channels, reductions, decoder_channels, up_mode, padding, norm)
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
+        if not 0 <= deep_supervision < len(decoder_channels):
+            raise ValueError(
+                f"deep_supervision must be between 0 and {len(decoder_channels) - 1} (decoder levels below the "
+                f"finest), got {deep_supervision}"
+            )
+        if deep_supervision and padding == "valid":
+            raise ValueError("deep_supervision needs padding='same' (valid-padding levels do not align)")
+        # coarser levels, next-to-finest first
+        self.deep_heads = nn.ModuleList(
+            nn.Conv2d(c, num_classes, kernel_size=1) for c in list(decoder_channels)[-2 : -2 - deep_supervision : -1]
+        )
         self.aux_head, self.aux_loss_weight = build_aux_head(aux_head, self.encoder.channels[-1])
         if freeze_encoder:
             self.encoder.freeze()
@@ -238,7 +258,7 @@ class UNet(PretrainedMixin, nn.Module):
         """Input sizes that are multiples of this need no internal padding."""
         return self.encoder.reductions[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor] | tuple:
         """Return logits (and class logits with an aux head); see the class docstring for the output size."""
         h, w = x.shape[-2:]
         if self.padding == "valid":
@@ -250,7 +270,14 @@ class UNet(PretrainedMixin, nn.Module):
             x = F.pad(x, (0, (-w) % s, 0, (-h) % s))
             out_h, out_w = h, w
         features = self.features(x)
-        logits = self.head(self.decoder(features))[..., :out_h, :out_w]  # crop the padding back off
+        if self.training and len(self.deep_heads):
+            levels = self.decoder(features, every_level=True)[::-1]  # finest first
+            logits = [self.head(levels[0])[..., :out_h, :out_w]]
+            for level, head in zip(levels[1:], self.deep_heads, strict=False):
+                scale = x.shape[-1] // level.shape[-1]
+                logits.append(head(level)[..., : -(-out_h // scale), : -(-out_w // scale)])
+        else:
+            logits = self.head(self.decoder(features))[..., :out_h, :out_w]  # crop the padding back off
         if self.aux_head is None:
             return logits
         return logits, self.aux_head(features[-1])

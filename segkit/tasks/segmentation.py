@@ -24,6 +24,22 @@ def class_presence(mask: torch.Tensor, num_classes: int, ignore_index: int) -> t
     return one_hot.flatten(1, 2).amax(dim=1)
 
 
+def deep_supervision_loss(
+    loss_fn: nn.Module, finest: torch.Tensor, coarse: list[torch.Tensor], mask: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """nnU-Net's deep supervision: weights 1, 1/2, 1/4, ... from the finest level down, normalised to sum 1;
+    each coarser level is scored against the mask downsampled by nearest neighbour (ignore values survive)."""
+    weights = [0.5**level for level in range(len(coarse) + 1)]
+    total = finest * weights[0]
+    for weight, logits in zip(weights[1:], coarse, strict=True):
+        if batch_size:
+            target = F.interpolate(mask[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+            total = total + weight * loss_fn(logits, target)
+        else:
+            total = total + logits.sum() * 0.0  # every head takes part, so DDP sees no unused parameters
+    return total / sum(weights)
+
+
 class SegmentationTask(Task):
     """Trains ``net`` (images ``(B, C, H, W)`` -> logits ``(B, K, H', W')``) on ``{"image", "mask"}`` batches.
 
@@ -111,6 +127,7 @@ class SegmentationTask(Task):
             )
         out = self(image)
         logits, class_logits = out if isinstance(out, tuple) else (out, None)  # (B, K, H', W'), (B, K_aux)
+        logits, coarse = (logits[0], logits[1:]) if isinstance(logits, list) else (logits, [])  # deep supervision
         if "is_pad" in batch:  # distributed evaluation: every rank ran the same batches, padding counts for nothing
             keep = ~batch["is_pad"]
             logits, mask = logits[keep], mask[keep]
@@ -122,6 +139,8 @@ class SegmentationTask(Task):
             mask = center_crop(mask, logits.shape[-2:])  # valid-padding U-Nets predict the centre only
         # A rank whose batch is all padding logs a zero weighted by batch size 0: the epoch mean stays exact.
         loss = self.loss(logits, mask) if batch_size else logits.sum() * 0.0
+        if coarse:
+            loss = deep_supervision_loss(self.loss, loss, coarse, mask, batch_size)
         if class_logits is not None:
             # The aux head always takes part in the loss, so DDP never sees unused parameters.
             targets = (

@@ -66,3 +66,26 @@ def test_bad_arguments_raise_value_error() -> None:
         UNet(num_classes=2, up_mode="nearest")
     with pytest.raises(ValueError, match="norm"):
         UNet(num_classes=2, norm="layer")
+
+
+def test_deep_supervision_outputs_in_training_only_and_every_head_learns() -> None:
+    from segkit.tasks.segmentation import deep_supervision_loss
+
+    net = UNet(num_classes=3, in_channels=1, depth=3, base_channels=8, deep_supervision=2)
+    x = torch.randn(2, 1, 60, 60)  # not a multiple of 8: the internal padding is cropped at every level
+    outs = net.train()(x)
+    assert [tuple(o.shape[-2:]) for o in outs] == [(60, 60), (30, 30), (15, 15)]
+    assert net.eval()(x).shape == (2, 3, 60, 60)  # inference: the usual single output
+    mask = torch.randint(0, 3, (2, 60, 60))
+    mask[:, :4] = 255
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+    outs = net.train()(x)
+    loss = deep_supervision_loss(loss_fn, loss_fn(outs[0], mask), outs[1:], mask, batch_size=2)
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())  # no unused parameter (DDP-safe)
+    constant = deep_supervision_loss(lambda logits, target: torch.tensor(2.0), torch.tensor(1.0), outs[1:], mask, 2)
+    assert constant.item() == pytest.approx((1.0 * 1 + 2.0 * 0.5 + 2.0 * 0.25) / 1.75)  # halving weights, normalised
+    plain = UNet(num_classes=3, in_channels=1, depth=3, base_channels=8)
+    assert len(plain.deep_heads) == 0 and isinstance(plain.train()(x), torch.Tensor)
+    with pytest.raises(ValueError, match="deep_supervision"):
+        UNet(num_classes=3, depth=3, base_channels=8, deep_supervision=3)

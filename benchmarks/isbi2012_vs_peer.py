@@ -1,0 +1,159 @@
+"""ISBI 2012 in a fixed wall-time budget: a strong plain-PyTorch peer against segkit's recipe, back to back.
+
+    NO_ALBUMENTATIONS_UPDATE=1 python benchmarks/isbi2012_vs_peer.py --minutes 10 [--ours-minutes 10 5]
+        [--peer-precision bf16|fp32] [--skip-peer] [--data-dir ../shared/data] [-- extra segkit overrides]
+
+The peer is what a careful user writes by hand: ``smp.Unet("resnet34", encoder_weights=None, in_channels=1,
+classes=1)``, random 256x256 crops with flips and 90-degree rotations, batch 4, Adam 1e-3 with polynomial
+decay over the time budget, BCE + Dice, trained on slices 0-23. segkit runs ``+experiment=isbi2012`` with
+``trainer.max_time`` set, through its command line. Both are scored on the full 512x512 slices 24-29 with
+the same definitions (membrane = foreground):
+
+- pixel error: mean over the slices of the share of wrong pixels;
+- membrane IoU: pooled over all pixels of the six slices;
+- adapted Rand error: ``segkit.image_metrics.adapted_rand_error`` (skimage's, on 4-connected cells),
+  averaged over the slices.
+
+The runs go one after the other, never at once (two torch runs on one machine slow each other down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segkit.image_metrics import adapted_rand_error
+
+VAL = [24, 25, 26, 27, 28, 29]
+
+
+def load_slices(root: Path, stems: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Images in [0, 1] ``(N, 512, 512)`` float32 and membrane masks ``(N, 512, 512)`` bool."""
+    images = np.stack([np.asarray(Image.open(root / "images" / f"{s}.png").convert("L")) for s in stems])
+    masks = np.stack([np.asarray(Image.open(root / "masks" / f"{s}.png").convert("L")) for s in stems])
+    return images.astype(np.float32) / 255.0, masks < 128  # membranes are black in the label images
+
+
+def score(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """The three ISBI figures for boolean membrane maps ``(N, H, W)``."""
+    pixel_error = float(np.mean([(p != t).mean() for p, t in zip(pred, truth, strict=True)]))
+    iou = float((pred & truth).sum() / max((pred | truth).sum(), 1))
+    rand = float(np.mean([adapted_rand_error(t, p) for p, t in zip(pred, truth, strict=True)]))
+    return {"pixel_error": pixel_error, "iou_membrane": iou, "adapted_rand_error": rand}
+
+
+def random_batch(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator, batch: int, crop: int):
+    """Random crops with random flips and 90-degree rotations."""
+    xs, ys = [], []
+    for _ in range(batch):
+        i = rng.integers(len(images))
+        top, left = rng.integers(0, images.shape[1] - crop + 1), rng.integers(0, images.shape[2] - crop + 1)
+        x, y = images[i, top : top + crop, left : left + crop], masks[i, top : top + crop, left : left + crop]
+        k = rng.integers(4)
+        x, y = np.rot90(x, k), np.rot90(y, k)
+        if rng.random() < 0.5:
+            x, y = x[:, ::-1], y[:, ::-1]
+        xs.append(x.copy())
+        ys.append(y.copy())
+    x = (torch.from_numpy(np.stack(xs))[:, None] - 0.5) / 0.25
+    return x, torch.from_numpy(np.stack(ys))[:, None].float()
+
+
+def run_peer(root: Path, seconds: float, precision: str) -> dict[str, float]:
+    """Train and score the peer within ``seconds`` of wall time (training only; scoring is after)."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    images, masks = load_slices(root / "train", [i for i in range(30) if i not in VAL])
+    net = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=1)
+    bf16 = precision == "bf16"
+    if bf16:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    dice = smp.losses.DiceLoss("binary")
+    start, steps = time.monotonic(), 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * (1 - elapsed / seconds) ** 0.9
+        x, y = random_batch(images, masks, rng, 4, 256)
+        if bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x).float()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + dice(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        if steps % 50 == 0:
+            print(f"  peer step {steps}, {elapsed / 60:.1f} min, loss {loss.item():.3f}", flush=True)
+    net.eval()
+    val_images, val_masks = load_slices(root / "train", VAL)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = net((torch.from_numpy(val_images)[:, None] - 0.5) / 0.25).float()
+    result = score(logits[:, 0].numpy() > 0, val_masks)
+    result["steps"] = steps
+    return result
+
+
+def run_segkit(data_dir: Path, minutes: int, overrides: list[str]) -> dict[str, float]:
+    """``python -m segkit.train +experiment=isbi2012`` capped at ``minutes``; returns its metrics.json."""
+    run_dir = Path("outputs") / "benchmark_isbi2012" / f"segkit_{minutes}min_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    command = [
+        sys.executable, "-m", "segkit.train", "+experiment=isbi2012", f"paths.data_dir={data_dir}",
+        f"trainer.max_time=00:00:{minutes:02d}:00", f"hydra.run.dir={run_dir}", *overrides,
+    ]  # fmt: skip
+    print("  " + " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return {
+        "pixel_error": metrics["val/pixel_error"],
+        "iou_membrane": metrics["val/iou_membrane"],
+        "adapted_rand_error": metrics["val/adapted_rand_error"],
+        "steps": state["global_step"],
+        "run": str(run_dir),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=int, default=10, help="the peer's training budget")
+    parser.add_argument("--ours-minutes", type=int, nargs="*", default=[10, 5], help="segkit's budgets, run in turn")
+    parser.add_argument("--peer-precision", choices=["bf16", "fp32"], default="bf16")
+    parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--data-dir", default=os.environ.get("SEGKIT_DATA_DIR", "../shared/data"))
+    parser.add_argument("overrides", nargs="*", help="extra segkit overrides (after --)")
+    args = parser.parse_args()
+    data_dir = Path(args.data_dir).resolve()
+    if not (data_dir / "isbi2012_em").is_dir():
+        raise SystemExit(f"{data_dir / 'isbi2012_em'} not found: pass --data-dir or set SEGKIT_DATA_DIR")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    rows = []
+    if not args.skip_peer:
+        print(f"peer: smp.Unet-ResNet34, {args.peer_precision}, {args.minutes} min", flush=True)
+        rows.append((f"peer smp.Unet-R34 {args.peer_precision}, {args.minutes} min", run_peer(
+            data_dir / "isbi2012_em", args.minutes * 60, args.peer_precision)))  # fmt: skip
+    for minutes in args.ours_minutes:
+        print(f"segkit: +experiment=isbi2012, {minutes} min", flush=True)
+        rows.append((f"segkit isbi2012, {minutes} min", run_segkit(data_dir, minutes, args.overrides)))
+    print(f"\n{'run':36} {'steps':>6} {'pixel error':>12} {'membrane IoU':>13} {'adapted Rand':>13}")
+    for name, r in rows:
+        print(
+            f"{name:36} {r['steps']:>6} {r['pixel_error']:>12.4f} {r['iou_membrane']:>13.4f} "
+            f"{r['adapted_rand_error']:>13.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,7 @@ from segkit.checkpoint import (
     remove_stale_temporaries,
     resolve_resume_path,
 )
+from segkit.data.class_weights import median_frequency_weights
 from segkit.model_io import LoadedModel
 from segkit.quiet import silence_known_noise
 from segkit.report import write_metrics
@@ -126,6 +127,16 @@ def describe(net: nn.Module) -> str:
     )
 
 
+def resolve_class_weights(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
+    """``task.loss.class_weights: median_frequency`` -> the weights computed from the training masks."""
+    loss = cfg.task.get("loss")
+    if loss is None or loss.get("class_weights") != "median_frequency":
+        return
+    weights = median_frequency_weights(datamodule.train_set, int(cfg.data.num_classes))
+    log.info("Median-frequency class weights: %s", ", ".join(f"{w:.3f}" for w in weights))
+    cfg.task.loss.class_weights = weights
+
+
 def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
     """The config ``python -m segkit.train OVERRIDES`` would run, composed from Python (notebooks, scripts, tests).
 
@@ -163,6 +174,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         **weights_normalization(net, cfg.data),
     )
     datamodule.setup("fit")  # checks every file now, before any trainer is built
+    resolve_class_weights(cfg, datamodule)
     # Class names may come from the data itself (ImageFolder folders), so the task takes the datamodule's.
     task = instantiate(cfg.task, net=net, class_names=datamodule.class_names, _convert_="all")
     callbacks = [*build_callbacks(cfg), *(extra_callbacks or [])]

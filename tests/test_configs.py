@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from torch import nn
 
-from segkit.train import build_callbacks, build_loggers, compose_config
+from segkit.train import build_callbacks, build_loggers, compose_config, resolve_class_weights
 from tests.conftest import SHARED_DATA
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -28,6 +28,7 @@ def instantiate_all(cfg) -> None:
     aug = cfg.get("aug") or {}
     dm = instantiate(cfg.data, train_transform=instantiate(aug.get("train")), val_transform=instantiate(aug.get("val")))
     dm.setup("fit")
+    resolve_class_weights(cfg, dm)
     net = instantiate(cfg.model)
     assert isinstance(net, nn.Module)
     task = instantiate(cfg.task, net=net, _convert_="all")

@@ -1,0 +1,147 @@
+"""CamVid in a fixed wall-time budget: a plain-PyTorch smp peer against segkit's recipe, back to back.
+
+    NO_ALBUMENTATIONS_UPDATE=1 python benchmarks/camvid_vs_peer.py --minutes 30 [--ours-minutes 30]
+        [--skip-peer] [--data-dir ../shared/data] [-- extra segkit overrides]
+
+The peer: ``smp.Unet("resnet34", encoder_weights=None, classes=11)`` from scratch, bf16 autocast +
+channels_last, AdamW 1e-3 with polynomial decay over the time budget, batches of 8 random 256x256 crops at
+scale 0.75-1.25 with horizontal flips, cross-entropy with void (11) ignored. segkit runs
+``+experiment=camvid`` with ``trainer.max_time`` set. Both are scored on the 101 full 360x480 validation
+images with one confusion matrix pooled over the split (void left out): mIoU over the 11 classes and the IoU
+of each. The runs go one after the other, never at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from segkit.metrics import iou_per_class
+
+CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian",
+           "bicyclist"]  # fmt: skip
+MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised images ``(N, H, W, 3)`` float32 and labels ``(N, H, W)`` uint8 with void as 255."""
+    names = sorted(p.name for p in (root / split).glob("*.png"))
+    images = np.stack([np.asarray(Image.open(root / split / n).convert("RGB")) for n in names])
+    labels = np.stack([np.asarray(Image.open(root / f"{split}annot" / n)) for n in names])
+    labels = np.where(labels == 11, 255, labels).astype(np.uint8)
+    return (images.astype(np.float32) / 255.0 - MEAN) / STD, labels
+
+
+def random_batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, batch: int, crop: int = 256):
+    """Random crops at a random scale in [0.75, 1.25], flipped half of the time."""
+    xs, ys = [], []
+    for _ in range(batch):
+        i = rng.integers(len(images))
+        scale = rng.uniform(0.75, 1.25)
+        h, w = labels.shape[1:]
+        size = (round(w * scale), round(h * scale))
+        x = cv2.resize(images[i], size, interpolation=cv2.INTER_LINEAR)
+        y = cv2.resize(labels[i], size, interpolation=cv2.INTER_NEAREST)
+        top, left = rng.integers(0, y.shape[0] - crop + 1), rng.integers(0, y.shape[1] - crop + 1)
+        x, y = x[top : top + crop, left : left + crop], y[top : top + crop, left : left + crop]
+        if rng.random() < 0.5:
+            x, y = x[:, ::-1], y[:, ::-1]
+        xs.append(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        ys.append(np.ascontiguousarray(y))
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)).long()
+
+
+def run_peer(root: Path, seconds: float) -> dict[str, float]:
+    """Train the peer for ``seconds`` of wall time, then score it on the full validation images."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    images, labels = load_split(root, "train")
+    net = smp.Unet("resnet34", encoder_weights=None, classes=len(CLASSES)).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    start, steps = time.monotonic(), 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * (1 - elapsed / seconds) ** 0.9
+        x, y = random_batch(images, labels, rng, 8)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(x.contiguous(memory_format=torch.channels_last)).float()
+        loss = torch.nn.functional.cross_entropy(logits, y, ignore_index=255)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        if steps % 50 == 0:
+            print(f"  peer step {steps}, {elapsed / 60:.1f} min, loss {loss.item():.3f}", flush=True)
+    net.eval()
+    val_images, val_labels = load_split(root, "val")
+    k = len(CLASSES)
+    confmat = torch.zeros(k, k, dtype=torch.int64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for first in range(0, len(val_images), 4):
+            x = torch.from_numpy(val_images[first : first + 4].transpose(0, 3, 1, 2).copy())
+            x = torch.nn.functional.pad(x, (0, 0, 0, 24))  # 360 -> 384 rows: smp needs multiples of 32
+            pred = net(x.contiguous(memory_format=torch.channels_last)).float()[:, :, :360].argmax(1)
+            target = torch.from_numpy(val_labels[first : first + 4]).long()
+            valid = target != 255
+            confmat += torch.bincount(target[valid] * k + pred[valid], minlength=k * k).reshape(k, k)
+    iou = dict(zip(CLASSES, iou_per_class(confmat).tolist(), strict=True))
+    return {"miou": float(np.nanmean(list(iou.values()))), "steps": steps, **{f"iou_{c}": v for c, v in iou.items()}}
+
+
+def run_segkit(data_dir: Path, minutes: int, overrides: list[str]) -> dict[str, float]:
+    """``python -m segkit.train +experiment=camvid`` capped at ``minutes``; returns its metrics.json scores."""
+    run_dir = Path("outputs") / "benchmark_camvid" / f"segkit_{minutes}min_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    hours, mins = divmod(minutes, 60)
+    command = [
+        sys.executable, "-m", "segkit.train", "+experiment=camvid", f"paths.data_dir={data_dir}",
+        f"trainer.max_time=00:{hours:02d}:{mins:02d}:00", f"hydra.run.dir={run_dir}", *overrides,
+    ]  # fmt: skip
+    print("  " + " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    result = {"miou": metrics["val/miou"], "steps": state["global_step"], "run": str(run_dir)}
+    result.update({f"iou_{c}": metrics[f"val/iou_{c}"] for c in CLASSES})
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=int, default=30, help="the peer's training budget")
+    parser.add_argument("--ours-minutes", type=int, nargs="*", default=[30], help="segkit's budgets, run in turn")
+    parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--data-dir", default=os.environ.get("SEGKIT_DATA_DIR", "../shared/data"))
+    parser.add_argument("overrides", nargs="*", help="extra segkit overrides (after --)")
+    args = parser.parse_args()
+    data_dir = Path(args.data_dir).resolve()
+    if not (data_dir / "camvid").is_dir():
+        raise SystemExit(f"{data_dir / 'camvid'} not found: pass --data-dir or set SEGKIT_DATA_DIR")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    rows = []
+    if not args.skip_peer:
+        print(f"peer: smp.Unet-ResNet34 from scratch, bf16 + channels_last, {args.minutes} min", flush=True)
+        rows.append((f"peer smp.Unet-R34, {args.minutes} min", run_peer(data_dir / "camvid", args.minutes * 60)))
+    for minutes in args.ours_minutes:
+        print(f"segkit: +experiment=camvid, {minutes} min", flush=True)
+        rows.append((f"segkit camvid, {minutes} min", run_segkit(data_dir, minutes, args.overrides)))
+    short = [c[:5] for c in CLASSES]
+    print(f"\n{'run':28} {'steps':>6} {'mIoU':>6} " + " ".join(f"{c:>5}" for c in short))
+    for name, r in rows:
+        per_class = " ".join(f"{r[f'iou_{c}']:5.2f}" for c in CLASSES)
+        print(f"{name:28} {r['steps']:>6} {r['miou']:6.3f} {per_class}")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,17 +13,13 @@ of each. The runs go one after the other, never at once.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from budget_runs import parse_args, run_experiment
 from PIL import Image
 
 from segkit.metrics import iou_per_class
@@ -101,34 +97,13 @@ def run_peer(root: Path, seconds: float) -> dict[str, float]:
 
 
 def run_segkit(data_dir: Path, minutes: int, overrides: list[str]) -> dict[str, float]:
-    """``python -m segkit.train +experiment=camvid`` capped at ``minutes``; returns its metrics.json scores."""
-    run_dir = Path("outputs") / "benchmark_camvid" / f"segkit_{minutes}min_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    hours, mins = divmod(minutes, 60)
-    command = [
-        sys.executable, "-m", "segkit.train", "+experiment=camvid", f"paths.data_dir={data_dir}",
-        f"trainer.max_time=00:{hours:02d}:{mins:02d}:00", f"hydra.run.dir={run_dir}", *overrides,
-    ]  # fmt: skip
-    print("  " + " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    result = {"miou": metrics["val/miou"], "steps": state["global_step"], "run": str(run_dir)}
-    result.update({f"iou_{c}": metrics[f"val/iou_{c}"] for c in CLASSES})
-    return result
+    """segkit's ``+experiment=camvid`` capped at ``minutes``: its metrics.json scores."""
+    metrics, steps, run_dir = run_experiment("camvid", data_dir, minutes, overrides)
+    return {"miou": metrics["val/miou"], "steps": steps, **{f"iou_{c}": metrics[f"val/iou_{c}"] for c in CLASSES}}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=int, default=30, help="the peer's training budget")
-    parser.add_argument("--ours-minutes", type=int, nargs="*", default=[30], help="segkit's budgets, run in turn")
-    parser.add_argument("--skip-peer", action="store_true")
-    parser.add_argument("--data-dir", default=os.environ.get("SEGKIT_DATA_DIR", "../shared/data"))
-    parser.add_argument("overrides", nargs="*", help="extra segkit overrides (after --)")
-    args = parser.parse_args()
-    data_dir = Path(args.data_dir).resolve()
-    if not (data_dir / "camvid").is_dir():
-        raise SystemExit(f"{data_dir / 'camvid'} not found: pass --data-dir or set SEGKIT_DATA_DIR")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    args, data_dir = parse_args(__doc__, 30, [30], "camvid")
     rows = []
     if not args.skip_peer:
         print(f"peer: smp.Unet-ResNet34 from scratch, bf16 + channels_last, {args.minutes} min", flush=True)

@@ -19,16 +19,12 @@ The runs go one after the other, never at once (two torch runs on one machine sl
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from budget_runs import parse_args, run_experiment
 from PIL import Image
 
 from segkit.image_metrics import adapted_rand_error
@@ -107,38 +103,17 @@ def run_peer(root: Path, seconds: float, precision: str) -> dict[str, float]:
 
 
 def run_segkit(data_dir: Path, minutes: int, overrides: list[str]) -> dict[str, float]:
-    """``python -m segkit.train +experiment=isbi2012`` capped at ``minutes``; returns its metrics.json."""
-    run_dir = Path("outputs") / "benchmark_isbi2012" / f"segkit_{minutes}min_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    command = [
-        sys.executable, "-m", "segkit.train", "+experiment=isbi2012", f"paths.data_dir={data_dir}",
-        f"trainer.max_time=00:00:{minutes:02d}:00", f"hydra.run.dir={run_dir}", *overrides,
-    ]  # fmt: skip
-    print("  " + " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    return {
-        "pixel_error": metrics["val/pixel_error"],
-        "iou_membrane": metrics["val/iou_membrane"],
-        "adapted_rand_error": metrics["val/adapted_rand_error"],
-        "steps": state["global_step"],
-        "run": str(run_dir),
-    }
+    """segkit's ``+experiment=isbi2012`` capped at ``minutes``: the three figures from its metrics.json."""
+    metrics, steps, run_dir = run_experiment("isbi2012", data_dir, minutes, overrides)
+    keys = ("pixel_error", "iou_membrane", "adapted_rand_error")
+    return {**{k: metrics[f"val/{k}"] for k in keys}, "steps": steps, "run": str(run_dir)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=int, default=10, help="the peer's training budget")
-    parser.add_argument("--ours-minutes", type=int, nargs="*", default=[10, 5], help="segkit's budgets, run in turn")
-    parser.add_argument("--peer-precision", choices=["bf16", "fp32"], default="bf16")
-    parser.add_argument("--skip-peer", action="store_true")
-    parser.add_argument("--data-dir", default=os.environ.get("SEGKIT_DATA_DIR", "../shared/data"))
-    parser.add_argument("overrides", nargs="*", help="extra segkit overrides (after --)")
-    args = parser.parse_args()
-    data_dir = Path(args.data_dir).resolve()
-    if not (data_dir / "isbi2012_em").is_dir():
-        raise SystemExit(f"{data_dir / 'isbi2012_em'} not found: pass --data-dir or set SEGKIT_DATA_DIR")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    args, data_dir = parse_args(
+        __doc__, 10, [10, 5], "isbi2012_em",
+        lambda parser: parser.add_argument("--peer-precision", choices=["bf16", "fp32"], default="bf16"),
+    )  # fmt: skip
     rows = []
     if not args.skip_peer:
         print(f"peer: smp.Unet-ResNet34, {args.peer_precision}, {args.minutes} min", flush=True)

@@ -18,7 +18,8 @@ def test_help_starts_with_usage_and_lists_the_experiments(tmp_path: Path) -> Non
     done = run("--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("Usage: python -m segkit.train +experiment=NAME")
-    assert "experiment: camvid, hymenoptera, isbi2012, isbi2012_from_hymenoptera, quickstart, shapes_classifier" in done.stdout
+    experiments = "camvid, hymenoptera, isbi2012, isbi2012_from_hymenoptera, quickstart, shapes_classifier"
+    assert f"experiment: {experiments}" in done.stdout
 
 
 def test_a_run_piped_to_a_file_shows_progress_and_no_dependency_noise(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ def instantiate_all(cfg) -> None:
     assert isinstance(net, nn.Module)
     task = instantiate(cfg.task, net=net, _convert_="all")
     assert isinstance(task, pl.LightningModule)
+    task.training_budget = lambda: {"total_steps": 100, "max_seconds": 60.0}  # no trainer here: Lightning's figures
     task.configure_optimizers()
     trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
     assert isinstance(trainer, pl.Trainer)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch.multiprocessing.spawn import ProcessExitedException
 
 from segkit.train import train
 
@@ -219,10 +220,18 @@ def test_each_rank_draws_its_own_augmentations_and_runs_repeat(compose_cfg, tmp_
         cfg.data.train_dataset._target_ = "tests.test_distributed.OneImage"
         dm = instantiate(cfg.data, train_transform=instantiate(cfg.aug.train), val_transform=None, seed=cfg.seed)
         task = instantiate(cfg.task, net=instantiate(cfg.model), class_names=dm.class_names, _convert_="all")
-        trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False,
-                              callbacks=[RecordFirstBatch(str(out))])  # fmt: skip
-        pl.seed_everything(cfg.seed)
-        trainer.fit(task, datamodule=dm)
+        for retry in range(3):
+            trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False,
+                                  callbacks=[RecordFirstBatch(str(out))])  # fmt: skip
+            pl.seed_everything(cfg.seed)
+            try:
+                trainer.fit(task, datamodule=dm)
+                break
+            except ProcessExitedException as err:
+                # torch 2.14 + gloo: a spawned process sometimes aborts at exit ("terminate called without an
+                # active exception", about 1 run in 4 here); the work is done by then, so the run is repeated.
+                if "SIGABRT" not in str(err) or retry == 2:
+                    raise
         firsts.append([torch.load(out / f"rank{r}.pt") for r in range(2)])
     assert not torch.equal(firsts[0][0], firsts[0][1])  # rank 0 and rank 1 saw different crops
     assert torch.equal(firsts[0][0], firsts[1][0]) and torch.equal(firsts[0][1], firsts[1][1])  # and runs repeat

@@ -2,8 +2,9 @@
 
 This module holds what torch and smp lack or get wrong for us: cross-entropy with class weights from config
 (lists, not tensors), soft Dice (batch or per sample, with or without background), Dice + CE as nnU-Net
-builds it, and per-class BCE. Focal, Tversky and Lovász come from ``segmentation_models_pytorch.losses``
-(``conf/loss/{focal,tversky,lovasz}.yaml``): they mask ``ignore_index`` correctly, which the tests check.
+builds it, per-class BCE, and the U-Net paper's cross-entropy weighted by a per-pixel map. Focal, Tversky and
+Lovász come from ``segmentation_models_pytorch.losses`` (``conf/loss/{focal,tversky,lovasz}.yaml``): they mask
+``ignore_index`` correctly, which the tests check.
 One-channel (binary mode) logits are read as two classes (:mod:`segkit.binary`), so BCE is ``loss=ce`` on them.
 """
 
@@ -134,3 +135,25 @@ class DiceCELoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Return the weighted sum of both losses."""
         return self.ce_weight * self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
+
+
+class WeightMapCrossEntropyLoss(nn.Module):
+    """Cross-entropy weighted per pixel, the U-Net paper's loss: ``sum(w * ce) / sum(w)`` over valid pixels.
+
+    The weights come with the batch (``batch["weight"]``, the border weight map of
+    :mod:`segkit.data.weight_map`); the task passes them as ``weight=``. Without them (validation, whose
+    samples carry no maps) every valid pixel weighs 1 and this is plain cross-entropy.
+    """
+
+    uses_weight_map = True
+
+    def __init__(self, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the weighted mean cross-entropy; ``weight`` is ``(B, H, W)`` like ``target``."""
+        valid = target != self.ignore_index
+        ce = F.cross_entropy(two_class_logits(logits).float(), target, ignore_index=self.ignore_index, reduction="none")
+        weight = valid.float() if weight is None else torch.where(valid, weight.float(), torch.zeros_like(ce))
+        return (ce * weight).sum() / weight.sum().clamp_min(1e-12)

@@ -45,6 +45,28 @@ def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
     return [*starts, size - tile]
 
 
+def mirror_pad_for_valid(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """Mirror the borders of ``(B, C, H, W)`` images so a valid-padding network's logits cover all ``H x W``.
+
+    The overlap-tile strategy of the U-Net paper with a single tile: the logits come out at least ``H x W``,
+    aligned with the image at the top-left; crop them to ``[..., :H, :W]``. Used at validation, where the
+    whole image is one tile; :class:`SlidingWindow` tiles large images the same way.
+    """
+    h, w = image.shape[-2:]
+    tile_in = net.input_size_for((h, w))
+    out = net.output_size(tile_in)
+    top, left = (tile_in[0] - out[0]) // 2, (tile_in[1] - out[1]) // 2
+    pads = {-2: (top, tile_in[0] - h - top), -1: (left, tile_in[1] - w - left)}
+    for dim, (before, after) in pads.items():
+        while before > 0 or after > 0:  # symmetric (edge repeated) padding, as np.pad(mode="symmetric")
+            n = image.shape[dim]
+            head = image.narrow(dim, 0, min(before, n)).flip(dim)
+            tail = image.narrow(dim, n - min(after, n), min(after, n)).flip(dim)
+            image = torch.cat([head, image, tail], dim=dim)
+            before, after = before - head.shape[dim], after - tail.shape[dim]
+    return image
+
+
 def _tta_pairs(mode: str | None) -> list[tuple[Callable, Callable]]:
     """(forward, inverse) transforms on ``(B, C, H, W)`` tensors; the identity first."""
     if mode not in TTA_MODES:

@@ -18,7 +18,9 @@ def test_help_starts_with_usage_and_lists_the_experiments(tmp_path: Path) -> Non
     done = run("--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("Usage: python -m segkit.train +experiment=NAME")
-    experiments = "camvid, hymenoptera, isbi2012, isbi2012_from_hymenoptera, quickstart, shapes_classifier"
+    experiments = (
+        "camvid, hymenoptera, isbi2012, isbi2012_from_hymenoptera, isbi2012_paper, quickstart, shapes_classifier"
+    )
     assert f"experiment: {experiments}" in done.stdout
 
 

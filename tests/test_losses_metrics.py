@@ -12,7 +12,7 @@ from skimage.measure import label
 from skimage.metrics import adapted_rand_error as skimage_are
 
 from segkit.image_metrics import ImageMetricMean, adapted_rand_error, hausdorff95
-from segkit.losses import BCELoss, CrossEntropyLoss, DiceCELoss, DiceLoss
+from segkit.losses import BCELoss, CrossEntropyLoss, DiceCELoss, DiceLoss, WeightMapCrossEntropyLoss
 from segkit.metrics import (
     dice_per_class,
     iou_per_class,
@@ -75,8 +75,9 @@ ALL_LOSSES = [
     smp.losses.FocalLoss("multiclass", ignore_index=255),
     smp.losses.TverskyLoss("multiclass", alpha=0.3, beta=0.7, smooth=1.0, ignore_index=255),
     smp.losses.LovaszLoss("multiclass", ignore_index=255),
+    WeightMapCrossEntropyLoss(),
 ]
-LOSS_IDS = ["dice", "dice_per_image_fg", "dice_ce", "bce", "ce", "focal", "tversky", "lovasz"]
+LOSS_IDS = ["dice", "dice_per_image_fg", "dice_ce", "bce", "ce", "focal", "tversky", "lovasz", "weight_map_ce"]
 
 
 @pytest.mark.parametrize("loss", ALL_LOSSES, ids=LOSS_IDS)

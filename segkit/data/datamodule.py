@@ -64,11 +64,12 @@ def with_tail(
     one preprocessing tail.
 
     ``head`` holds the training patch sampler; ``seed`` seeds the pipeline's own random state
-    (albumentations ignores global seeds).
+    (albumentations ignores global seeds). A ``weight`` target (per-pixel loss weights, such as the U-Net
+    paper's border weight map) is transformed like the mask.
     """
     ops = list(transform.transforms) if transform is not None else []
     tail = [NormalizeAnyDepth(mean, std), ToTensorV2()]
-    return A.Compose([*head, *ops, *tail], seed=seed)
+    return A.Compose([*head, *ops, *tail], seed=seed, additional_targets={"weight": "mask"})
 
 
 def rank_seed(seed: int, rank: int) -> int:

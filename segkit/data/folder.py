@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from segkit.data.intensity import IntensityNormalization
 from segkit.data.io import image_size, list_images, read_image, read_mask
+from segkit.data.weight_map import WeightMaps
 
 
 class MaskEncoding:
@@ -89,6 +90,10 @@ class FolderDataset(Dataset):
         intensity: how non-8-bit images are scaled to [0, 1], as ``{mode: percentile|range, low, high}``;
             ``None``: 8-bit images as they are, others by their 0.5-99.5 percentiles. See
             :class:`segkit.data.intensity.IntensityNormalization`.
+        weight_map: the U-Net paper's border weight map per mask, as ``{cell_class, w0, sigma, cache_dir}``
+            (:class:`segkit.data.weight_map.WeightMaps`); computed once, cached on disk, held in memory and passed
+            through ``transform`` as the ``weight`` mask target, so it follows every geometric augmentation.
+            Samples then hold ``"weight"``: a float ``(H, W)`` tensor, 0 on ignored pixels.
         transform: albumentations-style callable ``transform(image=..., mask=...) -> dict``.
     """
 
@@ -105,6 +110,7 @@ class FolderDataset(Dataset):
         exclude_stems: Sequence[str | int] | None = None,
         color_mode: str = "rgb",
         intensity: Mapping | IntensityNormalization | None = None,
+        weight_map: Mapping | WeightMaps | None = None,
         transform: Callable[..., dict] | None = None,
     ) -> None:
         self.root = Path(root)
@@ -131,6 +137,10 @@ class FolderDataset(Dataset):
         self.samples = [(n, images[n], masks[n]) for n in names]
         for _, image_path, mask_path in self.samples:
             self._check(image_path, mask_path)
+        maps = WeightMaps.from_spec(weight_map)
+        self.weight_maps = (
+            [maps(self._mask(mask_path), ignore_index) for _, _, mask_path in self.samples] if maps else None
+        )
 
     def _check(self, image_path: Path, mask_path: Path) -> None:
         image_hw = image_size(image_path)
@@ -148,11 +158,18 @@ class FolderDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         name, image_path, mask_path = self.samples[index]
         image = read_image(image_path, self.color_mode, self.intensity)
-        mask = self.encoding(read_mask(mask_path), mask_path).astype(np.uint8)
+        sample = {"image": image, "mask": self._mask(mask_path)}
+        if self.weight_maps is not None:
+            sample["weight"] = self.weight_maps[index]
         if self.transform is not None:
-            out = self.transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
-        return {"image": torch.as_tensor(image), "mask": torch.as_tensor(mask).long(), "name": name}
+            sample = self.transform(**sample)
+        out = {"image": torch.as_tensor(sample["image"]), "mask": torch.as_tensor(sample["mask"]).long(), "name": name}
+        if self.weight_maps is not None:
+            out["weight"] = torch.as_tensor(sample["weight"]).float()
+        return out
+
+    def _mask(self, mask_path: Path) -> np.ndarray:
+        return self.encoding(read_mask(mask_path), mask_path).astype(np.uint8)
 
 
 def _check_pairs(images: dict[str, Path], masks: dict[str, Path]) -> None:

@@ -13,6 +13,7 @@ from segkit.binary import two_class_logits
 from segkit.image_metrics import ImageMetricMean
 from segkit.metrics import segmentation_scores
 from segkit.models.unet import center_crop
+from segkit.sliding_window import mirror_pad_for_valid
 from segkit.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
 
@@ -125,20 +126,36 @@ class SegmentationTask(Task):
                 "training with batch size 1 and BatchNorm gives meaningless batch statistics; "
                 "raise data.batch_size or use model.norm=group"
             )
-        out = self(image)
+        weight = batch.get("weight")  # per-pixel loss weights (the U-Net paper's border weight maps)
+        whole_image = split != "train" and getattr(self.net, "padding", "same") == "valid"
+        out = self(mirror_pad_for_valid(self.net, image) if whole_image else image)
         logits, class_logits = out if isinstance(out, tuple) else (out, None)  # (B, K, H', W'), (B, K_aux)
         logits, coarse = (logits[0], logits[1:]) if isinstance(logits, list) else (logits, [])  # deep supervision
+        if whole_image:  # overlap-tile with mirrored borders: scored on the whole image, as segkit.eval does
+            logits = logits[..., : mask.shape[-2], : mask.shape[-1]]
         if "is_pad" in batch:  # distributed evaluation: every rank ran the same batches, padding counts for nothing
             keep = ~batch["is_pad"]
             logits, mask = logits[keep], mask[keep]
+            weight = weight[keep] if weight is not None else None
             class_logits = class_logits[keep] if class_logits is not None else None
             batch = {**batch, **({"labels": batch["labels"][keep]} if "labels" in batch else {})}
         batch_size = logits.shape[0]
         full_mask = mask
         if logits.shape[-2:] != mask.shape[-2:]:
             mask = center_crop(mask, logits.shape[-2:])  # valid-padding U-Nets predict the centre only
+            weight = center_crop(weight, logits.shape[-2:]) if weight is not None else None
         # A rank whose batch is all padding logs a zero weighted by batch size 0: the epoch mean stays exact.
-        loss = self.loss(logits, mask) if batch_size else logits.sum() * 0.0
+        if getattr(self.loss, "uses_weight_map", False):
+            if coarse:
+                raise ValueError("weight-map losses do not support deep supervision; set model.deep_supervision=0")
+            loss = self.loss(logits, mask, weight=weight) if batch_size else logits.sum() * 0.0
+        elif weight is not None:
+            raise ValueError(
+                f"the training samples carry weight maps (data.train_dataset.weight_map) but the loss "
+                f"{type(self.loss).__name__} does not use them; set loss=weight_map_ce or drop the weight map"
+            )
+        else:
+            loss = self.loss(logits, mask) if batch_size else logits.sum() * 0.0
         if coarse:
             loss = deep_supervision_loss(self.loss, loss, coarse, mask, batch_size)
         if class_logits is not None:

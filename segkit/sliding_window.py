@@ -45,6 +45,12 @@ def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
     return [*starts, size - tile]
 
 
+def mirror_pad(image: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """Mirror the last two dims, edge pixels repeated (``np.pad(mode="symmetric")``), on the image's device."""
+    pad = [(0, 0)] * (image.dim() - 2) + [(top, bottom), (left, right)]
+    return torch.from_numpy(np.pad(image.detach().cpu().float().numpy(), pad, mode="symmetric")).to(image.device)
+
+
 def mirror_pad_for_valid(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
     """Mirror the borders of ``(B, C, H, W)`` images so a valid-padding network's logits cover all ``H x W``.
 
@@ -56,15 +62,7 @@ def mirror_pad_for_valid(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
     tile_in = net.input_size_for((h, w))
     out = net.output_size(tile_in)
     top, left = (tile_in[0] - out[0]) // 2, (tile_in[1] - out[1]) // 2
-    pads = {-2: (top, tile_in[0] - h - top), -1: (left, tile_in[1] - w - left)}
-    for dim, (before, after) in pads.items():
-        while before > 0 or after > 0:  # symmetric (edge repeated) padding, as np.pad(mode="symmetric")
-            n = image.shape[dim]
-            head = image.narrow(dim, 0, min(before, n)).flip(dim)
-            tail = image.narrow(dim, n - min(after, n), min(after, n)).flip(dim)
-            image = torch.cat([head, image, tail], dim=dim)
-            before, after = before - head.shape[dim], after - tail.shape[dim]
-    return image
+    return mirror_pad(image, top, tile_in[0] - h - top, left, tile_in[1] - w - left)
 
 
 def _tta_pairs(mode: str | None) -> list[tuple[Callable, Callable]]:
@@ -165,8 +163,7 @@ class SlidingWindow:
         size = (max(h, out[0]), max(w, out[1]))  # a valid-padding tile may reach past the image
         source = image
         if self.valid:  # mirror the borders so the output covers the whole image (the paper's overlap-tile)
-            pad = ((0, 0), (margin[0], margin[0] + size[0] - h), (margin[1], margin[1] + size[1] - w))
-            source = torch.from_numpy(np.pad(image.cpu().float().numpy(), pad, mode="symmetric"))
+            source = mirror_pad(image.cpu(), margin[0], margin[0] + size[0] - h, margin[1], margin[1] + size[1] - w)
         weight = (
             gaussian_importance(out, self.sigma_scale) if self.sigma_scale else torch.ones(out, dtype=torch.float32)
         )

@@ -135,14 +135,15 @@ class FolderDataset(Dataset):
         if not names:
             raise ValueError(f"no samples left in {self.root} after the stems/exclude_stems filters")
         self.samples = [(n, images[n], masks[n]) for n in names]
-        for _, image_path, mask_path in self.samples:
-            self._check(image_path, mask_path)
         maps = WeightMaps.from_spec(weight_map)
-        self.weight_maps = (
-            [maps(self._mask(mask_path), ignore_index) for _, _, mask_path in self.samples] if maps else None
-        )
+        self.weight_maps: list[np.ndarray] | None = [] if maps else None
+        for _, image_path, mask_path in self.samples:
+            mask = self._check(image_path, mask_path)
+            if maps:
+                self.weight_maps.append(maps(mask, ignore_index))
 
-    def _check(self, image_path: Path, mask_path: Path) -> None:
+    def _check(self, image_path: Path, mask_path: Path) -> np.ndarray:
+        """Raise on a bad pair, naming the file; return the mask as class indices."""
         image_hw = image_size(image_path)
         mask = read_mask(mask_path)
         if mask.shape != image_hw:
@@ -150,7 +151,7 @@ class FolderDataset(Dataset):
                 f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path} is "
                 f"{image_hw[1]}x{image_hw[0]}; masks must have the size of their image"
             )
-        self.encoding(mask, mask_path)
+        return self.encoding(mask, mask_path)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -145,17 +145,16 @@ class SegmentationTask(Task):
             mask = center_crop(mask, logits.shape[-2:])  # valid-padding U-Nets predict the centre only
             weight = center_crop(weight, logits.shape[-2:]) if weight is not None else None
         # A rank whose batch is all padding logs a zero weighted by batch size 0: the epoch mean stays exact.
-        if getattr(self.loss, "uses_weight_map", False):
-            if coarse:
-                raise ValueError("weight-map losses do not support deep supervision; set model.deep_supervision=0")
-            loss = self.loss(logits, mask, weight=weight) if batch_size else logits.sum() * 0.0
-        elif weight is not None:
+        weighted = getattr(self.loss, "uses_weight_map", False)
+        if weight is not None and not weighted:
             raise ValueError(
                 f"the training samples carry weight maps (data.train_dataset.weight_map) but the loss "
                 f"{type(self.loss).__name__} does not use them; set loss=weight_map_ce or drop the weight map"
             )
-        else:
-            loss = self.loss(logits, mask) if batch_size else logits.sum() * 0.0
+        if weighted and coarse:
+            raise ValueError("weight-map losses do not support deep supervision; set model.deep_supervision=0")
+        extra = {"weight": weight} if weighted else {}
+        loss = self.loss(logits, mask, **extra) if batch_size else logits.sum() * 0.0
         if coarse:
             loss = deep_supervision_loss(self.loss, loss, coarse, mask, batch_size)
         if class_logits is not None:

@@ -102,20 +102,26 @@ def run_segkit(data_dir: Path, minutes: int, overrides: list[str]) -> dict[str, 
     return {"miou": metrics["val/miou"], "steps": steps, **{f"iou_{c}": metrics[f"val/iou_{c}"] for c in CLASSES}}
 
 
+def format_row(name: str, r: dict[str, float]) -> str:
+    per_class = " ".join(f"{r[f'iou_{c}']:5.2f}" for c in CLASSES)
+    return f"{name:28} {r['steps']:>6} {r['miou']:6.3f} {per_class}"
+
+
 def main() -> None:
     args, data_dir = parse_args(__doc__, 30, [30], "camvid")
     rows = []
     if not args.skip_peer:
         print(f"peer: smp.Unet-ResNet34 from scratch, bf16 + channels_last, {args.minutes} min", flush=True)
-        rows.append((f"peer smp.Unet-R34, {args.minutes} min", run_peer(data_dir / "camvid", args.minutes * 60)))
+        result = run_peer(data_dir / "camvid", args.minutes * 60)
+        rows.append(format_row(f"peer smp.Unet-R34, {args.minutes} min", result))
+        print("  " + rows[-1], flush=True)  # printed at once, so a failure in a later run loses nothing
     for minutes in args.ours_minutes:
         print(f"segkit: +experiment=camvid, {minutes} min", flush=True)
-        rows.append((f"segkit camvid, {minutes} min", run_segkit(data_dir, minutes, args.overrides)))
+        rows.append(format_row(f"segkit camvid, {minutes} min", run_segkit(data_dir, minutes, args.overrides)))
+        print("  " + rows[-1], flush=True)
     short = [c[:5] for c in CLASSES]
     print(f"\n{'run':28} {'steps':>6} {'mIoU':>6} " + " ".join(f"{c:>5}" for c in short))
-    for name, r in rows:
-        per_class = " ".join(f"{r[f'iou_{c}']:5.2f}" for c in CLASSES)
-        print(f"{name:28} {r['steps']:>6} {r['miou']:6.3f} {per_class}")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

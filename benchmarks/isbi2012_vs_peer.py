@@ -109,6 +109,13 @@ def run_segkit(data_dir: Path, minutes: int, overrides: list[str]) -> dict[str, 
     return {**{k: metrics[f"val/{k}"] for k in keys}, "steps": steps, "run": str(run_dir)}
 
 
+def format_row(name: str, r: dict[str, float]) -> str:
+    return (
+        f"{name:36} {r['steps']:>6} {r['pixel_error']:>12.4f} {r['iou_membrane']:>13.4f} "
+        f"{r['adapted_rand_error']:>13.4f}"
+    )
+
+
 def main() -> None:
     args, data_dir = parse_args(
         __doc__, 10, [10, 5], "isbi2012_em",
@@ -117,17 +124,15 @@ def main() -> None:
     rows = []
     if not args.skip_peer:
         print(f"peer: smp.Unet-ResNet34, {args.peer_precision}, {args.minutes} min", flush=True)
-        rows.append((f"peer smp.Unet-R34 {args.peer_precision}, {args.minutes} min", run_peer(
-            data_dir / "isbi2012_em", args.minutes * 60, args.peer_precision)))  # fmt: skip
+        result = run_peer(data_dir / "isbi2012_em", args.minutes * 60, args.peer_precision)
+        rows.append(format_row(f"peer smp.Unet-R34 {args.peer_precision}, {args.minutes} min", result))
+        print("  " + rows[-1], flush=True)  # printed at once, so a failure in a later run loses nothing
     for minutes in args.ours_minutes:
         print(f"segkit: +experiment=isbi2012, {minutes} min", flush=True)
-        rows.append((f"segkit isbi2012, {minutes} min", run_segkit(data_dir, minutes, args.overrides)))
+        rows.append(format_row(f"segkit isbi2012, {minutes} min", run_segkit(data_dir, minutes, args.overrides)))
+        print("  " + rows[-1], flush=True)
     print(f"\n{'run':36} {'steps':>6} {'pixel error':>12} {'membrane IoU':>13} {'adapted Rand':>13}")
-    for name, r in rows:
-        print(
-            f"{name:36} {r['steps']:>6} {r['pixel_error']:>12.4f} {r['iou_membrane']:>13.4f} "
-            f"{r['adapted_rand_error']:>13.4f}"
-        )
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

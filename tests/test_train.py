@@ -192,6 +192,21 @@ def test_progress_lines_reach_the_log_when_output_is_not_a_terminal(compose_cfg,
     assert any(line.startswith("validated | epoch 2/2 | step 8/8 (100%)") and "val/miou" in line for line in lines)
 
 
+def test_a_run_stopped_by_the_clock_validates_its_final_weights(compose_cfg, caplog) -> None:
+    """Step-based validation (the CamVid recipe's) still scores the weights the clock stopped at."""
+    import logging
+
+    cfg = compose_cfg("+experiment=quickstart", "trainer.max_epochs=1000", "trainer.max_time=00:00:00:04",
+                      "trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=100000",
+                      "callbacks.log_progress.every_seconds=0", *TINY)  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="segkit.callbacks.progress"):
+        train(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name == "segkit.callbacks.progress"]
+    validated = [line for line in lines if line.startswith("validated")]
+    assert len(validated) == 1 and "val/miou" in validated[0]  # only the stop triggered a validation
+    assert "ETA 0:00:00" in validated[0] and "-1 day" not in "".join(lines)  # past the clock: 0, not negative
+
+
 @pytest.mark.slow
 def test_shapes_classifier_experiment_learns_as_the_readme_says(compose_cfg) -> None:
     metrics = train(compose_cfg("+experiment=shapes_classifier", "callbacks.rich_progress_bar=null"))

@@ -86,6 +86,6 @@ class LogProgress(pl.Callback):
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # present with max_time
         if timer is not None and timer.time_remaining() is not None:
             remaining.append(timer.time_remaining())
-        eta = f", ETA {_duration(min(remaining))}" if remaining else ""
+        eta = f", ETA {_duration(max(0.0, min(remaining)))}" if remaining else ""  # 0 once the clock is past
         parts.append(f"{_duration(elapsed)} elapsed{eta}")
         return " | ".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -177,31 +178,30 @@ def test_fast_dev_run_writes_no_checkpoint_and_stale_temporaries_are_cleaned(com
     assert not (tmp_path / "run" / "model").exists()
 
 
-def test_progress_lines_reach_the_log_when_output_is_not_a_terminal(compose_cfg, caplog) -> None:
-    import logging
+def progress_lines(cfg, caplog) -> list[str]:
+    """Train ``cfg`` and return the lines LogProgress logged."""
+    with caplog.at_level(logging.INFO, logger="segkit.callbacks.progress"):
+        train(cfg)
+    return [r.getMessage() for r in caplog.records if r.name == "segkit.callbacks.progress"]
 
+
+def test_progress_lines_reach_the_log_when_output_is_not_a_terminal(compose_cfg, caplog) -> None:
     from segkit.callbacks import terminal_progress_bar
 
     assert terminal_progress_bar() is None  # pytest captures stdout: no rich bar redrawn into a file
     cfg = compose_cfg("+experiment=quickstart", "trainer.max_epochs=2", "callbacks.log_progress.every_seconds=0",
                       "callbacks.rich_progress_bar._target_=segkit.callbacks.terminal_progress_bar", *TINY)  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="segkit.callbacks.progress"):
-        train(cfg)
-    lines = [r.getMessage() for r in caplog.records if r.name == "segkit.callbacks.progress"]
+    lines = progress_lines(cfg, caplog)
     assert "epoch 1/2 | step 1/8 (12%)" in lines[0] and "it/s" in lines[0] and "ETA" in lines[0]
     assert any(line.startswith("validated | epoch 2/2 | step 8/8 (100%)") and "val/miou" in line for line in lines)
 
 
 def test_a_run_stopped_by_the_clock_validates_its_final_weights(compose_cfg, caplog) -> None:
     """Step-based validation (the CamVid recipe's) still scores the weights the clock stopped at."""
-    import logging
-
     cfg = compose_cfg("+experiment=quickstart", "trainer.max_epochs=1000", "trainer.max_time=00:00:00:04",
                       "trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=100000",
                       "callbacks.log_progress.every_seconds=0", *TINY)  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="segkit.callbacks.progress"):
-        train(cfg)
-    lines = [r.getMessage() for r in caplog.records if r.name == "segkit.callbacks.progress"]
+    lines = progress_lines(cfg, caplog)
     validated = [line for line in lines if line.startswith("validated")]
     assert len(validated) == 1 and "val/miou" in validated[0]  # only the stop triggered a validation
     assert "ETA 0:00:00" in validated[0] and "-1 day" not in "".join(lines)  # past the clock: 0, not negative

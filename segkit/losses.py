@@ -41,8 +41,9 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
     ) -> None:
         if isinstance(class_weights, str):
             raise ValueError(
-                f"class_weights={class_weights!r}: give one number per class, or median_frequency through "
-                "segkit.train (which computes the weights from the training masks before building the loss)"
+                f"class_weights={class_weights!r}: give one number per class, or median_frequency / "
+                "sqrt_median_frequency through segkit.train (which computes the weights from the training masks "
+                "before building the loss)"
             )
         weight = torch.tensor(list(class_weights), dtype=torch.float32) if class_weights is not None else None
         super().__init__(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)

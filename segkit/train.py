@@ -127,13 +127,18 @@ def describe(net: nn.Module) -> str:
     )
 
 
+CLASS_WEIGHT_POWERS = {"median_frequency": 1.0, "sqrt_median_frequency": 0.5}
+
+
 def resolve_class_weights(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
-    """``task.loss.class_weights: median_frequency`` -> the weights computed from the training masks."""
+    """``task.loss.class_weights: median_frequency`` (or its square root, ``sqrt_median_frequency``) -> the
+    weights computed from the training masks."""
     loss = cfg.task.get("loss")
-    if loss is None or loss.get("class_weights") != "median_frequency":
+    name = loss.get("class_weights") if loss is not None else None
+    if not isinstance(name, str) or name not in CLASS_WEIGHT_POWERS:
         return
-    weights = median_frequency_weights(datamodule.train_set, int(cfg.data.num_classes))
-    log.info("Median-frequency class weights: %s", ", ".join(f"{w:.3f}" for w in weights))
+    weights = median_frequency_weights(datamodule.train_set, int(cfg.data.num_classes), CLASS_WEIGHT_POWERS[name])
+    log.info("Class weights (%s): %s", name, ", ".join(f"{w:.3f}" for w in weights))
     cfg.task.loss.class_weights = weights
 
 

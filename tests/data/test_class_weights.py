@@ -34,5 +34,6 @@ def test_median_frequency_by_hand(tmp_path: Path) -> None:
     freq = np.array([13 / 19, 2 / 10, 4 / 9])
     expected = np.median(freq) / freq
     assert median_frequency_weights(dataset, 3) == pytest.approx(expected.tolist())
+    assert median_frequency_weights(dataset, 3, power=0.5) == pytest.approx(np.sqrt(expected).tolist())
     only_first = median_frequency_weights(Subset(dataset, [0]), 3)  # a hold-out split counts its own images
     assert only_first[2] == 0.0 and only_first[0] == pytest.approx(np.median([0.8, 0.2]) / 0.8)

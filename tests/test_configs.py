@@ -11,6 +11,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from torch import nn
 
+from segkit.data.class_weights import median_frequency_weights
 from segkit.train import build_callbacks, build_loggers, compose_config, resolve_class_weights
 from tests.conftest import SHARED_DATA
 
@@ -115,6 +116,25 @@ def test_common_trainer_arguments_are_overridable_without_plus(compose_cfg) -> N
     trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
     assert (trainer.max_steps, trainer.limit_train_batches, trainer.limit_val_batches) == (7, 3, 0.5)
     assert trainer.accumulate_grad_batches == 2
+
+
+@pytest.mark.parametrize(("name", "power"), [("median_frequency", 1.0), ("sqrt_median_frequency", 0.5)])
+def test_class_weights_by_name_come_from_the_training_masks(compose_cfg, synthetic_dir, name, power) -> None:
+    cfg = compose_cfg("data=folder", f"paths.data_dir={synthetic_dir}", "data.num_classes=3", "loss=dice_ce",
+                      f"task.loss.class_weights={name}")  # fmt: skip
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    resolve_class_weights(cfg, dm)
+    expected = median_frequency_weights(dm.train_set, 3, power)
+    assert len(set(expected)) > 1 and list(cfg.task.loss.class_weights) == pytest.approx(expected)
+    loss = instantiate(cfg.task.loss, _convert_="all")
+    assert loss.ce.weight.tolist() == pytest.approx(expected)
+
+
+def test_misspelled_class_weights_name_names_the_choices(compose_cfg) -> None:
+    cfg = compose_cfg("loss=ce", "task.loss.class_weights=median_freq")
+    with pytest.raises(Exception, match="median_freq.*median_frequency / sqrt_median_frequency"):
+        instantiate(cfg.task.loss)
 
 
 def test_segmentation_without_a_loss_fails_at_start_up(compose_cfg) -> None:

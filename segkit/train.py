@@ -31,7 +31,7 @@ from segkit.checkpoint import (
     remove_stale_temporaries,
     resolve_resume_path,
 )
-from segkit.data.class_weights import median_frequency_weights
+from segkit.data.class_weights import POWER_BY_NAME, median_frequency_weights
 from segkit.model_io import LoadedModel
 from segkit.quiet import silence_known_noise
 from segkit.report import write_metrics
@@ -127,17 +127,14 @@ def describe(net: nn.Module) -> str:
     )
 
 
-CLASS_WEIGHT_POWERS = {"median_frequency": 1.0, "sqrt_median_frequency": 0.5}
-
-
 def resolve_class_weights(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
     """``task.loss.class_weights: median_frequency`` (or its square root, ``sqrt_median_frequency``) -> the
     weights computed from the training masks."""
     loss = cfg.task.get("loss")
     name = loss.get("class_weights") if loss is not None else None
-    if not isinstance(name, str) or name not in CLASS_WEIGHT_POWERS:
+    if not isinstance(name, str) or name not in POWER_BY_NAME:
         return
-    weights = median_frequency_weights(datamodule.train_set, int(cfg.data.num_classes), CLASS_WEIGHT_POWERS[name])
+    weights = median_frequency_weights(datamodule.train_set, int(cfg.data.num_classes), POWER_BY_NAME[name])
     log.info("Class weights (%s): %s", name, ", ".join(f"{w:.3f}" for w in weights))
     cfg.task.loss.class_weights = weights
 

@@ -16,6 +16,9 @@ from torch.utils.data import Dataset, Subset
 from segkit.data.folder import FolderDataset
 from segkit.data.io import read_mask
 
+POWER_BY_NAME = {"median_frequency": 1.0, "sqrt_median_frequency": 0.5}
+"""The names ``task.loss.class_weights`` accepts, and the power each takes of the median-frequency weights."""
+
 
 def class_pixel_counts(dataset: Dataset, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Per class: its pixel count, and the pixel count of the images it occurs in (ignored pixels excluded).

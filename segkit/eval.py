@@ -1,4 +1,7 @@
-"""Evaluation: ``python -m segkit.eval ckpt=<run dir | .ckpt | model dir> data=<data config> split=val|test``.
+"""Evaluation: ``python -m segkit.eval ckpt=<run dir | .ckpt | model dir> [data=<data config>] split=val|test``.
+
+Without ``data=``, a model from a run directory is scored on that run's own data config (its
+``.hydra/config.yaml``), so a folder run needs no ``data.*`` overrides again.
 
 Scores a trained model through exactly the prediction path (:class:`segkit.predict.Predictor`: the same
 reading, sliding window and precision users get), and writes ``eval.json`` (pooled scores), ``per_image.csv``
@@ -10,17 +13,18 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segkit.image_metrics import ImageMetricMean
 from segkit.metrics import dice_per_class, iou_per_class, segmentation_scores
+from segkit.model_io import check_classes, run_config
 from segkit.predict import FileProgress, Predictor
 from segkit.report import write_metrics
 from segkit.visualize import save_confusion_matrix
@@ -35,15 +39,17 @@ def confusion(target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_ind
     return torch.from_numpy(np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes))
 
 
-def evaluate(predictor: Predictor, samples: Iterable[dict], prefix: str, output: Path | None = None) -> dict:
+def evaluate(predictor: Predictor, samples: Sequence[dict], prefix: str, output: Path | None = None) -> dict:
     """Score ``samples`` (dicts with a raw ``"image"`` (H, W, C) and ``"mask"`` (H, W), optional ``"name"``).
+
+    ``samples`` is indexed one at a time (a dataset reads each file when asked), so a split of any size is
+    streamed: only one decoded image and the per-image score rows are held.
 
     Returns ``{f"{prefix}/miou": ..., f"{prefix}/iou_<class>": ..., ...}`` from the confusion matrix pooled
     over all images (the numbers training logs), and, with ``output``, writes the files listed above.
     """
     meta = predictor.model.metadata
     names, k, ignore = predictor.class_names, int(meta["num_classes"]), int(meta.get("ignore_index", 255))
-    samples = list(samples) if not isinstance(samples, list) else samples
     total = torch.zeros(k, k, dtype=torch.int64)
     # the per-image scores training logged for this model (ISBI's adapted Rand error, HD95), computed alike
     image_metrics = {
@@ -52,7 +58,8 @@ def evaluate(predictor: Predictor, samples: Iterable[dict], prefix: str, output:
     }
     rows = []
     progress = FileProgress(len(samples))
-    for i, sample in enumerate(samples, start=1):
+    for i in range(1, len(samples) + 1):
+        sample = samples[i - 1]
         image = np.asarray(sample["image"])
         target = np.asarray(sample["mask"])
         pred = predictor.predict(image)
@@ -69,7 +76,7 @@ def evaluate(predictor: Predictor, samples: Iterable[dict], prefix: str, output:
         progress.update(i, name)
     progress.close()
     scores = segmentation_scores(total, names, prefix)
-    for name in image_metrics:  # mean over the images with a defined score, as in training
+    for name in image_metrics:  # mean over the images, as in training
         values = [row[name] for row in rows if not np.isnan(row[name])]
         scores[f"{prefix}/{name}"] = float(np.mean(values)) if values else float("nan")
     if output is not None:
@@ -89,23 +96,42 @@ def write_report(scores: dict, rows: list[dict], confmat: torch.Tensor, names: l
     write_metrics(scores, output / "eval.json", f"{prefix}: {len(rows)} images")
 
 
-def split_samples(data_cfg: DictConfig, split: str) -> list[dict]:
-    """The raw samples (no augmentation, no normalisation) of a data config's ``val`` or ``test`` split."""
+def split_samples(data_cfg: DictConfig, split: str) -> Sequence[dict]:
+    """The raw samples (no augmentation, no normalisation) of a data config's ``val`` or ``test`` split, as a
+    dataset that reads each file when indexed."""
     node = data_cfg.get(f"{split}_dataset")
     if node is None:
         raise ValueError(
             f"the data config has no {split}_dataset; give one (data.{split}_dataset=...) or pick split=val"
         )
-    dataset = instantiate(node)(transform=None)
-    return [dataset[i] for i in range(len(dataset))]
+    return instantiate(node)(transform=None)
+
+
+def data_config(cfg: DictConfig) -> DictConfig:
+    """``cfg.data`` when the command chose one (``data=...``), else the data config of the run ``cfg.ckpt``
+    comes from, resolved as that run resolved it."""
+    if cfg.get("data") is not None:
+        return cfg.data
+    found = run_config(cfg.ckpt)
+    if found is None:
+        raise ValueError(
+            f"ckpt={cfg.ckpt} is not inside a run directory (no .hydra/config.yaml beside it or above it), so its "
+            "data config is unknown: give one, e.g. data=folder paths.data_dir=<dir>"
+        )
+    path, run_cfg = found
+    log.info("Data: the run's own data config (%s); data=... overrides it", path)
+    return OmegaConf.create(OmegaConf.to_container(run_cfg.data, resolve=True))
 
 
 def run(cfg: DictConfig) -> dict:
-    """Evaluate ``cfg.ckpt`` on ``cfg.data``'s ``cfg.split``; returns the scores."""
+    """Evaluate ``cfg.ckpt`` on its data's ``cfg.split`` (the run's own data unless ``data=`` is given)."""
     predictor = Predictor.from_config(cfg)
+    data = data_config(cfg)
+    check_classes(predictor.model.metadata, data.num_classes, data.get("class_names"), "the data config")
     start = time.monotonic()
-    samples = split_samples(cfg.data, cfg.split)
-    log.info("Evaluating %s on %d %s images", predictor.model.source, len(samples), cfg.split)
+    samples = split_samples(data, cfg.split)
+    log.info("Evaluating %s on %d %s images: %s", predictor.model.source, len(samples), cfg.split,
+             predictor.describe())  # fmt: skip
     scores = evaluate(predictor, samples, cfg.split, Path(cfg.output))
     log.info("Done in %.1f s; scores in %s", time.monotonic() - start, Path(cfg.output) / "eval.json")
     return scores

@@ -1,9 +1,10 @@
 """Export: ``python -m segkit.export ckpt=<run dir | .ckpt | model dir> format=onnx|torchscript output=<file>``.
 
-The exported graph takes a normalised ``(B, C, H, W)`` float32 image and returns logits. Same-padding U-Nets
-export with dynamic height and width; valid-padding ones at the tile size. Every export ends with a parity
-check: the largest |exported logits - eager logits| on random inputs at two sizes, which must stay within
-``tolerance`` (1e-4 in fp32).
+The exported graph takes a normalised ``(B, C, H, W)`` float32 image and returns logits. ONNX graphs have a
+dynamic batch dimension; same-padding U-Nets also export with dynamic height and width, valid-padding ones at
+the tile size. An ONNX model under 2 GB keeps its weights inside the one ``.onnx`` file, so copying that file
+is enough. Every export ends with a parity check: the largest |exported logits - eager logits| on random
+inputs at two sizes and at batch 1 and 2, which must stay within ``tolerance`` (1e-4 in fp32).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 18
+PARITY_BATCHES = (1, 2)
+ONNX_INLINE_LIMIT = 2**31  # protobuf's 2 GB: larger models need an external weights file
 
 
 class LogitsOnly(nn.Module):
@@ -51,9 +54,12 @@ def check_sizes(net: nn.Module, example_hw: Sequence[int]) -> tuple[tuple[int, i
 
 
 def export(
-    loaded: LoadedModel, fmt: str, output: str | Path, example_hw: Sequence[int], batch_size: int = 1
+    loaded: LoadedModel, fmt: str, output: str | Path, example_hw: Sequence[int], batch_size: int = 2
 ) -> tuple[Path, bool]:
-    """Write ``loaded.net`` as ONNX or TorchScript to ``output``; returns (path, dynamic height/width?)."""
+    """Write ``loaded.net`` as ONNX or TorchScript to ``output``; returns (path, dynamic height/width?).
+
+    The example batch has 2 images: ``torch.export`` fixes any dimension whose example size is 1.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     net = LogitsOnly(loaded.net.float().eval()).eval()
@@ -61,25 +67,27 @@ def export(
     x = torch.rand(batch_size, int(loaded.metadata["in_channels"]), h, w)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{output}.data").unlink(missing_ok=True)  # an earlier export's weights file would mislead
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is deprecated.*")  # jit.trace: still the TorchScript path
         warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean")  # decoder's size check
         if fmt == "torchscript":
             torch.jit.trace(net, x).save(str(output))
         else:
-            dims = None
+            dims = {0: torch.export.Dim("batch", min=1, max=1024)}
             if dynamic:
                 stride = int(getattr(loaded.net, "total_stride", 32))
-                height = torch.export.Dim("height", min=stride, max=16384)
-                width = torch.export.Dim("width", min=stride, max=16384)
-                dims = {"image": {2: height, 3: width}}
-            torch.onnx.export(net, (x,), str(output), input_names=["image"], output_names=["logits"],
-                              dynamo=True, opset_version=OPSET, dynamic_shapes=dims, verbose=False)  # fmt: skip
+                dims[2] = torch.export.Dim("height", min=stride, max=16384)
+                dims[3] = torch.export.Dim("width", min=stride, max=16384)
+            inline = sum(p.numel() * p.element_size() for p in net.parameters()) < ONNX_INLINE_LIMIT
+            torch.onnx.export(net, (x,), str(output), input_names=["image"], output_names=["logits"], dynamo=True,
+                              opset_version=OPSET, dynamic_shapes={"image": dims}, external_data=not inline,
+                              verbose=False)  # fmt: skip
     return output, dynamic
 
 
 def parity(loaded: LoadedModel, fmt: str, path: str | Path, sizes: Sequence[Sequence[int]]) -> float:
-    """Largest |exported - eager| logit difference over random inputs of ``sizes``."""
+    """Largest |exported - eager| logit difference over random inputs of ``sizes``, at batch 1 and 2."""
     net = LogitsOnly(loaded.net.float().eval()).eval()
     channels = int(loaded.metadata["in_channels"])
     if fmt == "torchscript":
@@ -95,8 +103,8 @@ def parity(loaded: LoadedModel, fmt: str, path: str | Path, sizes: Sequence[Sequ
     worst = 0.0
     generator = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        for h, w in sizes:
-            x = torch.randn(1, channels, int(h), int(w), generator=generator)
+        for (h, w), batch in ((size, batch) for size in sizes for batch in PARITY_BATCHES):
+            x = torch.randn(batch, channels, int(h), int(w), generator=generator)
             worst = max(worst, float(np.abs(run(x) - net(x).numpy()).max()))
     return worst
 
@@ -111,9 +119,11 @@ def run(cfg: DictConfig) -> dict:
     diff = parity(loaded, cfg.format, path, [first, second])
     what = f"ONNX opset {OPSET}" if cfg.format == "onnx" else "TorchScript (traced)"
     shape = "dynamic height/width" if dynamic else f"fixed input {first[0]}x{first[1]}"
-    log.info("Exported %s as %s, %s: %s", loaded.source, what, shape, path)
-    log.info("Parity at %s and %s: max |exported - eager| = %.2e (tolerance %.0e)", first, second, diff,
-             cfg.tolerance)  # fmt: skip
+    extra = Path(f"{path}.data")
+    files = f"{path} and its weights {extra} (keep them together)" if extra.is_file() else f"{path} (one file)"
+    log.info("Exported %s as %s, dynamic batch, %s: %s", loaded.source, what, shape, files)
+    log.info("Parity at %s and %s, batch %s: max |exported - eager| = %.2e (tolerance %.0e)", first, second,
+             " and ".join(map(str, PARITY_BATCHES)), diff, cfg.tolerance)  # fmt: skip
     if diff > cfg.tolerance:
         raise RuntimeError(f"exported logits differ from eager ones by {diff:.2e} > tolerance {cfg.tolerance}")
     return {"path": str(path), "format": cfg.format, "dynamic": dynamic, "max_abs_diff": diff}

@@ -43,14 +43,15 @@ def hausdorff95(true_mask: np.ndarray, pred_mask: np.ndarray) -> float:
 
     Each direction takes the 95th percentile of the distances from one boundary's pixels to the other
     boundary; the score is the larger of the two (MONAI's and the Medical Segmentation Decathlon's
-    definition). 0 when both masks are empty; NaN when only one is (no distance exists), which the mean
-    over images leaves out.
+    definition). 0 when both masks are empty. When only one is (a missed or an invented object) no distance
+    exists; the score is then the image diagonal, the largest distance possible in the image, so a model
+    that misses objects is penalised in the mean rather than excused from it.
     """
     true_mask, pred_mask = true_mask.astype(bool), pred_mask.astype(bool)
     if not true_mask.any() and not pred_mask.any():
         return 0.0
     if not true_mask.any() or not pred_mask.any():
-        return float("nan")
+        return float(np.hypot(*true_mask.shape))
     true_surface, pred_surface = _surface(true_mask), _surface(pred_mask)
     to_true = ndimage.distance_transform_edt(~true_surface)
     to_pred = ndimage.distance_transform_edt(~pred_surface)

@@ -8,6 +8,18 @@ from __future__ import annotations
 
 import torch
 
+LOWER_IS_BETTER = ("loss", "error", "hd95")
+
+
+def metric_mode(name: str) -> str:
+    """``"min"`` for a metric where lower is better (``*loss*``, ``*error*``, ``*hd95*``), else ``"max"``.
+
+    The monitored checkpoint, early stopping and sweeps all read the direction from here (the config's
+    ``${metric_mode:${optimized_metric}}``), so one key, ``optimized_metric``, decides what "best" means.
+    """
+    leaf = str(name).rsplit("/", 1)[-1]
+    return "min" if any(word in leaf for word in LOWER_IS_BETTER) else "max"
+
 
 def iou_per_class(confmat: torch.Tensor) -> torch.Tensor:
     """IoU_k = TP / (TP + FP + FN), NaN where the denominator is 0. Shape ``(K, K)`` -> ``(K,)``."""

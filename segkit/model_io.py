@@ -1,6 +1,6 @@
 """A trained model leaves the run: the metadata every checkpoint carries, and ``load_model`` without Hydra.
 
-``load_model(path)`` takes a ``.ckpt``, a run directory (its best checkpoint) or a model folder
+``load_model(path)`` takes a ``.ckpt``, a run directory (the model it handed over) or a model folder
 (``save_pretrained``), and returns the network in eval mode with what inference needs to treat new images
 exactly as training did: class names, palette, channels, intensity scaling, mean/std, patch size, padding.
 """
@@ -40,8 +40,43 @@ class LoadedModel:
         return list(self.metadata["class_names"])
 
 
-def inference_metadata(net: nn.Module, task: str, class_names: list[str], datamodule: Any | None) -> dict:
-    """Everything inference needs besides the weights, as plain JSON-able data."""
+def precision_name(trainer_precision: str | None) -> str:
+    """Lightning's precision string (``bf16-mixed``, ``32-true``, ``16-mixed``) -> ``bf16``, ``fp32``, ``fp16``."""
+    text = str(trainer_precision)
+    return "bf16" if "bf16" in text else "fp16" if text.startswith("16") else "fp32"
+
+
+CROPS = ("RandomCrop", "CenterCrop", "Crop", "RandomResizedCrop", "RandomSizedCrop", "CropNonEmptyMaskIfExists",
+         "AtLeastOneBBoxRandomCrop", "RandomCropNearBBox")  # fmt: skip
+
+
+def training_crop(transform: Any) -> list[int] | None:
+    """``[h, w]`` of the first crop in an albumentations pipeline (nested ones included), else ``None``.
+
+    Recipes that crop in their augmentation config (``aug/em_paper.yaml``) rather than with
+    ``data.patch_size`` still tell inference what size of input the network was trained on.
+    """
+    for op in getattr(transform, "transforms", []) or []:
+        if type(op).__name__ in CROPS:
+            size = getattr(op, "size", None)
+            if size is not None:
+                return [int(size[0]), int(size[1])]
+            if getattr(op, "height", None) and getattr(op, "width", None):
+                return [int(op.height), int(op.width)]
+        nested = training_crop(op)
+        if nested:
+            return nested
+    return None
+
+
+def inference_metadata(net: nn.Module, task: str, class_names: list[str], datamodule: Any | None,
+                       precision: str | None = None) -> dict:  # fmt: skip
+    """Everything inference needs besides the weights, as plain JSON-able data.
+
+    ``precision`` is the trainer's (``bf16-mixed``, ``32-true``...): inference runs the model the way it was
+    trained unless told otherwise. ``patch_size`` is the training crop, from ``data.patch_size`` or the
+    augmentation pipeline.
+    """
     from segkit.visualize import palette
 
     config = getattr(net, "config", {})
@@ -54,6 +89,7 @@ def inference_metadata(net: nn.Module, task: str, class_names: list[str], datamo
         "palette": (palette(len(class_names)) * 255).round().astype(int).tolist(),
         "in_channels": int(config.get("in_channels", 3)),
         "padding": config.get("padding", "same"),
+        "precision": precision_name(precision) if precision is not None else None,
     }
     if datamodule is not None:
         dataset = getattr(datamodule, "train_set", None)
@@ -63,22 +99,69 @@ def inference_metadata(net: nn.Module, task: str, class_names: list[str], datamo
             mean=[float(v) for v in datamodule.mean],
             std=[float(v) for v in datamodule.std],
             ignore_index=int(getattr(datamodule, "ignore_index", 255)),
-            patch_size=list(datamodule.patch_size) if getattr(datamodule, "patch_size", None) else None,
+            patch_size=list(datamodule.patch_size)
+            if getattr(datamodule, "patch_size", None)
+            else training_crop(getattr(datamodule, "train_transform", None)),
             intensity=intensity.to_dict() if intensity is not None else None,
             color_mode=getattr(dataset, "color_mode", "gray" if meta["in_channels"] == 1 else "rgb"),
         )
     return meta
 
 
-def best_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint (``checkpoints/epoch_*.ckpt``, kept by the monitor), else ``last.ckpt``."""
-    folder = run_dir / "checkpoints"
-    best = sorted(folder.glob("epoch_*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if best:
-        return best[-1]
-    if (folder / "last.ckpt").is_file():
-        return folder / "last.ckpt"
-    raise FileNotFoundError(f"{run_dir} has no checkpoints/epoch_*.ckpt or checkpoints/last.ckpt")
+def best_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint the run's monitor chose, read from the checkpoint callback's state in ``last.ckpt``
+    (``best_model_path``), not guessed from file names or times.
+
+    A run folder that was moved still works: the file is looked up by name in ``<run_dir>/checkpoints``.
+    Raises ``FileNotFoundError`` when the run kept no best checkpoint.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    last = folder / "last.ckpt"
+    if not last.is_file():
+        raise FileNotFoundError(f"{run_dir} has no checkpoints/last.ckpt to read the best checkpoint from")
+    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    for key, callback in (state.get("callbacks") or {}).items():
+        path = callback.get("best_model_path") if key.startswith("ModelCheckpoint") else None
+        if not path:
+            continue
+        for candidate in (Path(path), folder / Path(path).name):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"the best checkpoint of {run_dir}, {path}, no longer exists")
+    raise FileNotFoundError(f"{run_dir} kept no best checkpoint (no monitoring ModelCheckpoint in its last.ckpt)")
+
+
+def handed_over(run_dir: Path) -> Path:
+    """What a run directory stands for: its ``model/`` folder (the weights ``callbacks.export_weights`` chose),
+    else, for a run that did not finish, ``checkpoints/last.ckpt`` (its newest weights)."""
+    for candidate in (run_dir / "model", run_dir / "checkpoints" / "last.ckpt"):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"{run_dir} has neither model/ nor checkpoints/last.ckpt")
+
+
+def run_config(path: str | Path) -> tuple[Path, Any] | None:
+    """``(file, config)`` of the run a checkpoint, model folder or run directory came from: the nearest
+    ``.hydra/config.yaml`` at ``path`` or up to two folders above it; ``None`` outside a run directory."""
+    from omegaconf import OmegaConf
+
+    path = Path(path).resolve()
+    for folder in [path, *path.parents][:3]:
+        candidate = folder / ".hydra" / "config.yaml"
+        if candidate.is_file():
+            return candidate, OmegaConf.load(candidate)
+    return None
+
+
+def check_classes(meta: dict, num_classes: int, class_names: list[str] | None, what: str) -> None:
+    """Refuse data whose class count or names differ from the model's: scores would compare unrelated labels."""
+    if int(meta["num_classes"]) != int(num_classes):
+        raise ValueError(
+            f"the model predicts {meta['num_classes']} classes {meta['class_names']} but {what} has {num_classes}; "
+            "evaluate it on the data it was trained for (leave data= out to use the run's own data config)"
+        )
+    if class_names is not None and list(class_names) != list(meta["class_names"]):
+        raise ValueError(f"the model's classes {meta['class_names']} differ from {what}'s {list(class_names)}")
 
 
 def _from_checkpoint(path: Path) -> LoadedModel:
@@ -112,9 +195,7 @@ def load_model(path: str | Path) -> LoadedModel:
         net.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
         return LoadedModel(net.eval(), config, path)
     if path.is_dir():
-        if (path / "model" / WEIGHTS_FILE).is_file():
-            return load_model(path / "model")
-        return _from_checkpoint(best_checkpoint(path))
+        return load_model(handed_over(path))
     if path.is_file():
         return _from_checkpoint(path)
     raise FileNotFoundError(f"no checkpoint, run directory or model folder at {path}")

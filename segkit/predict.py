@@ -17,26 +17,21 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from segkit.binary import two_class_logits
 from segkit.data.datamodule import NormalizeAnyDepth
 from segkit.data.intensity import IntensityNormalization
 from segkit.data.io import IMAGE_SUFFIXES, read_image
-from segkit.model_io import LoadedModel, load_model
+from segkit.model_io import LoadedModel, load_model, precision_name
 from segkit.sliding_window import SlidingWindow
 from segkit.visualize import save_overlay_with_legend
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TILE = (256, 256)
-
-
-def precision_name(trainer_precision: str) -> str:
-    """Lightning's precision string (``bf16-mixed``, ``32-true``, ``16-mixed``) -> ``bf16``, ``fp32``, ``fp16``."""
-    text = str(trainer_precision)
-    return "bf16" if "bf16" in text else "fp16" if text.startswith("16") else "fp32"
+WHOLE_IMAGE_PIXELS = 1024 * 1024  # a valid-padding model predicts an image up to this size as one mirrored tile
 
 
 def resolve_device(device: str) -> torch.device:
@@ -53,10 +48,13 @@ class Predictor:
 
     Args:
         model: a :class:`segkit.LoadedModel` or a path :func:`segkit.load_model` accepts.
-        tile: input tile ``(h, w)``; ``None``: the training patch size (256x256 when the run had none).
+        tile: input tile ``(h, w)``; ``None``: the training crop (256x256 when the run had none), and for a
+            valid-padding model the whole image as one mirrored tile when it has at most
+            ``WHOLE_IMAGE_PIXELS`` pixels (what validation scored).
         overlap: share of a tile shared with its neighbours.
         tta: ``None``, ``"flips"`` or ``"d4"``.
-        precision: ``"bf16"`` (autocast; the default on CPU and GPU) or ``"fp32"``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast); ``None``: the precision the model was trained
+            in (its metadata; fp32 when it does not say), so a model is run as it was trained.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         tile_batch_size: tiles per forward pass.
     """
@@ -67,7 +65,7 @@ class Predictor:
         tile: Sequence[int] | None = None,
         overlap: float = 0.5,
         tta: str | None = None,
-        precision: str = "bf16",
+        precision: str | None = None,
         device: str = "auto",
         tile_batch_size: int = 4,
     ) -> None:
@@ -88,16 +86,40 @@ class Predictor:
         self.normalize = NormalizeAnyDepth(meta["mean"], meta["std"])
         self.device = resolve_device(device)
         net = self.model.net.to(self.device).to(memory_format=torch.channels_last).eval()
+        trained = meta.get("precision")
+        self.precision = precision or trained or "fp32"
+        self.precision_reason = (
+            "as given"
+            if precision
+            else "as the model was trained"
+            if trained
+            else "the model does not say how it was trained"
+        )
+        self.tile_given = bool(tile)
         tile = tuple(tile) if tile else tuple(meta.get("patch_size") or DEFAULT_TILE)
-        self.window = SlidingWindow(net, tile, overlap, 0.125, tile_batch_size, tta, self.device, precision)
+        window = (net, overlap, 0.125, tile_batch_size, tta, self.device, self.precision)
+        self.window = SlidingWindow(net, tile, *window[1:])
+        self.whole = (
+            None if self.tile_given or meta.get("padding") != "valid" else SlidingWindow(net, None, *window[1:])
+        )
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Predictor:
         """Built from the inference keys shared by conf/predict.yaml and conf/eval.yaml."""
+        precision = OmegaConf.select(cfg, "trainer.precision")  # the precision group, when one was chosen
         return cls(
             cfg.ckpt, tile=cfg.get("tile"), overlap=cfg.overlap, tta=cfg.get("tta"),
-            precision=precision_name(cfg.trainer.precision), device=cfg.device, tile_batch_size=cfg.tile_batch_size,
+            precision=precision_name(precision) if precision else None, device=cfg.device,
+            tile_batch_size=cfg.tile_batch_size,
         )  # fmt: skip
+
+    def describe(self) -> str:
+        """One log line: device, tiles, overlap, TTA, precision and why."""
+        tile = f"tile {self.window.tile}"
+        if self.whole is not None:
+            tile = f"whole images up to {WHOLE_IMAGE_PIXELS} pixels as one mirrored tile, else {tile}"
+        return (f"{self.device}, {tile}, overlap {self.window.overlap}, tta {len(self.window.tta)}x, "
+                f"precision {self.precision} ({self.precision_reason})")  # fmt: skip
 
     @property
     def class_names(self) -> list[str]:
@@ -121,7 +143,10 @@ class Predictor:
     def logits(self, image: np.ndarray) -> torch.Tensor:
         """``(K, H, W)`` float32 logits for an ``(H, W, C)`` image (see :meth:`read`); ``K = 2`` for a binary
         (one sigmoid channel) model, as :func:`segkit.binary.two_class_logits` reads it."""
-        return two_class_logits(self.window(self.to_tensor(image))[None])[0]
+        window = (
+            self.whole if self.whole is not None and image.shape[0] * image.shape[1] <= WHOLE_IMAGE_PIXELS else None
+        )
+        return two_class_logits((window or self.window)(self.to_tensor(image))[None])[0]
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """``(K, H, W)`` float32 class probabilities."""
@@ -164,6 +189,21 @@ def check_output_dir(output: Path, inputs: list[Path]) -> None:
             f"output={output} is the folder of the input images (e.g. {clashes[0].name}); "
             "choose another output folder so no input is overwritten"
         )
+
+
+def output_stems(inputs: list[Path]) -> dict[Path, str]:
+    """The name each input's outputs get: its stem, or ``<stem>_<suffix>`` where two inputs share a stem
+    (``a.png`` and ``a.tif`` -> ``a_png``, ``a_tif``), so no output silently replaces another."""
+    counts: dict[str, int] = {}
+    for path in inputs:
+        counts[path.stem] = counts.get(path.stem, 0) + 1
+    stems = {p: p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in inputs}
+    if len(set(stems.values())) != len(inputs):  # a.png beside a.PNG, or a_png.png beside a.png and a.tif
+        stems = {p: f"{i:05d}_{p.stem}" for i, p in enumerate(inputs)}
+    for path in inputs:
+        if stems[path] != path.stem:
+            log.info("%s shares its stem with another input: its outputs are named %s*", path, stems[path])
+    return stems
 
 
 def save_index_png(mask: np.ndarray, palette: list[list[int]], path: Path) -> None:
@@ -214,9 +254,8 @@ def run(cfg: DictConfig) -> dict:
     check_output_dir(output, inputs)
     output.mkdir(parents=True, exist_ok=True)
     meta = predictor.model.metadata
-    log.info("Predicting %d file(s) with %s on %s, tile %s, overlap %s, tta %s, precision %s",
-             len(inputs), predictor.model.source, predictor.device, predictor.window.tile, cfg.overlap,
-             cfg.get("tta"), predictor.window.precision)  # fmt: skip
+    log.info("Predicting %d file(s) with %s: %s", len(inputs), predictor.model.source, predictor.describe())
+    stems = output_stems([p for p in inputs if p.suffix.lower() in IMAGE_SUFFIXES])
     progress, written, skipped = FileProgress(len(inputs)), 0, []
     start = time.monotonic()
     for i, path in enumerate(inputs, start=1):
@@ -231,13 +270,12 @@ def run(cfg: DictConfig) -> dict:
             continue
         logits = predictor.logits(image)
         mask = class_indices(logits)
-        save_index_png(mask, meta["palette"], output / f"{path.stem}.png")
+        stem = stems[path]
+        save_index_png(mask, meta["palette"], output / f"{stem}.png")
         if cfg.save_overlay:
-            save_overlay_with_legend(
-                image, mask, meta["class_names"], meta["palette"], output / f"{path.stem}_overlay.png"
-            )
+            save_overlay_with_legend(image, mask, meta["class_names"], meta["palette"], output / f"{stem}_overlay.png")
         if cfg.save_probabilities:
-            np.save(output / f"{path.stem}_probs.npy", logits.softmax(dim=0).numpy().astype(np.float16))
+            np.save(output / f"{stem}_probs.npy", logits.softmax(dim=0).numpy().astype(np.float16))
         written += 1
         progress.update(i, path.name)
     progress.close()

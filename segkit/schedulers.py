@@ -5,6 +5,9 @@ that decays over epochs would then stop with the learning rate still high. :clas
 whichever budget runs out first: ``progress = max(step / total_steps, elapsed / max_seconds)``.
 The task fills ``total_steps`` (Lightning's ``estimated_stepping_batches``) and ``max_seconds`` (from
 ``trainer.max_time``) for any scheduler whose constructor takes them.
+
+Under DDP every process must set the same learning rate, or the replicas drift apart: the elapsed time is
+rank 0's, broadcast to the others at each step (one scalar; the gradients' all-reduce is far larger).
 """
 
 from __future__ import annotations
@@ -12,7 +15,18 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.distributed as dist
 from torch.optim.lr_scheduler import LRScheduler
+
+
+def rank_zero_value(value: float) -> float:
+    """``value`` as rank 0 has it, on every process of an initialised process group (else ``value``)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
 
 
 class PolyLR(LRScheduler):
@@ -45,13 +59,13 @@ class PolyLR(LRScheduler):
         super().__init__(optimizer)
 
     def elapsed(self) -> float:
-        """Wall seconds of training so far, across resumes."""
+        """Wall seconds of training so far, across resumes (this process's clock)."""
         return self.elapsed_before + time.monotonic() - self._started
 
     def progress(self) -> float:
-        """Share of the budget used, in [0, 1]."""
+        """Share of the budget used, in [0, 1]; under DDP rank 0's, so every replica sets the same rate."""
         by_steps = self.last_epoch / self.total_steps if self.total_steps else 0.0
-        by_time = self.elapsed() / self.max_seconds if self.max_seconds else 0.0
+        by_time = rank_zero_value(self.elapsed()) / self.max_seconds if self.max_seconds else 0.0
         return min(1.0, max(by_steps, by_time))
 
     def get_lr(self) -> list[float]:

@@ -46,9 +46,11 @@ def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
 
 
 def mirror_pad(image: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
-    """Mirror the last two dims, edge pixels repeated (``np.pad(mode="symmetric")``), on the image's device."""
+    """Mirror the last two dims about the edge pixels, which are not repeated (``np.pad(mode="reflect")``, the
+    same as OpenCV's and albumentations' ``BORDER_REFLECT_101`` that training crops use), on the image's
+    device. Pads wider than the image reflect again."""
     pad = [(0, 0)] * (image.dim() - 2) + [(top, bottom), (left, right)]
-    return torch.from_numpy(np.pad(image.detach().cpu().float().numpy(), pad, mode="symmetric")).to(image.device)
+    return torch.from_numpy(np.pad(image.detach().cpu().float().numpy(), pad, mode="reflect")).to(image.device)
 
 
 def mirror_pad_for_valid(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
@@ -87,7 +89,8 @@ class SlidingWindow:
 
     Args:
         net: the network; logits ``(B, K, h', w')`` with ``h' = output_size(h)`` (valid padding) or ``h``.
-        tile: input tile ``(h, w)``; clipped to the image for same-padding networks.
+        tile: input tile ``(h, w)``; clipped to the image for same-padding networks. ``None``: the whole image
+            as one tile (mirrored for valid padding: exactly what validation scores).
         overlap: share of a tile shared with its neighbour (0.5: each pixel is seen by about 4 tiles).
         sigma_scale: Gaussian σ as a fraction of the tile (1/8, as nnU-Net and MONAI); ``None``: flat weights.
         tile_batch_size: tiles per forward pass.
@@ -100,7 +103,7 @@ class SlidingWindow:
     def __init__(
         self,
         net: nn.Module,
-        tile: Sequence[int],
+        tile: Sequence[int] | None,
         overlap: float = 0.5,
         sigma_scale: float | None = 0.125,
         tile_batch_size: int = 4,
@@ -114,18 +117,22 @@ class SlidingWindow:
         if precision not in AUTOCAST:
             raise ValueError(f"precision must be one of {sorted(AUTOCAST)}, got {precision!r}")
         self.net, self.overlap, self.sigma_scale = net, overlap, sigma_scale
-        self.tile = (int(tile[0]), int(tile[1]))
+        self.tile = (int(tile[0]), int(tile[1])) if tile is not None else None
         self.tile_batch_size, self.tta = tile_batch_size, _tta_pairs(tta)
         self.device, self.precision, self.channels_last = torch.device(device), precision, channels_last
         self.valid = getattr(net, "padding", "same") == "valid"
-        if self.valid:
+        if self.valid and self.tile is not None:
             net.output_size(self.tile)  # raises a clear error when the tile is below the network's minimum
 
     def geometry(self, hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """``(input tile, output tile, margin)`` for an image of ``hw``: what each tile reads and writes."""
         if not self.valid:
-            tile = (min(self.tile[0], hw[0]), min(self.tile[1], hw[1]))
+            tile = hw if self.tile is None else (min(self.tile[0], hw[0]), min(self.tile[1], hw[1]))
             return tile, tile, (0, 0)
+        if self.tile is None:
+            tile_in = self.net.input_size_for(hw)
+            out = self.net.output_size(tile_in)
+            return tile_in, out, ((tile_in[0] - out[0]) // 2, (tile_in[1] - out[1]) // 2)
         out = self.net.output_size(self.tile)
         out = self.net.output_size(self.net.input_size_for((min(out[0], hw[0]), min(out[1], hw[1]))))
         tile_in = self.net.input_size_for(out)

@@ -46,7 +46,8 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     With ``trainer.fast_dev_run`` no checkpoint callback is kept: Lightning's ``ModelCheckpoint.on_train_end``
     writes ``last.ckpt`` even then, although a wiring check should leave nothing behind.
     """
-    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+    nodes = (cfg.get("callbacks") or {}).values()
+    callbacks = [instantiate(node) for node in nodes if isinstance(node, DictConfig)]  # not export_weights
     callbacks = [c for c in callbacks if c is not None]
     if cfg.trainer.get("fast_dev_run"):
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
@@ -59,26 +60,29 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 @rank_zero_only
-def report(metrics: dict[str, float], output_dir: Path) -> None:
+def report(metrics: dict, output_dir: Path) -> None:
     """Write ``metrics.json`` and print the final metrics as a table (rank 0 only)."""
     write_metrics(metrics, output_dir / "metrics.json", "final metrics")
 
 
 @rank_zero_only
 def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModule, directory: Path) -> None:
-    """Write the evaluated (best) weights as ``model/``: safetensors + JSON, loadable without Hydra."""
+    """Write the handed-over weights (``callbacks.export_weights``) as ``model/``: safetensors + JSON, loadable
+    without Hydra; its metadata says which weights they are."""
     if getattr(task.net, "config", None) is None:
         log.info("Not writing %s: %s is not a segkit network", directory, type(task.net).__name__)
         return
-    task.net.save_pretrained(directory, task.inference_metadata(datamodule))
+    meta = task.inference_metadata(datamodule)
+    meta["weights"] = getattr(task, "handed_over", {"weights": "final"})
+    task.net.save_pretrained(directory, meta)
     log.info("Model for inference: %s (segkit.load_model or python -m segkit.predict ckpt=%s)", directory, directory)
 
 
 def score_test_split(task: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: DictConfig,
                     output: Path) -> dict[str, float]:  # fmt: skip
-    """Score the evaluated (best) weights on the test split through segkit.eval's path (rank 0; {} if none)."""
+    """Score the handed-over weights on the test split through segkit.eval's path (rank 0; {} if none)."""
     from segkit.eval import evaluate, split_samples
-    from segkit.predict import Predictor, precision_name
+    from segkit.predict import Predictor
 
     if task.global_rank != 0 or task.task_name != "segmentation":
         return {}
@@ -88,9 +92,8 @@ def score_test_split(task: pl.LightningModule, datamodule: pl.LightningDataModul
         log.warning("test_after_fit: no test split to score (%s)", err)
         return {}
     meta = task.inference_metadata(datamodule)
-    predictor = Predictor(LoadedModel(task.net.eval(), meta, output), precision=precision_name(cfg.trainer.precision),
-                          device=str(task.device))  # fmt: skip
-    log.info("Testing the best model on %d test images", len(samples))
+    predictor = Predictor(LoadedModel(task.net.eval(), meta, output), device=str(task.device))
+    log.info("Testing the handed-over (%s) weights on %d test images", task.handed_over["weights"], len(samples))
     return evaluate(predictor, samples, "test", output)
 
 
@@ -156,8 +159,10 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None 
     return cfg
 
 
-def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
-    """Fit the configured task and return the final validation metrics (``{"val/miou": ..., ...}``).
+def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict:
+    """Fit the configured task and return what ``metrics.json`` holds: the final weights' validation scores
+    (``{"val/miou": ..., ...}``), the best checkpoint's (``best/val/...``), test scores with
+    ``test_after_fit``, and under ``"weights"`` which weights each group comes from.
 
     ``extra_callbacks`` join the configured ones (benchmarks and tests measure through them).
     """
@@ -218,24 +223,62 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             log.error("Training stopped with an error before any checkpoint was written.")
         raise
 
-    # The reported metrics come from one full validation pass of the best checkpoint (or of the final
-    # weights when no checkpoint was kept), never from whatever the last epoch happened to log.
-    checkpoint = _checkpoint_callback(trainer)
-    best = checkpoint.best_model_path if checkpoint is not None else ""
-    log.info("Final validation with %s", best or "the final weights")
-    results = trainer.validate(task, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-    metrics = {k: float(v) for k, v in results[0].items() if k.startswith("val/")}
+    metrics = score_final_and_best(cfg, trainer, task, datamodule)
     if not cfg.trainer.get("fast_dev_run"):  # a wiring check leaves no model behind
         save_model_folder(task, datamodule, output_dir / "model")
     if cfg.get("test_after_fit"):
-        metrics.update(score_test_split(task, datamodule, cfg, output_dir / "test"))
+        test = score_test_split(task, datamodule, cfg, output_dir / "test")
+        metrics.update(test)
+        if test:
+            metrics["weights"]["test/"] = metrics["weights"]["model/"]
     report(metrics, output_dir)
+    return metrics
+
+
+def _validate(trainer: pl.Trainer, task: pl.LightningModule, datamodule: pl.LightningDataModule,
+              ckpt_path: str | None) -> dict[str, float]:  # fmt: skip
+    results = trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    return {k: float(v) for k, v in results[0].items() if k.startswith("val/")}
+
+
+def score_final_and_best(cfg: DictConfig, trainer: pl.Trainer, task: pl.LightningModule,
+                         datamodule: pl.LightningDataModule) -> dict:  # fmt: skip
+    """One full validation pass of the final weights (``val/*``) and of the best checkpoint (``best/val/*``),
+    then leave ``task`` holding the weights ``callbacks.export_weights`` names (``final`` or ``best``).
+
+    ``metrics["weights"]`` says where each group of figures comes from. The final weights are the honest
+    figure: the best checkpoint was picked on this same validation split, so its score is optimistic.
+    """
+    step, output_dir = trainer.global_step, Path(cfg.paths.output_dir).resolve()
+    final_state = {k: v.detach().clone() for k, v in task.state_dict().items()}
+    log.info("Final validation of the final weights (global step %d)", step)
+    metrics: dict = _validate(trainer, task, datamodule, None)
+    weights = {"val/": f"final weights (global step {step})"}
+    checkpoint = _checkpoint_callback(trainer)
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if best:
+        log.info("Validation of the best checkpoint by %s (%s): %s", checkpoint.monitor, checkpoint.mode, best)
+        metrics.update({f"best/{k}": v for k, v in _validate(trainer, task, datamodule, best).items()})
+        where = Path(best).resolve()
+        where = where.relative_to(output_dir) if where.is_relative_to(output_dir) else where
+        weights["best/val/"] = f"best checkpoint by {checkpoint.monitor} ({checkpoint.mode}): {where}"
+    export = cfg.get("callbacks", {}).get("export_weights", "final")
+    if export not in ("final", "best"):
+        raise ValueError(f"callbacks.export_weights must be final or best, got {export!r}")
+    if export == "best" and not best:
+        log.warning("callbacks.export_weights=best but no best checkpoint was kept: handing over the final weights")
+        export = "final"
+    if export == "final":
+        task.load_state_dict(final_state)
+    weights["model/"] = weights["val/" if export == "final" else "best/val/"]
+    task.handed_over = {"weights": export, "source": weights["model/"]}
+    metrics["weights"] = weights
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Command-line entry; returns ``val/miou`` so Hydra sweepers can optimise it."""
+    """Command-line entry; returns ``optimized_metric`` of the final weights, for Hydra sweepers."""
     metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric", "val/miou"))
 

@@ -29,11 +29,12 @@ def test_run_directory_holds_checkpoints_logs_pictures_and_metrics(compose_cfg, 
     metrics = train(compose_cfg("+experiment=quickstart", "trainer.max_epochs=2", *TINY))
     run = tmp_path / "run"
     saved = json.loads((run / "metrics.json").read_text())
+    assert saved.pop("weights") == metrics.pop("weights")
     assert saved == pytest.approx(metrics)
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run / "checkpoints").glob("epoch_*.ckpt"))) == 1  # the best by val/miou
-    # a grid every 5th validation, and the final validation's named after the checkpoint it shows
-    assert sorted(p.name for p in (run / "predictions").iterdir()) == ["best.png", "epoch_000.png"]  # every 5th
+    # a grid every 5th validation, and the final validations' named after the weights they show
+    assert sorted(p.name for p in (run / "predictions").iterdir()) == ["best.png", "epoch_000.png", "final.png"]
     assert (run / "curves.png").is_file()
     header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss_epoch" in header and "val/miou" in header

@@ -1,8 +1,16 @@
-"""Lightning callbacks: pictures of training, progress lines, and a checkpoint on SIGTERM."""
+"""Lightning callbacks: pictures of training, progress lines, the last checkpoint and one on SIGTERM."""
 
 from segkit.callbacks.curves import MetricCurves
+from segkit.callbacks.last_checkpoint import LastCheckpoint
 from segkit.callbacks.predictions import PredictionGrid
 from segkit.callbacks.progress import LogProgress, terminal_progress_bar
 from segkit.callbacks.sigterm import CheckpointOnSigterm
 
-__all__ = ["CheckpointOnSigterm", "LogProgress", "MetricCurves", "PredictionGrid", "terminal_progress_bar"]
+__all__ = [
+    "CheckpointOnSigterm",
+    "LastCheckpoint",
+    "LogProgress",
+    "MetricCurves",
+    "PredictionGrid",
+    "terminal_progress_bar",
+]

@@ -11,6 +11,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
 from segkit.binary import two_class_logits
+from segkit.sliding_window import mirror_pad_for_valid
 from segkit.visualize import denormalize, save_prediction_grid
 
 
@@ -67,10 +68,14 @@ class PredictionGrid(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         preds = []
+        # a valid-padding network sees the mirrored image, as validation scores it, and shows every pixel
+        valid = getattr(pl_module.net, "padding", "same") == "valid"
         with torch.no_grad():
             for sample in samples:
-                out = pl_module(sample["image"].unsqueeze(0).to(pl_module.device))
-                preds.append(two_class_logits(out[0] if isinstance(out, tuple) else out).argmax(dim=1)[0].cpu().numpy())
+                image = sample["image"].unsqueeze(0).to(pl_module.device)
+                out = pl_module(mirror_pad_for_valid(pl_module.net, image) if valid else image)
+                logits = (out[0] if isinstance(out, tuple) else out)[..., : image.shape[-2], : image.shape[-1]]
+                preds.append(two_class_logits(logits).argmax(dim=1)[0].cpu().numpy())
         pl_module.train(was_training)
         name, title = picture_label(trainer)
         dirpath = Path(self.dirpath or Path(trainer.default_root_dir) / "predictions")

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate, get_worker_info
 
+from segkit.data.folder import check_ignore_index
 from segkit.data.samplers import EpochSampler, EvalDistributedSampler, PaddingMarked
 
 DatasetFactory = Callable[..., Dataset]
@@ -169,6 +170,7 @@ class ImageDataModule(pl.LightningDataModule):
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+        check_ignore_index(ignore_index)
         mean = IMAGENET_MEAN if mean is None else mean
         std = IMAGENET_STD if std is None else std
         if len(mean) != len(std):

@@ -14,6 +14,15 @@ from segkit.data.io import image_size, list_images, read_image, read_mask
 from segkit.data.weight_map import WeightMaps
 
 
+def check_ignore_index(ignore_index: int) -> None:
+    """Masks are held as 8-bit class indices: an ignore value outside 0..255 would wrap (-100 becomes 156)."""
+    if not 0 <= int(ignore_index) <= 255:
+        raise ValueError(
+            f"ignore_index={ignore_index} does not fit the 8-bit masks segkit reads (0..255); use a value there "
+            "that is not a class, e.g. data.ignore_index=255"
+        )
+
+
 class MaskEncoding:
     """Turns stored mask values into class indices: an explicit mapping, a threshold, or values as they are.
 
@@ -33,6 +42,7 @@ class MaskEncoding:
     ) -> None:
         if mapping is not None and threshold is not None:
             raise ValueError("give either a mask mapping or a mask threshold, not both")
+        check_ignore_index(ignore_index)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.mapping = {int(k): int(v) for k, v in mapping.items()} if mapping is not None else None

@@ -137,7 +137,8 @@ class Task(pl.LightningModule):
     def inference_metadata(self, datamodule: pl.LightningDataModule | None) -> dict:
         """What :func:`segkit.load_model` and ``segkit.eval`` need: the network's, the data's and, for
         segmentation, which per-image scores the run logged (so evaluation reports the same ones)."""
-        meta = inference_metadata(self.net, self.task_name, self.class_names, datamodule)
+        precision = self.trainer.precision if self._trainer is not None else None
+        meta = inference_metadata(self.net, self.task_name, self.class_names, datamodule, precision)
         if "image_metrics" in self.hparams:
             meta["image_metrics"] = list(self.hparams.image_metrics)
             meta["foreground_class"] = int(self.hparams.foreground_class)

@@ -1,0 +1,124 @@
+"""What a run hands over: last.ckpt holds the final weights however the run stopped, the best checkpoint is
+the monitor's choice, metrics.json says which weights each figure comes from, model/ holds the weights the
+config names, and inference runs the model as it was trained."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from safetensors.torch import load_file
+
+from segkit.eval import evaluate, split_samples
+from segkit.metrics import metric_mode
+from segkit.model_io import best_checkpoint, load_model
+from segkit.predict import Predictor
+from segkit.train import train
+
+TINY = [
+    "data.train_dataset.num_samples=16",  # 4 steps an epoch at batch 4
+    "data.val_dataset.num_samples=4",
+    "data.batch_size=4",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.last_checkpoint.every_n_train_steps=100",
+]
+
+
+def _net_weights(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+class StopAt(pl.Callback):
+    """Stops mid-epoch at a global step, the way Lightning's Timer stops a max_time run (no validation)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def test_a_mid_epoch_stop_keeps_the_final_weights_and_scores_them(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg("+experiment=quickstart", "trainer.max_epochs=10", *TINY)
+    metrics = train(cfg, extra_callbacks=[StopAt(6)])  # epoch 1, step 2 of 4: the last validation was at step 4
+    run = tmp_path / "run"
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 6
+    assert metrics["weights"]["val/"] == "final weights (global step 6)"
+    assert metrics["weights"]["model/"] == metrics["weights"]["val/"]  # export_weights: final by default
+    _assert_same(_net_weights(run / "checkpoints" / "last.ckpt"), load_file(run / "model" / "model.safetensors"))
+    # eval of last.ckpt through the prediction path reproduces the final validation
+    predictor = Predictor(run / "checkpoints" / "last.ckpt", tile=[64, 64])
+    scores = evaluate(predictor, split_samples(cfg.data, "val"), "val")
+    assert scores["val/miou"] == pytest.approx(metrics["val/miou"], abs=2e-3)
+    assert json.loads((run / "model" / "config.json").read_text())["weights"]["weights"] == "final"
+
+
+@pytest.mark.slow
+def test_a_max_time_stop_leaves_the_final_step_in_last_ckpt(compose_cfg, tmp_path: Path) -> None:
+    metrics = train(compose_cfg("+experiment=quickstart", "trainer.max_epochs=100000",
+                                "trainer.max_time=00:00:00:08", "scheduler=poly_time", *TINY))  # fmt: skip
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert metrics["weights"]["val/"] == f"final weights (global step {last['global_step']})"
+    assert last["global_step"] % 4 != 0 or last["global_step"] > 4  # stopped by the clock, after some steps
+
+
+def test_best_checkpoint_is_the_monitors_choice_not_the_newest_file(compose_cfg, tmp_path: Path) -> None:
+    metrics = train(compose_cfg("+experiment=quickstart", "trainer.max_epochs=3", *TINY))
+    run = tmp_path / "run"
+    chosen = metrics["weights"]["best/val/"].rsplit(": ", 1)[1]
+    decoy = run / "checkpoints" / "epoch_999.ckpt"
+    decoy.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
+    os.utime(decoy, (time.time() + 60, time.time() + 60))
+    assert best_checkpoint(run) == (run / chosen).resolve() or best_checkpoint(run) == run / chosen
+    assert "best/val/miou" in metrics and "val/miou" in metrics
+
+
+def test_export_weights_best_hands_over_the_best_checkpoint(compose_cfg, tmp_path: Path) -> None:
+    metrics = train(compose_cfg("+experiment=quickstart", "trainer.max_epochs=2", "callbacks.export_weights=best",
+                                *TINY))  # fmt: skip
+    run = tmp_path / "run"
+    assert metrics["weights"]["model/"] == metrics["weights"]["best/val/"]
+    _assert_same(_net_weights(best_checkpoint(run)), load_file(run / "model" / "model.safetensors"))
+    assert json.loads((run / "model" / "config.json").read_text())["weights"]["weights"] == "best"
+
+
+def test_export_weights_must_be_final_or_best(compose_cfg) -> None:
+    with pytest.raises(ValueError, match="export_weights must be final or best"):
+        train(compose_cfg("trainer.max_epochs=1", "callbacks.export_weights=newest", *TINY))
+
+
+def test_monitor_direction_follows_the_optimized_metric(compose_cfg) -> None:
+    assert metric_mode("val/miou") == "max" and metric_mode("val/adapted_rand_error") == "min"
+    assert metric_mode("val/loss") == "min" and metric_mode("val/hd95") == "min"
+    cfg = compose_cfg("optimized_metric=val/loss")
+    assert cfg.callbacks.model_checkpoint.monitor == "val/loss"
+    assert cfg.callbacks.model_checkpoint.mode == "min"
+
+
+def test_inference_defaults_to_the_training_precision(trained_run: Path) -> None:
+    """The shared quickstart run trains in bf16 (trainer=cpu); an fp32 run's model predicts in fp32."""
+    model = load_model(trained_run)
+    assert model.metadata["precision"] == "bf16"
+    assert Predictor(model).precision == "bf16"
+    model.metadata["precision"] = "fp32"
+    fp32 = Predictor(model, tile=[64, 64])
+    assert fp32.precision == "fp32" and "as the model was trained" in fp32.describe()
+    explicit = Predictor(model, tile=[64, 64], precision="fp32")
+    image = (torch.rand(64, 64, 3) * 255).to(torch.uint8).numpy()
+    assert torch.equal(fp32.logits(image), explicit.logits(image))  # exactly the fp32 output
+    model.metadata.pop("precision")
+    assert Predictor(model).precision == "fp32"  # a model that does not say: the exact one

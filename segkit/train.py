@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
@@ -76,6 +76,16 @@ def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModu
     meta["weights"] = getattr(task, "handed_over", {"weights": "final"})
     task.net.save_pretrained(directory, meta)
     log.info("Model for inference: %s (segkit.load_model or python -m segkit.predict ckpt=%s)", directory, directory)
+
+
+@rank_zero_only
+def save_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Write ``<run>/.hydra/config.yaml`` for runs started from Python (``compose_config`` + ``train``); the
+    command line's Hydra has written it already. ``segkit.eval`` reads the run's data config from it."""
+    path = output_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, path)
 
 
 def score_test_split(task: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: DictConfig,
@@ -202,6 +212,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         log.info(
             "Resuming training from %s (epoch %d, global step %d)", ckpt_path, state["epoch"], state["global_step"]
         )
+    save_config(cfg, output_dir)
     remove_stale_temporaries(output_dir / "checkpoints")
     log.info("Training in %s", output_dir)
     log.info("Model: %s", describe(net))

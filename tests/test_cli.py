@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
@@ -22,6 +24,14 @@ def test_help_starts_with_usage_and_lists_the_experiments(tmp_path: Path) -> Non
         "camvid, hymenoptera, isbi2012, isbi2012_from_hymenoptera, isbi2012_paper, quickstart, shapes_classifier"
     )
     assert f"experiment: {experiments}" in done.stdout
+
+
+@pytest.mark.parametrize("verb", ["predict", "eval", "export"])
+def test_every_command_help_starts_with_a_usage_line(verb: str, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", f"segkit.{verb}", "--help"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"Usage: python -m segkit.{verb} ckpt=")
 
 
 def test_a_run_piped_to_a_file_shows_progress_and_no_dependency_noise(tmp_path: Path) -> None:

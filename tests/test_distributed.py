@@ -45,7 +45,7 @@ def test_validation_metrics_under_several_processes_equal_one_process(compose_cf
                                                                       processes: int) -> None:  # fmt: skip
     from hydra.utils import instantiate
 
-    data = [*TINY, f"data.val_dataset.num_samples={num_val}"]
+    data = [*TINY, f"data.val_dataset.num_samples={num_val}", "task.image_metrics=[adapted_rand_error,hd95]"]
     train(compose_cfg("trainer.max_epochs=1", *data))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     results = {}
@@ -56,7 +56,9 @@ def test_validation_metrics_under_several_processes_equal_one_process(compose_cf
         task = instantiate(cfg.task, net=instantiate(cfg.model), class_names=dm.class_names, _convert_="all")
         trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
         results[devices] = trainer.validate(task, datamodule=dm, ckpt_path=str(ckpt), verbose=False)[0]
-    for key in ("val/miou", "val/acc", "val/dice", "val/iou_background", "val/iou_disc", "val/iou_square"):
+    keys = ("val/miou", "val/acc", "val/dice", "val/iou_background", "val/iou_disc", "val/iou_square",
+            "val/adapted_rand_error", "val/hd95")  # fmt: skip
+    for key in keys:
         assert results[processes][key] == pytest.approx(results[1][key], abs=1e-6), key
 
 
@@ -297,3 +299,41 @@ def test_samples_per_epoch_draws_a_different_stream_on_each_rank(compose_cfg, tm
     assert [r["sampler"] for r in ranks] == ["EpochSampler", "EpochSampler"]  # Lightning kept segkit's sampler
     assert [len(r["drawn"]) for r in ranks] == [8, 8]  # 16 samples an epoch over 2 processes
     assert ranks[0]["drawn"] != ranks[1]["drawn"]
+
+
+class RecordFinalWeights(pl.Callback):
+    """Saves each rank's final network weights and learning rates to ``<dir>/rank<r>.pt`` (module level: pickled)."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+        self.lrs: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}
+        torch.save({"state": state, "lrs": self.lrs}, Path(self.dirpath) / f"rank{trainer.global_rank}.pt")
+
+
+def test_time_budgeted_poly_schedule_keeps_ddp_replicas_identical(compose_cfg, tmp_path: Path) -> None:
+    """PolyLR over max_time: each rank's clock differs slightly; rank 0's progress sets every rank's rate, so the
+    replicas' learning rates and weights stay bit-identical."""
+    cfg = compose_cfg("+experiment=quickstart", "trainer=ddp_sim", "trainer.strategy=ddp_spawn",
+                      "trainer.max_time=00:00:00:12", "trainer.max_epochs=1000", "scheduler=poly_time",
+                      "trainer.precision=32-true", "trainer.limit_val_batches=0", "callbacks.prediction_grid=null",
+                      *TINY)  # fmt: skip
+    out = tmp_path / "ranks"
+    out.mkdir()
+    for retry in range(3):
+        try:
+            train(cfg, extra_callbacks=[RecordFinalWeights(str(out))])
+            break
+        except ProcessExitedException as err:  # the gloo teardown abort described above
+            if "SIGABRT" not in str(err) or retry == 2:
+                raise
+    ranks = [torch.load(out / f"rank{r}.pt") for r in range(2)]
+    assert len(ranks[0]["lrs"]) > 5 and ranks[0]["lrs"] == ranks[1]["lrs"]
+    assert ranks[0]["lrs"][-1] < ranks[0]["lrs"][0]  # the schedule decays over the clock
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key

@@ -27,12 +27,15 @@ def test_confusion_counts_by_hand() -> None:
     assert confusion(target, pred, 3, 255).tolist() == expected
 
 
-def test_eval_cli_reproduces_the_training_validation(trained_run: Path, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "segkit.eval", f"ckpt={trained_run}", "data=synthetic", "data.val_dataset.num_samples=4",
-         f"output={tmp_path / 'eval'}", "tile=[64,64]"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"},
-    )  # fmt: skip
+def _eval_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "segkit.eval", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip
+
+
+def test_eval_cli_reproduces_the_training_validation_from_the_run_alone(trained_run: Path, tmp_path: Path) -> None:
+    """No data overrides: the run's own data config (4 validation images, not data/synthetic's 64), and the
+    training precision (bf16) by default."""
+    done = _eval_cli(f"ckpt={trained_run}", f"output={tmp_path / 'eval'}", "tile=[64,64]")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     scores = json.loads((tmp_path / "eval" / "eval.json").read_text())
     trained = json.loads((trained_run / "metrics.json").read_text())
@@ -42,6 +45,24 @@ def test_eval_cli_reproduces_the_training_validation(trained_run: Path, tmp_path
     assert len(rows) == 4 and {"image", "iou_disc", "dice_square", "pixel_error"} <= set(rows[0])
     assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
     assert "val/miou" in done.stdout  # the table
+    log = (tmp_path / "eval" / "eval.log").read_text()
+    assert "the run's own data config" in log and "precision bf16 (as the model was trained)" in log
+    json.loads((tmp_path / "eval" / "eval.json").read_text(), parse_constant=pytest.fail)  # strict: no NaN
+
+
+def test_eval_refuses_data_whose_classes_differ_from_the_model(trained_run: Path, tmp_path: Path) -> None:
+    done = _eval_cli(f"ckpt={trained_run}", "data=folder", "data.num_classes=2", f"paths.data_dir={tmp_path}",
+                     f"output={tmp_path / 'eval'}")  # fmt: skip
+    assert done.returncode != 0
+    assert "the model predicts 4 classes" in done.stderr and "has 2" in done.stderr
+
+
+def test_eval_of_a_checkpoint_outside_a_run_asks_for_its_data(trained_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    ckpt = shutil.copy(trained_run / "checkpoints" / "last.ckpt", tmp_path / "loose.ckpt")
+    done = _eval_cli(f"ckpt={ckpt}", f"output={tmp_path / 'eval'}")
+    assert done.returncode != 0 and "is not inside a run directory" in done.stderr
 
 
 def test_evaluate_takes_arrays_made_in_code(trained_run: Path) -> None:
@@ -65,12 +86,31 @@ def test_test_after_fit_scores_the_best_model_on_the_test_split(compose_cfg, tmp
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_parity_at_two_sizes(trained_run: Path, tmp_path: Path, fmt: str) -> None:
+def test_export_parity_at_two_sizes_and_two_batch_sizes(trained_run: Path, tmp_path: Path, fmt: str) -> None:
     cfg = OmegaConf.create({"ckpt": str(trained_run), "format": fmt, "output": str(tmp_path / f"model.{fmt}"),
                             "size": None, "tolerance": 1e-4})  # fmt: skip
     result = export_run(cfg)
     assert result["dynamic"] and result["max_abs_diff"] <= 1e-4
     assert Path(result["path"]).stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"model.{fmt}"]  # one file: the weights are inside
+
+
+def test_onnx_file_alone_serves_batches(trained_run: Path, tmp_path: Path) -> None:
+    """The .onnx copied somewhere else on its own still loads, and takes a batch of 3 at a new size."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from segkit.export import export
+    from segkit.model_io import load_model
+
+    loaded = load_model(trained_run)
+    path, _ = export(loaded, "onnx", tmp_path / "a" / "m.onnx", (48, 48))
+    alone = shutil.copy(path, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(alone), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 40, 72)
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], loaded.net(x).numpy(), atol=1e-4)
 
 
 def test_onnx_export_of_a_timm_encoder_has_dynamic_height_and_width(tmp_path: Path) -> None:
@@ -84,7 +124,7 @@ def test_onnx_export_of_a_timm_encoder_has_dynamic_height_and_width(tmp_path: Pa
     loaded = LoadedModel(net, {"in_channels": 3}, tmp_path)
     path, dynamic = export(loaded, "onnx", tmp_path / "r.onnx", (64, 64))
     session = ort.InferenceSession(str(path))
-    x = torch.randn(1, 3, 77, 101)
+    x = torch.randn(2, 3, 77, 101)
     with torch.no_grad():
         np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], net(x).numpy(), atol=1e-4)
 
@@ -94,10 +134,9 @@ def test_eval_on_isbi_slices_reproduces_the_training_validation(compose_cfg, tmp
     """A short isbi2012 run; segkit.eval on slices 24-29 with one 512x512 tile gives its validation scores."""
     from hydra.utils import instantiate
 
-    from tests.conftest import SHARED_DATA
+    from tests.conftest import SHARED_DATA, require_shared
 
-    if not (SHARED_DATA / "isbi2012_em").is_dir():
-        pytest.skip(f"{SHARED_DATA / 'isbi2012_em'} not found (set SEGKIT_DATA_DIR to the shared data folder)")
+    require_shared(SHARED_DATA / "isbi2012_em")
     cfg = compose_cfg("+experiment=isbi2012", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2",
                       "callbacks.rich_progress_bar=null", "data.num_workers=0")  # fmt: skip
     trained = train(cfg)

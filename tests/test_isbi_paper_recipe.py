@@ -13,7 +13,7 @@ from segkit.models import UNet
 from segkit.sliding_window import SlidingWindow, mirror_pad_for_valid
 from segkit.tasks.segmentation import SegmentationTask
 from segkit.train import train
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, require_shared
 
 
 def test_mirrored_single_tile_equals_the_sliding_window() -> None:
@@ -40,8 +40,7 @@ def test_weight_maps_with_a_loss_that_ignores_them_is_an_error() -> None:
 
 def test_paper_recipe_trains_and_scores_whole_slices(compose_cfg, tmp_path: Path, monkeypatch) -> None:
     """A few steps of the recipe, shrunk: maps computed and cached, validation on full 512x512 slices."""
-    if not (SHARED_DATA / "isbi2012_em").is_dir():
-        pytest.skip(f"{SHARED_DATA / 'isbi2012_em'} not found (set SEGKIT_DATA_DIR to the shared data folder)")
+    require_shared(SHARED_DATA / "isbi2012_em")
     monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
     cfg = compose_cfg("+experiment=isbi2012_paper", "model.depth=2", "model.base_channels=4", "trainer.max_time=null",
                       "trainer.max_steps=4", "data.samples_per_epoch=4", "trainer.check_val_every_n_epoch=1",

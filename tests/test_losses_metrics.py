@@ -188,26 +188,22 @@ def test_hausdorff95_by_hand() -> None:
     assert hausdorff95(a, b) == pytest.approx(5.0)  # single pixels: their distance, a 3-4-5 triangle
     assert hausdorff95(a, a) == 0.0
     assert hausdorff95(np.zeros_like(a), np.zeros_like(a)) == 0.0
-    assert math.isnan(hausdorff95(a, np.zeros_like(a)))
+    diagonal = math.hypot(8, 8)  # a missed (or invented) object: the largest distance in the image
+    assert hausdorff95(a, np.zeros_like(a)) == pytest.approx(diagonal)
+    assert hausdorff95(np.zeros_like(a), a) == pytest.approx(diagonal)
     square, shifted = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
     square[5:10, 5:10], shifted[5:10, 7:12] = True, True
     assert hausdorff95(square, shifted) == pytest.approx(2.0)  # every boundary pixel is within 2 of the other
 
 
-def test_image_metric_mean_skips_undefined_images_and_merges_exactly_across_processes() -> None:
+def test_image_metric_mean_penalises_a_missed_object() -> None:
     target = torch.zeros(3, 8, 8, dtype=torch.long)
     pred = torch.zeros(3, 8, 8, dtype=torch.long)
     target[0, 0, 0], pred[0, 3, 4] = 1, 1  # HD 5
     target[1, 2, 2], pred[1, 2, 2] = 1, 1  # HD 0
-    target[2, 1, 1] = 1  # empty prediction: undefined, left out
+    target[2, 1, 1] = 1  # empty prediction: the image diagonal
     metric = ImageMetricMean("hd95")
     metric.update(pred, target)
-    assert metric.compute().item() == pytest.approx(2.5)
-    # two "ranks" with 1 and 2 images: summed states give the mean over all 3 images, not a mean of means
-    first, second = ImageMetricMean("hd95"), ImageMetricMean("hd95")
-    first.update(pred[:1], target[:1])
-    second.update(pred[1:], target[1:])
-    merged = (first.total + second.total) / (first.count + second.count)
-    assert merged.item() == pytest.approx(2.5)
+    assert metric.compute().item() == pytest.approx((5 + 0 + math.hypot(8, 8)) / 3)
     with pytest.raises(ValueError, match="image metric"):
         ImageMetricMean("rand")

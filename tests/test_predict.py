@@ -27,21 +27,8 @@ def test_one_tile_covering_the_image_equals_whole_image_prediction() -> None:
         torch.testing.assert_close(window(image), net(image[None])[0], atol=1e-5, rtol=0)
 
 
-class Constant(nn.Module):
-    """Logits (2.0, -1.0) everywhere, whatever the input."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.empty(x.shape[0], 2, *x.shape[-2:])
-        out[:, 0], out[:, 1] = 2.0, -1.0
-        return out
-
-
-def test_gaussian_blending_of_a_constant_model_is_seam_free() -> None:
-    window = SlidingWindow(Constant(), (32, 32), overlap=0.5, precision="fp32", channels_last=False)
-    logits = window(torch.zeros(1, 100, 77))
-    assert logits.shape == (2, 100, 77)
-    torch.testing.assert_close(logits[0], torch.full((100, 77), 2.0), atol=1e-6, rtol=0)
-    assert tile_starts(100, 32, 0.5) == [0, 16, 32, 48, 64, 68]
+def test_tile_starts_and_gaussian_weights() -> None:
+    assert tile_starts(100, 32, 0.5) == [0, 16, 32, 48, 64, 68]  # the last tile moved back inside the image
     weights = gaussian_importance((32, 32))
     assert weights.max() == 1.0 and weights.min() == pytest.approx(1e-3)  # sigma = tile / 8, floored
 
@@ -59,11 +46,8 @@ def test_tta_of_a_flip_equivariant_network_equals_no_tta() -> None:
         torch.testing.assert_close(tta, plain, atol=1e-5, rtol=0)
 
 
-def test_valid_padding_overlap_tile_covers_the_whole_image() -> None:
+def test_a_tile_below_the_valid_networks_minimum_is_refused() -> None:
     net = UNet(num_classes=2, in_channels=1, depth=2, base_channels=4, padding="valid", norm=None).eval()
-    window = SlidingWindow(net, (60, 60), precision="fp32", channels_last=False)
-    logits = window(torch.randn(1, 70, 45))
-    assert logits.shape == (2, 70, 45) and torch.isfinite(logits).all()
     with pytest.raises(ValueError, match="too small"):
         SlidingWindow(net, (20, 20))
 
@@ -103,6 +87,26 @@ def test_predict_cli_writes_masks_overlays_probabilities_and_skips_bad_files(tra
     assert (out / "rgb_overlay.png").is_file()
     assert "broken.png" in output and "2 image(s) written" in output and "2 skipped" in output
     assert "images/s" in output
+
+
+def test_inputs_sharing_a_stem_get_outputs_of_their_own(trained_run: Path, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from segkit.predict import run
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(inputs / "a.png")
+    Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)).save(inputs / "a.tif")
+    Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(inputs / "b.png")
+    cfg = OmegaConf.create({"ckpt": str(trained_run), "input": str(inputs), "output": str(tmp_path / "out"),
+                            "tile": None, "overlap": 0.5, "tta": None, "device": "cpu", "tile_batch_size": 4,
+                            "save_overlay": False, "save_probabilities": False})  # fmt: skip
+    assert run(cfg)["images"] == 3
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("*.png")) == ["a_png.png", "a_tif.png", "b.png"]
+    assert np.array(Image.open(out / "a_tif.png")).shape == (30, 50)
 
 
 def test_bad_predict_requests_fail_before_any_work(trained_run: Path, tmp_path: Path) -> None:

@@ -122,3 +122,21 @@ def test_inference_defaults_to_the_training_precision(trained_run: Path) -> None
     assert torch.equal(fp32.logits(image), explicit.logits(image))  # exactly the fp32 output
     model.metadata.pop("precision")
     assert Predictor(model).precision == "fp32"  # a model that does not say: the exact one
+
+
+def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
+    from segkit.report import write_metrics
+
+    write_metrics({"val/iou_x": float("nan"), "val/miou": 0.5, "weights": {"val/": "final"}}, tmp_path / "m.json", "t")
+    saved = json.loads((tmp_path / "m.json").read_text(), parse_constant=pytest.fail)  # NaN would reach here
+    assert saved == {"val/iou_x": None, "val/miou": 0.5, "weights": {"val/": "final"}}
+
+
+def test_a_fixed_seed_step_budgeted_run_repeats_exactly(compose_cfg, tmp_path: Path) -> None:
+    weights = []
+    for name in ("a", "b"):
+        cfg = compose_cfg("+experiment=quickstart", "trainer.max_steps=6", "scheduler=poly_time", *TINY)
+        cfg.paths.output_dir = str(tmp_path / name)
+        train(cfg)
+        weights.append(load_file(tmp_path / name / "model" / "model.safetensors"))
+    _assert_same(*weights)

@@ -9,6 +9,7 @@ weights (the ones an annealed schedule was aiming at) existed nowhere.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -28,14 +29,21 @@ class LastCheckpoint(ModelCheckpoint):
         dirpath: the checkpoint folder.
         every_n_train_steps: also save mid-epoch every N optimizer steps (``None`` or 0: only at validations
             and at the end), so a crash loses at most N steps.
+        train_time_interval: or save every so much wall time (a ``timedelta``; with ``every_n_train_steps=null``).
     """
 
-    def __init__(self, dirpath: str | None = None, every_n_train_steps: int | None = 100) -> None:
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        every_n_train_steps: int | None = 100,
+        train_time_interval: timedelta | None = None,
+    ) -> None:
         super().__init__(
             dirpath=dirpath,
             save_top_k=0,
             save_last=True,
             every_n_train_steps=every_n_train_steps or 0,
+            train_time_interval=train_time_interval,
             enable_version_counter=False,
         )
 

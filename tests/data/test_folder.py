@@ -108,3 +108,13 @@ def test_colour_masks_are_refused(tmp_path: Path) -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 3, (32, 48, 3), dtype=np.uint8)).save(root / "masks" / "0.png")
     with pytest.raises(ValueError, match="colour image"):
         FolderDataset(root, num_classes=3)
+
+
+def test_an_ignore_index_outside_8_bits_is_refused(tmp_path: Path) -> None:
+    from segkit.data import SegmentationDataModule
+    from segkit.data.folder import MaskEncoding
+
+    with pytest.raises(ValueError, match="ignore_index=-100 does not fit the 8-bit masks"):
+        MaskEncoding(2, ignore_index=-100)
+    with pytest.raises(ValueError, match="ignore_index=300"):
+        SegmentationDataModule(train_dataset=None, num_classes=2, ignore_index=300)

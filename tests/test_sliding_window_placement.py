@@ -1,0 +1,107 @@
+"""Tiles land where they belong: tiled output equals whole-image output for models whose output depends on the
+input (a constant model would pass any placement), for same and valid padding, with sizes that do not divide."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from segkit.model_io import LoadedModel, inference_metadata
+from segkit.models import UNet
+from segkit.predict import Predictor
+from segkit.sliding_window import SlidingWindow, mirror_pad, mirror_pad_for_valid
+
+SIZES = [(50, 77), (64, 64), (33, 100), (97, 41)]
+TILES = [(16, 16), (24, 40), (32, 32)]
+OVERLAPS = [0.0, 0.25, 0.5]
+
+
+class Pointwise(nn.Module):
+    """A random 1x1 convolution: every output pixel depends on its own input pixel only, so tiles computed
+    anywhere must reassemble the whole-image output exactly, and a tile put one pixel off shows."""
+
+    padding = "same"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ValidConvs(nn.Module):
+    """Two unpadded 3x3 convolutions: output = input - 4 px, and no border effects at all, so the overlap-tile
+    result must equal the network run once on the whole image mirrored by 2 px."""
+
+    padding = "valid"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.Conv2d(5, 4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def output_size(self, hw):
+        if min(hw) < 5:
+            raise ValueError(f"tile {hw} too small")
+        return (hw[0] - 4, hw[1] - 4)
+
+    def input_size_for(self, hw):
+        return (hw[0] + 4, hw[1] + 4)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("overlap", OVERLAPS)
+def test_same_padding_tiles_reassemble_the_whole_image(size, tile, overlap) -> None:
+    net = Pointwise().eval()
+    image = torch.randn(3, *size)
+    tiled = SlidingWindow(net, tile, overlap, precision="fp32", channels_last=False)(image)
+    with torch.no_grad():
+        torch.testing.assert_close(tiled, net(image[None])[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("overlap", OVERLAPS)
+def test_valid_padding_tiles_equal_the_mirrored_whole_image(size, tile, overlap) -> None:
+    net = ValidConvs().eval()
+    image = torch.randn(3, *size)
+    tiled = SlidingWindow(net, tile, overlap, precision="fp32", channels_last=False)(image)
+    with torch.no_grad():
+        whole = net(mirror_pad(image[None], 2, 2, 2, 2))[0]
+    assert tiled.shape == (4, *size)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+
+
+def test_mirroring_is_albumentations_border_reflect_101() -> None:
+    """Training crops pad with BORDER_REFLECT_101; validation and predict must mirror the same way."""
+    image = np.random.default_rng(0).random((7, 9)).astype(np.float32)
+    expected = cv2.copyMakeBorder(image, 3, 5, 4, 2, cv2.BORDER_REFLECT_101)
+    padded = mirror_pad(torch.from_numpy(image)[None, None], 3, 5, 4, 2)[0, 0].numpy()
+    np.testing.assert_array_equal(padded, expected)
+
+
+def test_a_valid_unet_predicts_a_whole_image_as_the_validation_did() -> None:
+    """By default a valid-padding model takes an image that fits as one mirrored tile: exactly the logits
+    validation scored (``mirror_pad_for_valid``), not a mosaic of training-size tiles."""
+    net = UNet(num_classes=2, in_channels=3, depth=2, base_channels=4, padding="valid", norm=None).eval()
+    meta = inference_metadata(net, "segmentation", ["a", "b"], None)
+    meta.update(mean=[0.0] * 3, std=[1.0] * 3, patch_size=[60, 60], precision="fp32")
+    predictor = Predictor(LoadedModel(net, meta, "test"), device="cpu", precision="fp32")
+    image = np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    x = predictor.to_tensor(image)[None]
+    with torch.no_grad():
+        expected = net(mirror_pad_for_valid(net, x))[0, :, :90, :70]
+    calls = []
+    net.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    torch.testing.assert_close(predictor.logits(image), expected, atol=1e-5, rtol=0)
+    assert calls == [1]  # one tile
+    calls.clear()
+    Predictor(LoadedModel(net, meta, "test"), tile=[60, 60], device="cpu").logits(image)
+    assert sum(calls) > 1  # an explicit tile still tiles

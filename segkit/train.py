@@ -249,6 +249,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
 def _validate(trainer: pl.Trainer, task: pl.LightningModule, datamodule: pl.LightningDataModule,
               ckpt_path: str | None) -> dict[str, float]:  # fmt: skip
     results = trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    if not results:  # validation switched off (trainer.limit_val_batches=0)
+        return {}
     return {k: float(v) for k, v in results[0].items() if k.startswith("val/")}
 
 

@@ -312,7 +312,7 @@ class RecordFinalWeights(pl.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     def on_train_end(self, trainer, pl_module) -> None:
-        state = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.net.named_parameters()}  # BN stats are per rank
         torch.save({"state": state, "lrs": self.lrs}, Path(self.dirpath) / f"rank{trainer.global_rank}.pt")
 
 

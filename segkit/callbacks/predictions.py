@@ -70,7 +70,8 @@ class PredictionGrid(pl.Callback):
         preds = []
         # a valid-padding network sees the mirrored image, as validation scores it, and shows every pixel
         valid = getattr(pl_module.net, "padding", "same") == "valid"
-        with torch.no_grad():
+        # in the trainer's precision (bf16 autocast for a bf16 run), as validation predicted them
+        with torch.no_grad(), trainer.precision_plugin.forward_context():
             for sample in samples:
                 image = sample["image"].unsqueeze(0).to(pl_module.device)
                 out = pl_module(mirror_pad_for_valid(pl_module.net, image) if valid else image)

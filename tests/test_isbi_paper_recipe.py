@@ -26,7 +26,8 @@ def test_mirrored_single_tile_equals_the_sliding_window() -> None:
     torch.testing.assert_close(logits[0], window(image[0]), atol=1e-5, rtol=1e-5)
     margin = (padded.shape[-1] - net.output_size(padded.shape[-2:])[1]) // 2
     assert torch.equal(padded[..., margin : margin + 50][..., margin : margin + 37, :], image)  # image in place
-    torch.testing.assert_close(padded[..., margin : margin + 37, margin - 1], image[..., 0])  # edge mirrored
+    # mirrored about the edge pixel (BORDER_REFLECT_101, as training crops): column -1 is column 1
+    torch.testing.assert_close(padded[..., margin : margin + 37, margin - 1], image[..., 1])
 
 
 def test_weight_maps_with_a_loss_that_ignores_them_is_an_error() -> None:

@@ -37,7 +37,7 @@ def test_pictures_follow_their_cadence(compose_cfg, tmp_path: Path) -> None:
                       "callbacks.prediction_grid.every_n_validations=2", "callbacks.metric_curves.every_n_epochs=3",
                       *TINY))  # fmt: skip
     grids = sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir())
-    assert grids == ["best.png", "epoch_000.png", "epoch_002.png", "epoch_004.png"]
+    assert grids == ["best.png", "epoch_000.png", "epoch_002.png", "epoch_004.png", "final.png"]
     assert (tmp_path / "run" / "curves.png").is_file()
 
 

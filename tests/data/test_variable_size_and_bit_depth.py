@@ -44,7 +44,7 @@ def test_folder_of_variable_size_rgba_images_trains_out_of_the_box(compose_cfg, 
     ))  # fmt: skip
     assert 0.0 <= metrics["val/miou"] <= 1.0
     grids = sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir())
-    assert grids == ["best.png", "epoch_000.png"]  # whole validation images of 3 sizes
+    assert grids == ["best.png", "epoch_000.png", "final.png"]  # whole validation images of 3 sizes
 
 
 @pytest.mark.parametrize("ignore_index", [255, 7])

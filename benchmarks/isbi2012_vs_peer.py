@@ -11,7 +11,7 @@ the same definitions (membrane = foreground):
 
 - pixel error: mean over the slices of the share of wrong pixels;
 - membrane IoU: pooled over all pixels of the six slices;
-- adapted Rand error: ``segkit.image_metrics.adapted_rand_error`` (skimage's, on 4-connected cells),
+- adapted Rand error: ``segkit.metrics.adapted_rand_error`` (skimage's, on 4-connected cells),
   averaged over the slices.
 
 The runs go one after the other, never at once (two torch runs on one machine slow each other down).
@@ -27,7 +27,7 @@ import torch
 from budget_runs import parse_args, run_experiment
 from PIL import Image
 
-from segkit.image_metrics import adapted_rand_error
+from segkit.metrics.per_image import adapted_rand_error
 
 VAL = [24, 25, 26, 27, 28, 29]
 

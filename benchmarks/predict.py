@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segkit.model_io import LoadedModel
+from segkit.inference import Predictor
+from segkit.inference.model_files import LoadedModel
+from segkit.inference.sliding_window import SlidingWindow
 from segkit.models import UNet
-from segkit.predict import Predictor
-from segkit.sliding_window import SlidingWindow
 
 MEAN, STD = [0.5], [0.25]
 

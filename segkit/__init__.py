@@ -2,8 +2,8 @@
 
 from omegaconf import OmegaConf
 
+from segkit.inference.model_files import LoadedModel, load_model
 from segkit.metrics import metric_mode
-from segkit.model_io import LoadedModel, load_model
 
 # ${metric_mode:${optimized_metric}} in the configs: the direction of the monitored metric, from its name
 OmegaConf.register_new_resolver("metric_mode", metric_mode, replace=True)

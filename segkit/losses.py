@@ -5,7 +5,7 @@ This module holds what torch and smp lack or get wrong for us: cross-entropy wit
 builds it, per-class BCE, and the U-Net paper's cross-entropy weighted by a per-pixel map. Focal, Tversky and
 Lovász come from ``segmentation_models_pytorch.losses`` (``conf/loss/{focal,tversky,lovasz}.yaml``): they mask
 ``ignore_index`` correctly, which the tests check.
-One-channel (binary mode) logits are read as two classes (:mod:`segkit.binary`), so BCE is ``loss=ce`` on them.
+One-channel (binary mode) logits are read as two classes (:mod:`segkit.metrics.binary`), so BCE is ``loss=ce`` on them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.binary import two_class_logits
+from segkit.metrics.binary import two_class_logits
 
 
 def _one_hot_valid(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:

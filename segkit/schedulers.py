@@ -1,8 +1,9 @@
 """Learning-rate schedules that know the training budget, in steps and in wall time.
 
 With ``trainer.max_time`` set, training stops on the clock, usually long before ``max_epochs``; a schedule
-that decays over epochs would then stop with the learning rate still high. :class:`PolyLR` decays over
-whichever budget runs out first: ``progress = max(step / total_steps, elapsed / max_seconds)``.
+that decays over epochs would then stop with the learning rate still high. :class:`PolyLR` and
+:class:`CosineLR` decay over whichever budget runs out first:
+``progress = max(step / total_steps, elapsed / max_seconds)``, stepped every batch.
 The task fills ``total_steps`` (Lightning's ``estimated_stepping_batches``) and ``max_seconds`` (from
 ``trainer.max_time``) for any scheduler whose constructor takes them.
 
@@ -12,6 +13,7 @@ rank 0's, broadcast to the others at each step (one scalar; the gradients' all-r
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -29,14 +31,14 @@ def rank_zero_value(value: float) -> float:
     return float(tensor.item())
 
 
-class PolyLR(LRScheduler):
-    """Polynomial decay ``lr = base_lr * (1 - progress) ** power`` after a linear warm-up; steps every batch.
+class BudgetLR(LRScheduler):
+    """``lr = base_lr * (min_lr_ratio + (1 - min_lr_ratio) * decay(progress))`` after a linear warm-up, over the
+    run's budget; subclasses give ``decay`` (1 at the start, 0 at the end).
 
     Args:
         optimizer: the wrapped optimizer.
         total_steps: optimizer steps in the whole run (``None``: time alone decides).
         max_seconds: wall-time budget of the run (``None``: steps alone decide).
-        power: 0.9 as in DeepLab and nnU-Net.
         warmup_steps: steps of linear warm-up from 0.
         min_lr_ratio: the floor, as a share of the base learning rate.
     """
@@ -46,14 +48,13 @@ class PolyLR(LRScheduler):
         optimizer: torch.optim.Optimizer,
         total_steps: int | None = None,
         max_seconds: float | None = None,
-        power: float = 0.9,
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.0,
     ) -> None:
         if not total_steps and not max_seconds:
-            raise ValueError("PolyLR needs a budget: total_steps and/or max_seconds")
+            raise ValueError(f"{type(self).__name__} needs a budget: total_steps and/or max_seconds")
         self.total_steps, self.max_seconds = total_steps, max_seconds
-        self.power, self.warmup_steps, self.min_lr_ratio = power, warmup_steps, min_lr_ratio
+        self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.elapsed_before = 0.0  # wall time of earlier sessions of a resumed run
         self._started = time.monotonic()
         super().__init__(optimizer)
@@ -68,9 +69,13 @@ class PolyLR(LRScheduler):
         by_time = rank_zero_value(self.elapsed()) / self.max_seconds if self.max_seconds else 0.0
         return min(1.0, max(by_steps, by_time))
 
+    def decay(self, progress: float) -> float:
+        """The schedule's shape: 1 at progress 0, 0 at progress 1."""
+        raise NotImplementedError
+
     def get_lr(self) -> list[float]:
         """The learning rate of each parameter group at the current step."""
-        factor = (1.0 - self.progress()) ** self.power
+        factor = self.decay(self.progress())
         if self.warmup_steps and self.last_epoch < self.warmup_steps:
             factor *= (self.last_epoch + 1) / self.warmup_steps
         factor = self.min_lr_ratio + (1.0 - self.min_lr_ratio) * factor
@@ -87,3 +92,25 @@ class PolyLR(LRScheduler):
         """Restore the state; the clock restarts from the saved elapsed time."""
         super().load_state_dict(state_dict)
         self._started = time.monotonic()
+
+
+class PolyLR(BudgetLR):
+    """Polynomial decay ``(1 - progress) ** power`` over the budget (``power`` 0.9 as in DeepLab and nnU-Net)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int | None = None,
+                 max_seconds: float | None = None, power: float = 0.9, warmup_steps: int = 0,
+                 min_lr_ratio: float = 0.0) -> None:  # fmt: skip
+        self.power = power
+        super().__init__(optimizer, total_steps, max_seconds, warmup_steps, min_lr_ratio)
+
+    def decay(self, progress: float) -> float:
+        """``(1 - progress) ** power``."""
+        return (1.0 - progress) ** self.power
+
+
+class CosineLR(BudgetLR):
+    """Cosine decay ``(1 + cos(pi * progress)) / 2`` over the budget (SGDR without restarts)."""
+
+    def decay(self, progress: float) -> float:
+        """``(1 + cos(pi * progress)) / 2``."""
+        return 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -32,9 +32,9 @@ from segkit.checkpoint import (
     resolve_resume_path,
 )
 from segkit.data.class_weights import POWER_BY_NAME, median_frequency_weights
-from segkit.model_io import LoadedModel
+from segkit.inference.model_files import LoadedModel
+from segkit.metrics.output import write_metrics
 from segkit.quiet import silence_known_noise
-from segkit.report import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,7 @@ def save_config(cfg: DictConfig, output_dir: Path) -> None:
 def score_test_split(task: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: DictConfig,
                     output: Path) -> dict[str, float]:  # fmt: skip
     """Score the handed-over weights on the test split through segkit.eval's path (rank 0; {} if none)."""
-    from segkit.eval import evaluate, split_samples
-    from segkit.predict import Predictor
+    from segkit.inference import Predictor, evaluate, split_samples
 
     if task.global_rank != 0 or task.task_name != "segmentation":
         return {}

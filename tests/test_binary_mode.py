@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 
 from segkit import load_model
-from segkit.eval import evaluate, split_samples
-from segkit.predict import Predictor
+from segkit.inference import Predictor, evaluate, split_samples
 from segkit.train import train
 
 
@@ -57,7 +56,7 @@ def test_one_channel_model_trains_and_scores_like_evaluation(compose_cfg, tmp_pa
 
 
 def test_two_class_logits_is_the_sigmoid() -> None:
-    from segkit.binary import two_class_logits
+    from segkit.metrics.binary import two_class_logits
 
     z = torch.randn(2, 1, 3, 3)
     pair = two_class_logits(z)

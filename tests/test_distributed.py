@@ -320,7 +320,7 @@ def test_time_budgeted_poly_schedule_keeps_ddp_replicas_identical(compose_cfg, t
     """PolyLR over max_time: each rank's clock differs slightly; rank 0's progress sets every rank's rate, so the
     replicas' learning rates and weights stay bit-identical."""
     cfg = compose_cfg("+experiment=quickstart", "trainer=ddp_sim", "trainer.strategy=ddp_spawn",
-                      "trainer.max_time=00:00:00:12", "trainer.max_epochs=1000", "scheduler=poly_time",
+                      "trainer.max_time=00:00:00:12", "trainer.max_epochs=1000", "scheduler=poly",
                       "trainer.precision=32-true", "trainer.limit_val_batches=0", "callbacks.prediction_grid=null",
                       *TINY)  # fmt: skip
     out = tmp_path / "ranks"

@@ -14,9 +14,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from segkit.eval import confusion, evaluate
 from segkit.export import run as export_run
-from segkit.predict import Predictor
+from segkit.inference import Predictor
+from segkit.inference.evaluation import confusion, evaluate
 from segkit.train import train
 
 
@@ -101,8 +101,8 @@ def test_onnx_file_alone_serves_batches(trained_run: Path, tmp_path: Path) -> No
 
     import onnxruntime as ort
 
-    from segkit.export import export
-    from segkit.model_io import load_model
+    from segkit.inference.export import export
+    from segkit.inference.model_files import load_model
 
     loaded = load_model(trained_run)
     path, _ = export(loaded, "onnx", tmp_path / "a" / "m.onnx", (48, 48))
@@ -116,8 +116,8 @@ def test_onnx_file_alone_serves_batches(trained_run: Path, tmp_path: Path) -> No
 def test_onnx_export_of_a_timm_encoder_has_dynamic_height_and_width(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from segkit.export import export
-    from segkit.model_io import LoadedModel
+    from segkit.inference.export import export
+    from segkit.inference.model_files import LoadedModel
     from segkit.models import UNet
 
     net = UNet(num_classes=2, encoder="test_resnet").eval()

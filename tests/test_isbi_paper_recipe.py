@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from segkit.inference.sliding_window import SlidingWindow, mirror_pad_for_valid
 from segkit.losses import DiceCELoss
 from segkit.models import UNet
-from segkit.sliding_window import SlidingWindow, mirror_pad_for_valid
 from segkit.tasks.segmentation import SegmentationTask
 from segkit.train import train
 from tests.conftest import SHARED_DATA, require_shared

@@ -11,7 +11,6 @@ import torch
 from skimage.measure import label
 from skimage.metrics import adapted_rand_error as skimage_are
 
-from segkit.image_metrics import ImageMetricMean, adapted_rand_error, hausdorff95
 from segkit.losses import BCELoss, CrossEntropyLoss, DiceCELoss, DiceLoss, WeightMapCrossEntropyLoss
 from segkit.metrics import (
     dice_per_class,
@@ -21,6 +20,7 @@ from segkit.metrics import (
     recall_per_class,
     segmentation_scores,
 )
+from segkit.metrics.per_image import ImageMetricMean, adapted_rand_error, hausdorff95
 
 
 def test_scores_from_a_hand_made_confusion_matrix() -> None:

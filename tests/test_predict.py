@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from segkit.model_io import LoadedModel
+from segkit.inference import Predictor
+from segkit.inference.model_files import LoadedModel
+from segkit.inference.sliding_window import SlidingWindow, gaussian_importance, tile_starts
 from segkit.models import UNet
-from segkit.predict import Predictor
-from segkit.sliding_window import SlidingWindow, gaussian_importance, tile_starts
 
 
 def test_one_tile_covering_the_image_equals_whole_image_prediction() -> None:
@@ -110,8 +110,8 @@ def test_inputs_sharing_a_stem_get_outputs_of_their_own(trained_run: Path, tmp_p
 
 
 def test_bad_predict_requests_fail_before_any_work(trained_run: Path, tmp_path: Path) -> None:
-    from segkit.model_io import load_model
-    from segkit.predict import check_output_dir, list_inputs
+    from segkit.inference.files import check_output_dir, list_inputs
+    from segkit.inference.model_files import load_model
 
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)

@@ -14,10 +14,9 @@ import pytorch_lightning as pl
 import torch
 from safetensors.torch import load_file
 
-from segkit.eval import evaluate, split_samples
+from segkit.inference import Predictor, evaluate, split_samples
+from segkit.inference.model_files import best_checkpoint, load_model
 from segkit.metrics import metric_mode
-from segkit.model_io import best_checkpoint, load_model
-from segkit.predict import Predictor
 from segkit.train import train
 
 TINY = [
@@ -70,7 +69,7 @@ def test_a_mid_epoch_stop_keeps_the_final_weights_and_scores_them(compose_cfg, t
 @pytest.mark.slow
 def test_a_max_time_stop_leaves_the_final_step_in_last_ckpt(compose_cfg, tmp_path: Path) -> None:
     metrics = train(compose_cfg("+experiment=quickstart", "trainer.max_epochs=100000",
-                                "trainer.max_time=00:00:00:08", "scheduler=poly_time", *TINY))  # fmt: skip
+                                "trainer.max_time=00:00:00:08", "scheduler=poly", *TINY))  # fmt: skip
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert metrics["weights"]["val/"] == f"final weights (global step {last['global_step']})"
     assert last["global_step"] % 4 != 0 or last["global_step"] > 4  # stopped by the clock, after some steps
@@ -125,7 +124,7 @@ def test_inference_defaults_to_the_training_precision(trained_run: Path) -> None
 
 
 def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
-    from segkit.report import write_metrics
+    from segkit.metrics.output import write_metrics
 
     write_metrics({"val/iou_x": float("nan"), "val/miou": 0.5, "weights": {"val/": "final"}}, tmp_path / "m.json", "t")
     saved = json.loads((tmp_path / "m.json").read_text(), parse_constant=pytest.fail)  # NaN would reach here
@@ -135,7 +134,7 @@ def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
 def test_a_fixed_seed_step_budgeted_run_repeats_exactly(compose_cfg, tmp_path: Path) -> None:
     weights = []
     for name in ("a", "b"):
-        cfg = compose_cfg("+experiment=quickstart", "trainer.max_steps=6", "scheduler=poly_time", *TINY)
+        cfg = compose_cfg("+experiment=quickstart", "trainer.max_steps=6", "scheduler=poly", *TINY)
         cfg.paths.output_dir = str(tmp_path / name)
         train(cfg)
         weights.append(load_file(tmp_path / name / "model" / "model.safetensors"))

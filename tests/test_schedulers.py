@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from segkit.schedulers import PolyLR
+from segkit.schedulers import CosineLR, PolyLR
 
 
 def make(**kwargs) -> PolyLR:
@@ -44,3 +46,28 @@ def test_warmup_and_floor() -> None:
     assert scheduler.get_last_lr()[0] == pytest.approx(0.1 + 0.9 * 1.0 * 0.25)
     with pytest.raises(ValueError, match="budget"):
         make()
+
+
+def test_cosine_over_the_budget_by_hand() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = CosineLR(optimizer, total_steps=4)
+    lrs = []
+    for _ in range(5):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([2.0 * 0.5 * (1 + math.cos(math.pi * i / 4)) for i in range(4)] + [0.0])
+
+
+def test_the_default_schedule_anneals_a_time_budgeted_run(compose_cfg) -> None:
+    """trainer.max_time with a large max_epochs: the default schedule decays over the clock, not the epochs."""
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg("trainer.max_time=00:00:10:00", "trainer.max_epochs=100000")
+    assert cfg.task.scheduler._target_ == "segkit.schedulers.CosineLR" and cfg.task.scheduler_interval == "step"
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = instantiate(cfg.task.scheduler)(optimizer=optimizer, total_steps=None, max_seconds=600.0)
+    scheduler.elapsed_before = 540.0  # 9 of the 10 minutes gone
+    optimizer.step()
+    scheduler.step()
+    assert scheduler.get_last_lr()[0] < 0.03  # (1 + cos(0.9 pi)) / 2 = 0.024

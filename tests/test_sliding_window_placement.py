@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from segkit.model_io import LoadedModel, inference_metadata
+from segkit.inference import Predictor
+from segkit.inference.model_files import LoadedModel, inference_metadata
+from segkit.inference.sliding_window import SlidingWindow, mirror_pad, mirror_pad_for_valid
 from segkit.models import UNet
-from segkit.predict import Predictor
-from segkit.sliding_window import SlidingWindow, mirror_pad, mirror_pad_for_valid
 
 SIZES = [(50, 77), (64, 64), (33, 100), (97, 41)]
 TILES = [(16, 16), (24, 40), (32, 32)]

@@ -10,8 +10,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from segkit.binary import two_class_logits
-from segkit.sliding_window import mirror_pad_for_valid
+from segkit.inference.sliding_window import mirror_pad_for_valid
+from segkit.metrics.binary import two_class_logits
 from segkit.visualize import denormalize, save_prediction_grid
 
 

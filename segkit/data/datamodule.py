@@ -16,33 +16,13 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate, get_worker_info
 
 from segkit.data.folder import check_ignore_index
+from segkit.data.normalize import NormalizeAnyDepth
 from segkit.data.samplers import EpochSampler, EvalDistributedSampler, PaddingMarked
 
 DatasetFactory = Callable[..., Dataset]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class NormalizeAnyDepth(A.ImageOnlyTransform):
-    """``(x / scale - mean) / std`` with scale 255 for uint8 images and 1 for float images (already in [0, 1]).
-
-    8-bit images take albumentations' own Normalize path unchanged; 16-bit and float images arrive as float32
-    in [0, 1] from :mod:`segkit.data.intensity`, for which ``max_pixel_value`` must be 1.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__(p=1.0)
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.uint8 = A.Normalize(mean=self.mean, std=self.std, max_pixel_value=255.0, p=1.0)
-        self.unit = A.Normalize(mean=self.mean, std=self.std, max_pixel_value=1.0, p=1.0)
-
-    def apply(self, img: np.ndarray, **params: object) -> np.ndarray:
-        """Normalise one image."""
-        return (self.uint8 if img.dtype == np.uint8 else self.unit).apply(img, **params)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("mean", "std")
 
 
 def patch_sampler(patch_size: Sequence[int], ignore_index: int) -> list[A.BasicTransform]:

@@ -9,6 +9,7 @@ phase and contrast), the background carries random stripes and the whole image g
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -178,3 +179,39 @@ class SyntheticShapeClasses(Dataset):
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         return {"image": torch.as_tensor(image), "label": torch.tensor(label)}
+
+
+def write_folder(root: str | Path, train: int = 64, val: int = 8, size: int = 64) -> Path:
+    """Write SyntheticShapes as the ``data=folder`` layout, ``<root>/{train,val}/{images,masks}/NNNN.png``
+    (RGB images, masks of class indices 0..3): something to predict on after the quickstart, and a folder
+    dataset to try ``data=folder`` on. Train and val use the quickstart's seeds (0 and 1)."""
+    from PIL import Image
+
+    root = Path(root)
+    for split, count, seed in (("train", train, 0), ("val", val, 1)):
+        if not count:
+            continue
+        shapes = SyntheticShapes(count, (size, size), seed=seed, cache=False)
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image, mask = shapes.sample(i)
+            Image.fromarray(image).save(root / split / "images" / f"{i:04d}.png")
+            Image.fromarray(mask.astype(np.uint8)).save(root / split / "masks" / f"{i:04d}.png")
+    return root
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m segkit.data.synthetic",
+        description="Write the synthetic shapes as <root>/{train,val}/{images,masks}/ (the data=folder layout).",
+    )
+    parser.add_argument("root", help="output folder")
+    parser.add_argument("--train", type=int, default=64, help="training pairs (0: none)")
+    parser.add_argument("--val", type=int, default=8, help="validation pairs (0: none)")
+    parser.add_argument("--size", type=int, default=64, help="image height and width in pixels")
+    args = parser.parse_args()
+    out = write_folder(args.root, args.train, args.val, args.size)
+    print(f"wrote {args.train} training and {args.val} validation pairs of {args.size}x{args.size} to {out}")

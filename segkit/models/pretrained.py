@@ -2,8 +2,9 @@
 
 A network records its own constructor arguments (``net.config``); a saved model is that config, the weights
 and the metadata inference needs (class names, palette, normalisation, patch size, ...). Rebuilding
-instantiates only segkit's own classes, looked up by name in :data:`MODEL_CLASSES`, never a class path read
-from a file, and never loads pretrained weights again (``weights`` is cleared on saving).
+instantiates the class it is called on (``UNet.from_pretrained``; :func:`segkit.inference.load_model` looks the
+name up in segkit's own allowlist), never a class path read from a file, and never loads pretrained weights
+again (``weights`` is cleared on saving).
 """
 
 from __future__ import annotations
@@ -20,35 +21,17 @@ WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 
 
-def model_classes() -> dict[str, type[nn.Module]]:
-    """The allowlist: the only classes a saved config may name."""
-    from segkit.models.classifier import Classifier
-    from segkit.models.unet import UNet
-
-    return {"UNet": UNet, "Classifier": Classifier}
-
-
 def model_spec(net: nn.Module) -> dict[str, Any]:
     """``{"class": name, "args": constructor arguments}`` with pretrained-weight arguments cleared."""
     config = getattr(net, "config", None)
-    if type(net).__name__ not in model_classes() or config is None:
+    if not isinstance(net, PretrainedMixin) or config is None:
         raise ValueError(
-            f"{type(net).__module__}.{type(net).__name__} is not a segkit model; only "
-            f"{sorted(model_classes())} can be saved with their configuration and rebuilt without Hydra"
+            f"{type(net).__module__}.{type(net).__name__} is not a segkit model; only segkit's UNet and "
+            "Classifier can be saved with their configuration and rebuilt without Hydra"
         )
     args = dict(config)
     args["weights"], args["strict_weights"] = None, False  # the saved tensors are the weights now
     return {"class": type(net).__name__, "args": args}
-
-
-def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Instantiate a network from :func:`model_spec`'s output (allowlisted classes only)."""
-    classes = model_classes()
-    name = spec.get("class")
-    if name not in classes:
-        raise ValueError(f"model class {name!r} is not one of segkit's {sorted(classes)}; refusing to build it")
-    args = {**spec.get("args", {}), "weights": None}
-    return classes[name](**args)
 
 
 class PretrainedMixin:
@@ -69,10 +52,10 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> nn.Module:
         """Rebuild the network saved in ``directory`` in eval mode (metadata: :func:`read_config`)."""
-        config = read_config(directory)
-        net = build_from_spec(config["model"])
-        if not isinstance(net, cls):
-            raise ValueError(f"{directory} holds a {type(net).__name__}, not a {cls.__name__}")
+        spec = read_config(directory)["model"]
+        if spec.get("class") != cls.__name__:
+            raise ValueError(f"{directory} holds a {spec.get('class')}, not a {cls.__name__}")
+        net = cls(**{**spec.get("args", {}), "weights": None})  # the class itself: no class name read from a file
         net.load_state_dict(load_file(str(Path(directory) / WEIGHTS_FILE)))
         return net.eval()
 

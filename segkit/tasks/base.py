@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.callbacks import Timer
 from torch import nn
 
-from segkit.model_io import METADATA_KEY, inference_metadata
+from segkit.inference.model_files import METADATA_KEY, inference_metadata
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelF1Score
 
-from segkit.binary import two_class_logits
-from segkit.image_metrics import ImageMetricMean
+from segkit.inference.sliding_window import mirror_pad_for_valid
 from segkit.metrics import segmentation_scores
+from segkit.metrics.binary import two_class_logits
+from segkit.metrics.per_image import ImageMetricMean
 from segkit.models.unet import center_crop
-from segkit.sliding_window import mirror_pad_for_valid
 from segkit.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
 
@@ -41,15 +42,31 @@ def deep_supervision_loss(
     return total / sum(weights)
 
 
+@dataclass
+class StepOutput:
+    """What one step's forward pass gives, with the targets of the samples that count."""
+
+    logits: torch.Tensor  # (B, K, H', W')
+    coarse: list[torch.Tensor]  # deep-supervision logits, coarsest last
+    class_logits: torch.Tensor | None  # (B, K_aux) of the auxiliary head
+    mask: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.logits.shape[0]
+
+
 class SegmentationTask(Task):
     """Trains ``net`` (images ``(B, C, H, W)`` -> logits ``(B, K, H', W')``) on ``{"image", "mask"}`` batches.
 
     Logs ``train/loss``, ``val/loss``, ``val/miou``, ``val/dice``, ``val/acc``, ``val/pixel_error`` and
     ``val/{iou,dice,precision,recall}_<class>`` (same for ``test/``). Scores come from one confusion matrix
     accumulated over the epoch (a torchmetrics state, so it is summed across processes under DDP); the
-    per-image ``image_metrics`` are means over images, exact under DDP too (:mod:`segkit.image_metrics`).
+    per-image ``image_metrics`` are means over images, exact under DDP too (:mod:`segkit.metrics.per_image`).
 
-    A network with one output channel is trained and scored in binary mode (:mod:`segkit.binary`): its
+    A network with one output channel is trained and scored in binary mode (:mod:`segkit.metrics.binary`): its
     sigmoid is read as classes ``[0, 1]`` with ``num_classes=2`` names, thresholded at 0.5.
 
     Args:
@@ -120,74 +137,101 @@ class SegmentationTask(Task):
         self._has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
     def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
-        image, mask = batch["image"], batch["mask"]
-        if split == "train" and image.shape[0] == 1 and self._has_batchnorm:
+        """One step, as a sequence: check inputs, forward, keep the real samples, align the targets with the
+        logits, loss (with deep supervision and the auxiliary head), log, update the metrics."""
+        self._check_batch(batch, split)
+        out = self._forward_for(batch["image"], split)
+        out = self._drop_padding(out, batch)
+        mask, weight = self._targets_like(out.logits, out.mask, out.weight)
+        loss = self._segmentation_loss(out, mask, weight)
+        if out.class_logits is not None:
+            loss = loss + self._aux_loss(out, split)
+        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True,
+                 batch_size=out.batch_size, sync_dist=split != "train")  # fmt: skip
+        if split in self.confmat and out.batch_size:
+            self._update_metrics(out.logits, mask, split)
+        return loss
+
+    def _check_batch(self, batch: dict[str, torch.Tensor], split: str) -> None:
+        if split == "train" and batch["image"].shape[0] == 1 and self._has_batchnorm:
             raise ValueError(
                 "training with batch size 1 and BatchNorm gives meaningless batch statistics; "
                 "raise data.batch_size or use model.norm=group"
             )
-        weight = batch.get("weight")  # per-pixel loss weights (the U-Net paper's border weight maps)
-        whole_image = split != "train" and getattr(self.net, "padding", "same") == "valid"
-        out = self(mirror_pad_for_valid(self.net, image) if whole_image else image)
-        logits, class_logits = out if isinstance(out, tuple) else (out, None)  # (B, K, H', W'), (B, K_aux)
-        logits, coarse = (logits[0], logits[1:]) if isinstance(logits, list) else (logits, [])  # deep supervision
-        if whole_image:  # overlap-tile with mirrored borders: scored on the whole image, as segkit.eval does
-            logits = logits[..., : mask.shape[-2], : mask.shape[-1]]
-        if "is_pad" in batch:  # distributed evaluation: every rank ran the same batches, padding counts for nothing
-            keep = ~batch["is_pad"]
-            logits, mask = logits[keep], mask[keep]
-            weight = weight[keep] if weight is not None else None
-            class_logits = class_logits[keep] if class_logits is not None else None
-            batch = {**batch, **({"labels": batch["labels"][keep]} if "labels" in batch else {})}
-        batch_size = logits.shape[0]
-        full_mask = mask
-        if logits.shape[-2:] != mask.shape[-2:]:
-            mask = center_crop(mask, logits.shape[-2:])  # valid-padding U-Nets predict the centre only
-            weight = center_crop(weight, logits.shape[-2:]) if weight is not None else None
-        # A rank whose batch is all padding logs a zero weighted by batch size 0: the epoch mean stays exact.
         weighted = getattr(self.loss, "uses_weight_map", False)
-        if weight is not None and not weighted:
+        if batch.get("weight") is not None and not weighted:
             raise ValueError(
                 f"the training samples carry weight maps (data.train_dataset.weight_map) but the loss "
                 f"{type(self.loss).__name__} does not use them; set loss=weight_map_ce or drop the weight map"
             )
-        if weighted and coarse:
+        if weighted and len(getattr(self.net, "deep_heads", ())):
             raise ValueError("weight-map losses do not support deep supervision; set model.deep_supervision=0")
-        extra = {"weight": weight} if weighted else {}
-        loss = self.loss(logits, mask, **extra) if batch_size else logits.sum() * 0.0
-        if coarse:
-            loss = deep_supervision_loss(self.loss, loss, coarse, mask, batch_size)
-        if class_logits is not None:
-            # The aux head always takes part in the loss, so DDP never sees unused parameters.
-            targets = (
-                batch["labels"]
-                if "labels" in batch
-                else class_presence(full_mask, class_logits.shape[1], self.hparams.ignore_index)
-            )
-            aux_loss = (
-                F.binary_cross_entropy_with_logits(class_logits.float(), targets.float())
-                if batch_size
-                else class_logits.sum() * 0.0
-            )
-            self.log(f"{split}/aux_loss", aux_loss, on_epoch=True, batch_size=batch_size, sync_dist=split != "train")
-            loss = loss + self.net.aux_loss_weight * aux_loss
-            if split in self.aux_f1 and batch_size:
-                self.aux_f1[split].update(class_logits, targets.long())
-        self.log(
-            f"{split}/loss",
-            loss,
-            on_step=split == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch_size,
-            sync_dist=split != "train",
-        )
-        if split in self.confmat and batch_size:
-            pred = two_class_logits(logits).argmax(dim=1)  # binary mode: sigmoid > 0.5 is class 1
-            self.confmat[split].update(pred, mask)
-            for metric in self.image_metrics[split].values():
-                metric.update(pred, mask)
+
+    def _forward_for(self, image: torch.Tensor, split: str) -> StepOutput:
+        """The network's outputs. Validation and test of a valid-padding network see the whole image with
+        mirrored borders (overlap-tile with one tile), cropped back to the image: scored as segkit.eval does."""
+        whole_image = split != "train" and getattr(self.net, "padding", "same") == "valid"
+        out = self(mirror_pad_for_valid(self.net, image) if whole_image else image)
+        logits, class_logits = out if isinstance(out, tuple) else (out, None)  # (B, K, H', W'), (B, K_aux)
+        logits, coarse = (logits[0], logits[1:]) if isinstance(logits, list) else (logits, [])  # deep supervision
+        if whole_image:
+            logits = logits[..., : image.shape[-2], : image.shape[-1]]
+        return StepOutput(logits, coarse, class_logits)
+
+    @staticmethod
+    def _drop_padding(out: StepOutput, batch: dict[str, torch.Tensor]) -> StepOutput:
+        """Distributed evaluation: every rank ran the same number of batches; padding samples count for nothing.
+        A rank whose batch is all padding goes on with batch size 0, so every rank takes part in every sync."""
+        keep = ~batch["is_pad"] if "is_pad" in batch else None
+        pick = (lambda t: t[keep] if t is not None else None) if keep is not None else (lambda t: t)
+        return StepOutput(
+            pick(out.logits), [pick(c) for c in out.coarse], pick(out.class_logits),
+            mask=pick(batch["mask"]), weight=pick(batch.get("weight")), labels=pick(batch.get("labels")),
+        )  # fmt: skip
+
+    @staticmethod
+    def _targets_like(logits: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None):
+        """Valid-padding U-Nets predict the centre of a training tile only: crop mask and weights to it."""
+        if logits.shape[-2:] == mask.shape[-2:]:
+            return mask, weight
+        return center_crop(mask, logits.shape[-2:]), center_crop(
+            weight, logits.shape[-2:]
+        ) if weight is not None else None
+
+    def _segmentation_loss(self, out: StepOutput, mask: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        if not out.batch_size:  # a zero weighted by batch size 0 keeps the epoch mean exact
+            loss = out.logits.sum() * 0.0
+        else:
+            extra = {"weight": weight} if getattr(self.loss, "uses_weight_map", False) else {}
+            loss = self.loss(out.logits, mask, **extra)
+        if out.coarse:
+            loss = deep_supervision_loss(self.loss, loss, out.coarse, mask, out.batch_size)
         return loss
+
+    def _aux_loss(self, out: StepOutput, split: str) -> torch.Tensor:
+        """The image-level head's BCE, weighted; it always takes part, so DDP never sees unused parameters.
+        Targets: the batch's ``labels``, else the classes present in the (uncropped) mask."""
+        class_logits = out.class_logits
+        targets = (
+            out.labels
+            if out.labels is not None
+            else class_presence(out.mask, class_logits.shape[1], self.hparams.ignore_index)
+        )
+        aux_loss = (
+            F.binary_cross_entropy_with_logits(class_logits.float(), targets.float())
+            if out.batch_size
+            else class_logits.sum() * 0.0
+        )
+        self.log(f"{split}/aux_loss", aux_loss, on_epoch=True, batch_size=out.batch_size, sync_dist=split != "train")
+        if split in self.aux_f1 and out.batch_size:
+            self.aux_f1[split].update(class_logits, targets.long())
+        return self.net.aux_loss_weight * aux_loss
+
+    def _update_metrics(self, logits: torch.Tensor, mask: torch.Tensor, split: str) -> None:
+        pred = two_class_logits(logits).argmax(dim=1)  # binary mode: sigmoid > 0.5 is class 1
+        self.confmat[split].update(pred, mask)
+        for metric in self.image_metrics[split].values():
+            metric.update(pred, mask)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Per-pixel class indices ``(B, H', W')``."""

@@ -2,8 +2,8 @@
 
 ``load_model(path)`` takes a ``.ckpt``, a run directory (the model it handed over) or a model folder
 (``save_pretrained``), and returns the network in eval mode with what inference needs to treat new images
-exactly as training did: class names, palette, channels, intensity scaling, mean/std, patch size, padding.
-"""
+exactly as training did: class names, palette, channels, intensity scaling, mean/std, training crop, padding,
+precision. Only segkit's own classes are ever built from a file (:func:`model_classes`, an allowlist)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import nn
 
-from segkit.models.pretrained import FORMAT_VERSION, WEIGHTS_FILE, build_from_spec, model_spec, read_config
+from segkit.models import Classifier, UNet
+from segkit.models.pretrained import FORMAT_VERSION, WEIGHTS_FILE, model_spec, read_config
 
 METADATA_KEY = "segkit"
 
@@ -108,6 +110,21 @@ def inference_metadata(net: nn.Module, task: str, class_names: list[str], datamo
     return meta
 
 
+def model_classes() -> dict[str, type[nn.Module]]:
+    """The allowlist: the only classes a saved config may name."""
+    return {"UNet": UNet, "Classifier": Classifier}
+
+
+def build_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """Instantiate a network from :func:`model_spec`'s output (allowlisted classes only)."""
+    classes = model_classes()
+    name = spec.get("class")
+    if name not in classes:
+        raise ValueError(f"model class {name!r} is not one of segkit's {sorted(classes)}; refusing to build it")
+    args = {**spec.get("args", {}), "weights": None}
+    return classes[name](**args)
+
+
 def best_checkpoint(run_dir: str | Path) -> Path:
     """The checkpoint the run's monitor chose, read from the checkpoint callback's state in ``last.ckpt``
     (``best_model_path``), not guessed from file names or times.
@@ -143,7 +160,6 @@ def handed_over(run_dir: Path) -> Path:
 def run_config(path: str | Path) -> tuple[Path, Any] | None:
     """``(file, config)`` of the run a checkpoint, model folder or run directory came from: the nearest
     ``.hydra/config.yaml`` at ``path`` or up to two folders above it; ``None`` outside a run directory."""
-    from omegaconf import OmegaConf
 
     path = Path(path).resolve()
     for folder in [path, *path.parents][:3]:

@@ -1,0 +1,83 @@
+"""What every command does around its ``run(cfg)``: a close match for a misspelt key before Hydra composes,
+and expected errors as one clear line, on the console and in the command's log.
+
+Hydra answers ``trainer.max_epoch=2`` with "use +trainer.max_epoch", which only leads to a second error; a
+missing folder arrives after a 15-line traceback. ``HYDRA_FULL_ERROR=1`` still shows every traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from functools import wraps
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+EXPECTED_ERRORS = (FileNotFoundError, ValueError)
+
+
+def close_key(config_name: str, overrides: Sequence[str]) -> str | None:
+    """A message naming a key that ``overrides`` set but the composed config lacks, and its close match;
+    ``None`` when the overrides compose (or fail for another reason, which Hydra then reports itself)."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import ConfigCompositionException
+
+    plain = [o for o in overrides if "=" in o and not o.startswith(("-", "hydra.", "hydra/"))]
+    if not plain:
+        return None
+    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
+        try:
+            compose(config_name=config_name, overrides=plain)
+            return None
+        except ConfigCompositionException as err:
+            found = re.search(r"Could not override '([^']+)'", str(err))
+            if not found or "not in struct" not in str(err.__cause__ or err):
+                return None
+            key = found.group(1)
+            rest = [o for o in plain if not o.startswith(f"{key}=")]
+            try:
+                cfg = compose(config_name=config_name, overrides=rest)
+            except ConfigCompositionException:
+                return None
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    match = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.6)
+    where = f"'{parent}'" if parent else "the config"
+    hint = f"did you mean {parent + '.' if parent else ''}{match[0]}?" if match else f"its keys: {', '.join(keys)}"
+    return f"{key}: {where} has no key '{leaf}'; {hint} (to add a new key on purpose: +{key}=...)"
+
+
+def check_overrides(config_name: str, prog: str, argv: Sequence[str] | None = None) -> None:
+    """Exit with status 2 and a close-match message when a command-line key does not exist."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") or a.startswith("--") for a in args):
+        return
+    message = close_key(config_name, args)
+    if message:
+        print(f"{prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def clear_errors(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Wrap a command's ``run(cfg)``: an expected error (bad path, bad value) becomes one logged line and exit
+    status 1, instead of a traceback; ``HYDRA_FULL_ERROR=1`` re-raises it."""
+
+    @wraps(run)
+    def wrapped(cfg: DictConfig) -> Any:
+        try:
+            return run(cfg)
+        except EXPECTED_ERRORS as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            log.error("%s: %s (HYDRA_FULL_ERROR=1 shows the traceback)", type(err).__name__, err)
+            raise SystemExit(1) from None
+
+    return wrapped

@@ -1,0 +1,156 @@
+"""Predictor: segment images of any size with a trained model, the way training saw them.
+
+It reads images as training did (channels, intensity scaling, mean/std from the model's metadata), runs the
+sliding window in the model's training precision, and returns logits, probabilities or class indices. The
+predict and eval commands, ``test_after_fit`` and notebooks all go through it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from segkit.data.intensity import IntensityNormalization
+from segkit.data.io import read_image
+from segkit.data.normalize import NormalizeAnyDepth
+from segkit.inference.model_files import LoadedModel, load_model, precision_name
+from segkit.inference.sliding_window import SlidingWindow
+from segkit.metrics.binary import two_class_logits
+
+DEFAULT_TILE = (256, 256)
+WHOLE_IMAGE_PIXELS = 1024 * 1024  # a valid-padding model predicts an image up to this size as one mirrored tile
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA GPU is visible; use device=cpu or device=auto")
+    return torch.device(device)
+
+
+class Predictor:
+    """Segments images of any size with a trained segkit model.
+
+    Args:
+        model: a :class:`segkit.LoadedModel` or a path :func:`segkit.load_model` accepts.
+        tile: input tile ``(h, w)``; ``None``: the training crop (256x256 when the run had none), and for a
+            valid-padding model the whole image as one mirrored tile when it has at most
+            ``WHOLE_IMAGE_PIXELS`` pixels (what validation scored).
+        overlap: share of a tile shared with its neighbours.
+        tta: ``None``, ``"flips"`` or ``"d4"``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast); ``None``: the precision the model was trained
+            in (its metadata; fp32 when it does not say), so a model is run as it was trained.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        tile_batch_size: tiles per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel | str | Path,
+        tile: Sequence[int] | None = None,
+        overlap: float = 0.5,
+        tta: str | None = None,
+        precision: str | None = None,
+        device: str = "auto",
+        tile_batch_size: int = 4,
+    ) -> None:
+        self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        meta = self.model.metadata
+        if self.model.task != "segmentation":
+            raise ValueError(f"{self.model.source} is a {self.model.task} model; predict segments images")
+        self.in_channels = int(meta["in_channels"])
+        if self.in_channels not in (1, 3):
+            raise ValueError(
+                f"the model takes {self.in_channels} input channels; images are read as grey (1) or RGB (3), "
+                "so predict cannot feed it"
+            )
+        self.color_mode = meta.get("color_mode") or ("gray" if self.in_channels == 1 else "rgb")
+        self.intensity = IntensityNormalization.from_spec(meta.get("intensity"))
+        if meta.get("mean") is None or meta.get("std") is None:
+            raise ValueError(f"{self.model.source}: the model's metadata has no mean/std normalisation")
+        self.normalize = NormalizeAnyDepth(meta["mean"], meta["std"])
+        self.device = resolve_device(device)
+        net = self.model.net.to(self.device).to(memory_format=torch.channels_last).eval()
+        trained = meta.get("precision")
+        self.precision = precision or trained or "fp32"
+        self.precision_reason = (
+            "as given"
+            if precision
+            else "as the model was trained"
+            if trained
+            else "the model does not say how it was trained"
+        )
+        self.tile_given = bool(tile)
+        tile = tuple(tile) if tile else tuple(meta.get("patch_size") or DEFAULT_TILE)
+        window = (net, overlap, 0.125, tile_batch_size, tta, self.device, self.precision)
+        self.window = SlidingWindow(net, tile, *window[1:])
+        self.whole = (
+            None if self.tile_given or meta.get("padding") != "valid" else SlidingWindow(net, None, *window[1:])
+        )
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Predictor:
+        """Built from the inference keys shared by conf/predict.yaml and conf/eval.yaml."""
+        precision = OmegaConf.select(cfg, "trainer.precision")  # the precision group, when one was chosen
+        return cls(
+            cfg.ckpt, tile=cfg.get("tile"), overlap=cfg.overlap, tta=cfg.get("tta"),
+            precision=precision_name(precision) if precision else None, device=cfg.device,
+            tile_batch_size=cfg.tile_batch_size,
+        )  # fmt: skip
+
+    def describe(self) -> str:
+        """One log line: device, tiles, overlap, TTA, precision and why."""
+        tile = f"tile {self.window.tile}"
+        if self.whole is not None:
+            tile = f"whole images up to {WHOLE_IMAGE_PIXELS} pixels as one mirrored tile, else {tile}"
+        return (f"{self.device}, {tile}, overlap {self.window.overlap}, tta {len(self.window.tta)}x, "
+                f"precision {self.precision} ({self.precision_reason})")  # fmt: skip
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, index order."""
+        return self.model.class_names
+
+    def read(self, path: str | Path) -> np.ndarray:
+        """Read an image file as training did: ``(H, W, C)`` uint8, or float32 in [0, 1] for 16-bit/float."""
+        return read_image(Path(path), self.color_mode, self.intensity)
+
+    def to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """``(H, W, C)`` image as :meth:`read` gives it -> normalised ``(C, H, W)`` float32 tensor."""
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.shape[2] != self.in_channels:
+            raise ValueError(f"image has {image.shape[2]} channels but the model takes {self.in_channels}")
+        if image.dtype != np.uint8:
+            image = image.astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(self.normalize(image=image)["image"])).permute(2, 0, 1)
+
+    def logits(self, image: np.ndarray) -> torch.Tensor:
+        """``(K, H, W)`` float32 logits for an ``(H, W, C)`` image (see :meth:`read`); ``K = 2`` for a binary
+        (one sigmoid channel) model, as :func:`segkit.metrics.two_class_logits` reads it."""
+        window = (
+            self.whole if self.whole is not None and image.shape[0] * image.shape[1] <= WHOLE_IMAGE_PIXELS else None
+        )
+        return two_class_logits((window or self.window)(self.to_tensor(image))[None])[0]
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """``(K, H, W)`` float32 class probabilities."""
+        return self.logits(image).softmax(dim=0).numpy()
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W)`` uint8 class indices."""
+        return class_indices(self.logits(image))
+
+
+def class_indices(logits: torch.Tensor, rows: int = 512) -> np.ndarray:
+    """``(K, H, W)`` logits -> ``(H, W)`` uint8 argmax, a band of rows at a time (argmax alone would make an
+    int64 image, 8 bytes a pixel)."""
+    out = np.empty(logits.shape[1:], dtype=np.uint8)
+    for top in range(0, logits.shape[1], rows):
+        out[top : top + rows] = logits[:, top : top + rows].argmax(dim=0).numpy()
+    return out

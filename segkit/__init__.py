@@ -1,5 +1,7 @@
 """segkit: U-Net image segmentation on PyTorch Lightning, Hydra and albumentations."""
 
+import os
+
 from omegaconf import OmegaConf
 
 from segkit.inference.model_files import LoadedModel, load_model
@@ -7,6 +9,8 @@ from segkit.metrics import metric_mode
 
 # ${metric_mode:${optimized_metric}} in the configs: the direction of the monitored metric, from its name
 OmegaConf.register_new_resolver("metric_mode", metric_mode, replace=True)
+# ${dirname:${output}}: the folder of a file the command writes (export's log goes beside the exported model)
+OmegaConf.register_new_resolver("dirname", lambda path: os.path.dirname(os.path.abspath(str(path))), replace=True)
 
 __version__ = "0.2.0"
 __all__ = ["LoadedModel", "load_model"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from segkit.cli import check_overrides, clear_errors
 from segkit.inference.evaluation import evaluate, split_samples
 from segkit.inference.model_files import check_classes, run_config
 from segkit.inference.predictor import Predictor
@@ -56,8 +57,9 @@ def run(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Command-line entry (conf/eval.yaml)."""
-    run(cfg)
+    clear_errors(run)(cfg)
 
 
 if __name__ == "__main__":
+    check_overrides("eval", "segkit.eval")
     main()

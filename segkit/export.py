@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from segkit.cli import check_overrides, clear_errors
 from segkit.inference.export import OPSET, PARITY_BATCHES, check_sizes, export, parity
 from segkit.inference.model_files import load_model
 
@@ -44,8 +45,9 @@ def run(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     """Command-line entry (conf/export.yaml)."""
-    run(cfg)
+    clear_errors(run)(cfg)
 
 
 if __name__ == "__main__":
+    check_overrides("export", "segkit.export")
     main()

@@ -13,6 +13,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from segkit.cli import check_overrides, clear_errors
 from segkit.data.io import IMAGE_SUFFIXES
 from segkit.inference.files import FileProgress, check_output_dir, list_inputs, output_stems, save_index_png
 from segkit.inference.predictor import Predictor, class_indices
@@ -67,8 +68,9 @@ def run(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Command-line entry (conf/predict.yaml)."""
-    run(cfg)
+    clear_errors(run)(cfg)
 
 
 if __name__ == "__main__":
+    check_overrides("predict", "segkit.predict")
     main()

@@ -31,6 +31,7 @@ from segkit.checkpoint import (
     remove_stale_temporaries,
     resolve_resume_path,
 )
+from segkit.cli import check_overrides, clear_errors
 from segkit.data.class_weights import POWER_BY_NAME, median_frequency_weights
 from segkit.inference.model_files import LoadedModel
 from segkit.metrics.output import write_metrics
@@ -291,9 +292,10 @@ def score_final_and_best(cfg: DictConfig, trainer: pl.Trainer, task: pl.Lightnin
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Command-line entry; returns ``optimized_metric`` of the final weights, for Hydra sweepers."""
-    metrics = train(cfg)
+    metrics = clear_errors(train)(cfg)
     return metrics.get(cfg.get("optimized_metric", "val/miou"))
 
 
 if __name__ == "__main__":
+    check_overrides("train", "segkit.train")
     main()

@@ -46,3 +46,37 @@ def test_a_run_piped_to_a_file_shows_progress_and_no_dependency_noise(tmp_path: 
     assert "Model: UNet (encoder unet): 0.48 M parameters, 0.48 M trainable" in log
     for noise in ("💡 Tip", "LeafSpec", "Total FLOPs", "not supported by the model summary"):
         assert noise not in output, noise
+
+
+def test_a_misspelt_key_gets_its_close_match(tmp_path: Path) -> None:
+    done = run("+experiment=quickstart", "trainer.max_epoch=2", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "did you mean trainer.max_epochs?" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "outputs").exists()  # refused before any run directory
+
+
+def test_an_expected_error_is_one_line_in_the_console_and_the_log(tmp_path: Path) -> None:
+    done = run("data=folder", f"paths.data_dir={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}",
+               cwd=tmp_path)  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in output
+    assert "nowhere" in output and "HYDRA_FULL_ERROR=1" in output
+    assert "nowhere" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_export_writes_its_log_beside_the_exported_file(trained_run: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "segkit.export", f"ckpt={trained_run}",
+                           f"output={tmp_path / 'out' / 'm.onnx'}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.log", "m.onnx"]
+    assert not (tmp_path / "export.log").exists()
+
+
+def test_the_synthetic_folder_writer_makes_a_folder_dataset(tmp_path: Path) -> None:
+    from segkit.data import FolderDataset
+    from segkit.data.synthetic import write_folder
+
+    root = write_folder(tmp_path / "shapes", train=3, val=2, size=40)
+    dataset = FolderDataset(root / "val", num_classes=4)
+    assert len(dataset) == 2 and dataset[0]["image"].shape == (40, 40, 3) and int(dataset[0]["mask"].max()) <= 3

@@ -53,8 +53,10 @@ def test_eval_cli_reproduces_the_training_validation_from_the_run_alone(trained_
 def test_eval_refuses_data_whose_classes_differ_from_the_model(trained_run: Path, tmp_path: Path) -> None:
     done = _eval_cli(f"ckpt={trained_run}", "data=folder", "data.num_classes=2", f"paths.data_dir={tmp_path}",
                      f"output={tmp_path / 'eval'}")  # fmt: skip
-    assert done.returncode != 0
-    assert "the model predicts 4 classes" in done.stderr and "has 2" in done.stderr
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in output  # one clear line, also in the log
+    assert "the model predicts 4 classes" in output and "has 2" in output
+    assert "the model predicts 4 classes" in (tmp_path / "eval" / "eval.log").read_text()
 
 
 def test_eval_of_a_checkpoint_outside_a_run_asks_for_its_data(trained_run: Path, tmp_path: Path) -> None:
@@ -62,7 +64,7 @@ def test_eval_of_a_checkpoint_outside_a_run_asks_for_its_data(trained_run: Path,
 
     ckpt = shutil.copy(trained_run / "checkpoints" / "last.ckpt", tmp_path / "loose.ckpt")
     done = _eval_cli(f"ckpt={ckpt}", f"output={tmp_path / 'eval'}")
-    assert done.returncode != 0 and "is not inside a run directory" in done.stderr
+    assert done.returncode == 1 and "is not inside a run directory" in done.stdout + done.stderr
 
 
 def test_evaluate_takes_arrays_made_in_code(trained_run: Path) -> None:

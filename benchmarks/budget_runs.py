@@ -22,8 +22,9 @@ def parse_args(
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if extra is not None:
         extra(parser)
-    parser.add_argument("--minutes", type=int, default=peer_minutes, help="the peer's training budget")
-    parser.add_argument("--ours-minutes", type=int, nargs="*", default=ours_minutes, help="segkit's budgets, in turn")
+    parser.add_argument("--minutes", type=float, default=peer_minutes, help="the peer's training budget")
+    parser.add_argument("--ours-minutes", type=float, nargs="*", default=ours_minutes,
+                        help="segkit's budgets, in turn")  # fmt: skip
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--data-dir", default=os.environ.get("SEGKIT_DATA_DIR", "../shared/data"))
     parser.add_argument("overrides", nargs="*", help="extra segkit overrides (after --)")
@@ -35,13 +36,16 @@ def parse_args(
     return args, data_dir
 
 
-def run_experiment(experiment: str, data_dir: Path, minutes: int, overrides: list[str]) -> tuple[dict, int, Path]:
+def run_experiment(experiment: str, data_dir: Path, minutes: float, overrides: list[str]) -> tuple[dict, int, Path]:
     """``python -m segkit.train +experiment=NAME trainer.max_time=...``: its metrics.json, steps and run folder."""
-    run_dir = Path("outputs") / f"benchmark_{experiment}" / f"segkit_{minutes}min_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    hours, mins = divmod(minutes, 60)
+    run_dir = (
+        Path("outputs") / f"benchmark_{experiment}" / f"segkit_{minutes:g}min_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    )
+    mins, secs = divmod(round(minutes * 60), 60)
+    hours, mins = divmod(mins, 60)
     command = [
         sys.executable, "-m", "segkit.train", f"+experiment={experiment}", f"paths.data_dir={data_dir}",
-        f"trainer.max_time=00:{hours:02d}:{mins:02d}:00", f"hydra.run.dir={run_dir}", *overrides,
+        f"trainer.max_time=00:{hours:02d}:{mins:02d}:{secs:02d}", f"hydra.run.dir={run_dir}", *overrides,
     ]  # fmt: skip
     print("  " + " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})

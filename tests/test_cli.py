@@ -26,12 +26,12 @@ def test_help_starts_with_usage_and_lists_the_experiments(tmp_path: Path) -> Non
     assert f"experiment: {experiments}" in done.stdout
 
 
-@pytest.mark.parametrize("verb", ["predict", "eval", "export"])
+@pytest.mark.parametrize("verb", ["predict", "eval", "export", "inspect"])
 def test_every_command_help_starts_with_a_usage_line(verb: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", f"segkit.{verb}", "--help"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith(f"Usage: python -m segkit.{verb} ckpt=")
+    assert done.stdout.startswith(f"Usage: python -m segkit.{verb} ")
 
 
 def test_a_run_piped_to_a_file_shows_progress_and_no_dependency_noise(tmp_path: Path) -> None:

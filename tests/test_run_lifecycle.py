@@ -139,3 +139,17 @@ def test_a_fixed_seed_step_budgeted_run_repeats_exactly(compose_cfg, tmp_path: P
         train(cfg)
         weights.append(load_file(tmp_path / name / "model" / "model.safetensors"))
     _assert_same(*weights)
+
+
+def test_the_training_crop_of_an_augmentation_config_reaches_the_metadata(compose_cfg) -> None:
+    """isbi2012_paper crops 444x444 in aug/em_paper.yaml (data.patch_size is null): predict's default tile must
+    be that crop, not 256x256."""
+    from hydra.utils import instantiate
+
+    from segkit.inference.model_files import inference_metadata
+
+    cfg = compose_cfg("+experiment=isbi2012_paper")
+    datamodule = instantiate(cfg.data, train_transform=instantiate(cfg.aug.train), val_transform=None)
+    net = instantiate(cfg.model)
+    meta = inference_metadata(net, "segmentation", ["interior", "membrane"], datamodule, "bf16-mixed")
+    assert meta["patch_size"] == [444, 444] and meta["precision"] == "bf16"

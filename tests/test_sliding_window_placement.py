@@ -55,26 +55,18 @@ class ValidConvs(nn.Module):
         return (hw[0] + 4, hw[1] + 4)
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("overlap", OVERLAPS)
-def test_same_padding_tiles_reassemble_the_whole_image(size, tile, overlap) -> None:
-    net = Pointwise().eval()
+def test_tiles_reassemble_the_whole_image_output(padding, size, tile, overlap) -> None:
+    """Same padding: equal to the network on the whole image. Valid padding: equal to the network run once on
+    the whole image mirrored by its 2-px margin (the overlap-tile strategy with one tile)."""
+    net = (Pointwise() if padding == "same" else ValidConvs()).eval()
     image = torch.randn(3, *size)
     tiled = SlidingWindow(net, tile, overlap, precision="fp32", channels_last=False)(image)
     with torch.no_grad():
-        torch.testing.assert_close(tiled, net(image[None])[0], atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("tile", TILES)
-@pytest.mark.parametrize("overlap", OVERLAPS)
-def test_valid_padding_tiles_equal_the_mirrored_whole_image(size, tile, overlap) -> None:
-    net = ValidConvs().eval()
-    image = torch.randn(3, *size)
-    tiled = SlidingWindow(net, tile, overlap, precision="fp32", channels_last=False)(image)
-    with torch.no_grad():
-        whole = net(mirror_pad(image[None], 2, 2, 2, 2))[0]
+        whole = net(image[None] if padding == "same" else mirror_pad(image[None], 2, 2, 2, 2))[0]
     assert tiled.shape == (4, *size)
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
 

@@ -4,9 +4,10 @@
     NO_ALBUMENTATIONS_UPDATE=1 python benchmarks/predict.py --big 8000      # memory of an 8000x8000 image
 
 1. Whole-slice throughput: the 30 ISBI-2012 slices (512x512, grey), batch 1, one tile per slice, files
-   read beforehand and nothing written. segkit: ``Predictor`` (normalisation + bf16 autocast +
-   channels_last) around ``UNet(encoder="resnet34")``; smp: ``smp.Unet("resnet34")`` called eagerly in fp32
-   on the normalised tensor. Same architecture, random init (weights do not change the speed).
+   read beforehand and nothing written. segkit: ``Predictor`` (normalisation included) around
+   ``UNet(encoder="resnet34")``; smp: ``smp.Unet("resnet34")`` called eagerly on the normalised tensor. Each
+   in fp32 and in bf16 autocast + channels_last, so the ratios compare like with like. Same architecture,
+   random init (weights do not change the speed).
 2. Sliding window, fp32, on a 1024x1024 mosaic of four slices: segkit's ``SlidingWindow`` against MONAI's
    ``sliding_window_inference`` with the same tile (256), overlap (0.5), Gaussian weights (sigma = tile/8)
    and tile batch (4), on the same network; prints the speed ratio and the largest output difference.
@@ -47,29 +48,44 @@ def timed(fn, items) -> float:
 
 
 def throughput(slices: list[np.ndarray], rounds: int) -> None:
+    """segkit's Predictor and smp's eager model, each in fp32 and in bf16 autocast + channels_last: the
+    same-precision ratios, and the mixed one (segkit bf16 against smp fp32) the older README quoted."""
     import segmentation_models_pytorch as smp
 
     torch.manual_seed(0)
-    ours = Predictor(LoadedModel(UNet(2, 1, encoder="resnet34").eval(), metadata(UNet(2, 1), 512), Path(".")),
-                     tile=(512, 512), tile_batch_size=1, precision="bf16", device="cpu")  # fmt: skip
+    net = UNet(2, 1, encoder="resnet34").eval()
     peer = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=2).eval()
     tensors = [((torch.from_numpy(s).float().permute(2, 0, 1) / 255 - MEAN[0]) / STD[0])[None] for s in slices]
+    peer_last = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=2).eval()
+    peer_last = peer_last.to(memory_format=torch.channels_last)
 
-    def peer_step(x: torch.Tensor) -> None:
+    def peer_fp32(x: torch.Tensor) -> None:
         with torch.inference_mode():
             peer(x)
 
-    ours.logits(slices[0]), peer_step(tensors[0])  # warm-up
-    times = {"segkit": [], "smp": []}
+    def peer_bf16(x: torch.Tensor) -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            peer_last(x.contiguous(memory_format=torch.channels_last))
+
+    contenders = {}
+    for precision in ("fp32", "bf16"):
+        ours = Predictor(LoadedModel(net, metadata(net, 512), Path(".")), tile=(512, 512), tile_batch_size=1,
+                         precision=precision, device="cpu")  # fmt: skip
+        contenders[f"segkit {precision}"] = (ours.logits, slices)
+    contenders["smp fp32"] = (peer_fp32, tensors)
+    contenders["smp bf16"] = (peer_bf16, tensors)
+    for fn, items in contenders.values():
+        fn(items[0])  # warm-up
+    times = {name: [] for name in contenders}
     for _ in range(rounds):
-        times["segkit"].append(len(slices) / timed(ours.logits, slices))
-        times["smp"].append(len(slices) / timed(peer_step, tensors))
-    seg, ref = statistics.median(times["segkit"]), statistics.median(times["smp"])
-    print(
-        f"whole 512x512 slices, batch 1: segkit bf16+channels_last {seg:.2f} img/s | smp fp32 eager {ref:.2f} img/s "
-        f"| ratio {seg / ref:.2f}x  (rounds: {[round(v, 2) for v in times['segkit']]} vs "
-        f"{[round(v, 2) for v in times['smp']]})"
-    )
+        for name, (fn, items) in contenders.items():
+            times[name].append(len(items) / timed(fn, items))
+    speed = {name: statistics.median(values) for name, values in times.items()}
+    print("whole 512x512 slices, batch 1, img/s (median of rounds): "
+          + ", ".join(f"{name} {value:.2f}" for name, value in speed.items()))  # fmt: skip
+    print(f"  same precision: fp32 {speed['segkit fp32'] / speed['smp fp32']:.2f}x, "
+          f"bf16 + channels_last {speed['segkit bf16'] / speed['smp bf16']:.2f}x; "
+          f"mixed (segkit bf16 against smp fp32): {speed['segkit bf16'] / speed['smp fp32']:.2f}x")  # fmt: skip
 
 
 def sliding(slices: list[np.ndarray], rounds: int) -> None:

@@ -25,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
+from segkit.callbacks import LastCheckpoint
 from segkit.checkpoint import (
     AtomicCheckpointIO,
     newest_run_checkpoint,
@@ -264,11 +265,15 @@ def score_final_and_best(cfg: DictConfig, trainer: pl.Trainer, task: pl.Lightnin
     """
     step, output_dir = trainer.global_step, Path(cfg.paths.output_dir).resolve()
     final_state = {k: v.detach().clone() for k, v in task.state_dict().items()}
-    log.info("Final validation of the final weights (global step %d)", step)
-    metrics: dict = _validate(trainer, task, datamodule, None)
-    weights = {"val/": f"final weights (global step {step})"}
     checkpoint = _checkpoint_callback(trainer)
     best = checkpoint.best_model_path if checkpoint is not None else ""
+    # The final weights are validated from last.ckpt, which LastCheckpoint wrote at this very step: under SLURM,
+    # Lightning's validate(ckpt_path=None) would load the run's hpc_ckpt_*.ckpt instead of the model in memory.
+    last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    final_ckpt = last.last_model_path if last is not None and last._last_global_step_saved == step else None
+    log.info("Final validation of the final weights (global step %d)", step)
+    metrics: dict = _validate(trainer, task, datamodule, final_ckpt or None)
+    weights = {"val/": f"final weights (global step {step})"}
     if best:
         log.info("Validation of the best checkpoint by %s (%s): %s", checkpoint.monitor, checkpoint.mode, best)
         metrics.update({f"best/{k}": v for k, v in _validate(trainer, task, datamodule, best).items()})

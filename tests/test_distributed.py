@@ -190,7 +190,7 @@ def test_slurm_auto_requeue_saves_requeues_and_the_requeued_job_resumes(tmp_path
     assert list(run_dir.glob("hpc_ckpt_*.ckpt"))
     done = subprocess.run([sys.executable, "-m", "segkit.train", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "Resuming training from" in (run_dir / "train.log").read_text()
     assert _global_step(run_dir / "checkpoints" / "last.ckpt") == 48  # 6 epochs x 8 steps, as if never stopped
 

@@ -10,6 +10,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
+from segkit.callbacks.last_checkpoint import LastCheckpoint
 from segkit.inference.sliding_window import mirror_pad_for_valid
 from segkit.metrics.binary import two_class_logits
 from segkit.visualize import denormalize, save_prediction_grid
@@ -19,15 +20,18 @@ def picture_label(trainer: pl.Trainer) -> tuple[str, str]:
     """File stem and title for a picture of the current evaluation.
 
     While fitting: ``epoch_007`` / ``epoch 7``. Afterwards (the final validation or a test), pictures are named
-    after the checkpoint evaluated, ``best`` for the best one, because the trainer's epoch counter then says
-    where training stopped, not which weights are shown.
+    after the weights evaluated: ``final`` (the model in memory or ``last.ckpt``), ``best`` for the best
+    checkpoint, else the checkpoint's name, because the trainer's epoch counter then says where training
+    stopped, not which weights are shown.
     """
     if trainer.state.fn == TrainerFn.FITTING:
         return f"epoch_{trainer.current_epoch:03d}", f"epoch {trainer.current_epoch}"
     ckpt = trainer.ckpt_path
-    if not ckpt:
+    lasts = [c.last_model_path for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.last_model_path]
+    if not ckpt or any(Path(last).resolve() == Path(ckpt).resolve() for last in lasts):
         return "final", "final weights"
-    best = next((c.best_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), "")
+    monitors = (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and not isinstance(c, LastCheckpoint))
+    best = next((c.best_model_path for c in monitors), "")
     name = "best" if best and Path(best).resolve() == Path(ckpt).resolve() else Path(ckpt).stem
     return name, f"{name} checkpoint ({Path(ckpt).name})"
 

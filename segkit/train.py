@@ -68,14 +68,15 @@ def report(metrics: dict, output_dir: Path) -> None:
 
 
 @rank_zero_only
-def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModule, directory: Path) -> None:
+def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModule, directory: Path,
+                      weights: dict) -> None:  # fmt: skip
     """Write the handed-over weights (``callbacks.export_weights``) as ``model/``: safetensors + JSON, loadable
     without Hydra; its metadata says which weights they are."""
     if getattr(task.net, "config", None) is None:
         log.info("Not writing %s: %s is not a segkit network", directory, type(task.net).__name__)
         return
     meta = task.inference_metadata(datamodule)
-    meta["weights"] = getattr(task, "handed_over", {"weights": "final"})
+    meta["weights"] = weights  # {"weights": "final" | "best", "source": where they came from}
     task.net.save_pretrained(directory, meta)
     log.info("Model for inference: %s (segkit.load_model or python -m segkit.predict ckpt=%s)", directory, directory)
 
@@ -91,7 +92,7 @@ def save_config(cfg: DictConfig, output_dir: Path) -> None:
 
 
 def score_test_split(task: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: DictConfig,
-                    output: Path) -> dict[str, float]:  # fmt: skip
+                     output: Path, weights: dict) -> dict[str, float]:  # fmt: skip
     """Score the handed-over weights on the test split through segkit.eval's path (rank 0; {} if none)."""
     from segkit.inference import Predictor, evaluate, split_samples
 
@@ -104,7 +105,7 @@ def score_test_split(task: pl.LightningModule, datamodule: pl.LightningDataModul
         return {}
     meta = task.inference_metadata(datamodule)
     predictor = Predictor(LoadedModel(task.net.eval(), meta, output), device=str(task.device))
-    log.info("Testing the handed-over (%s) weights on %d test images", task.handed_over["weights"], len(samples))
+    log.info("Testing the handed-over (%s) weights on %d test images", weights["weights"], len(samples))
     return evaluate(predictor, samples, "test", output)
 
 
@@ -118,7 +119,9 @@ def weights_normalization(net: nn.Module, data_cfg: DictConfig) -> dict:
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    """The monitoring checkpoint callback (the one that keeps the best checkpoint), if any."""
+    monitors = (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and not isinstance(c, LastCheckpoint))
+    return next(monitors, None)
 
 
 def _last_checkpoint(trainer: pl.Trainer, output_dir: Path) -> Path | None:
@@ -235,11 +238,11 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             log.error("Training stopped with an error before any checkpoint was written.")
         raise
 
-    metrics = score_final_and_best(cfg, trainer, task, datamodule)
+    metrics, handed_over = score_final_and_best(cfg, trainer, task, datamodule)
     if not cfg.trainer.get("fast_dev_run"):  # a wiring check leaves no model behind
-        save_model_folder(task, datamodule, output_dir / "model")
+        save_model_folder(task, datamodule, output_dir / "model", handed_over)
     if cfg.get("test_after_fit"):
-        test = score_test_split(task, datamodule, cfg, output_dir / "test")
+        test = score_test_split(task, datamodule, cfg, output_dir / "test", handed_over)
         metrics.update(test)
         if test:
             metrics["weights"]["test/"] = metrics["weights"]["model/"]
@@ -256,9 +259,10 @@ def _validate(trainer: pl.Trainer, task: pl.LightningModule, datamodule: pl.Ligh
 
 
 def score_final_and_best(cfg: DictConfig, trainer: pl.Trainer, task: pl.LightningModule,
-                         datamodule: pl.LightningDataModule) -> dict:  # fmt: skip
+                         datamodule: pl.LightningDataModule) -> tuple[dict, dict]:  # fmt: skip
     """One full validation pass of the final weights (``val/*``) and of the best checkpoint (``best/val/*``),
-    then leave ``task`` holding the weights ``callbacks.export_weights`` names (``final`` or ``best``).
+    then leave ``task`` holding the weights ``callbacks.export_weights`` names (``final`` or ``best``); returns
+    the metrics and which weights were handed over.
 
     ``metrics["weights"]`` says where each group of figures comes from. The final weights are the honest
     figure: the best checkpoint was picked on this same validation split, so its score is optimistic.
@@ -289,9 +293,8 @@ def score_final_and_best(cfg: DictConfig, trainer: pl.Trainer, task: pl.Lightnin
     if export == "final":
         task.load_state_dict(final_state)
     weights["model/"] = weights["val/" if export == "final" else "best/val/"]
-    task.handed_over = {"weights": export, "source": weights["model/"]}
     metrics["weights"] = weights
-    return metrics
+    return metrics, {"weights": export, "source": weights["model/"]}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from segkit.callbacks import LastCheckpoint
+from segkit.callbacks import LastCheckpoint, monitoring_checkpoint
 from segkit.checkpoint import (
     AtomicCheckpointIO,
     newest_run_checkpoint,
@@ -118,15 +118,9 @@ def weights_normalization(net: nn.Module, data_cfg: DictConfig) -> dict:
     return {"mean": list(report.mean), "std": list(report.std)}
 
 
-def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    """The monitoring checkpoint callback (the one that keeps the best checkpoint), if any."""
-    monitors = (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and not isinstance(c, LastCheckpoint))
-    return next(monitors, None)
-
-
 def _last_checkpoint(trainer: pl.Trainer, output_dir: Path) -> Path | None:
     """The newest resumable file: a checkpoint callback's ``last.ckpt``, else ``<run>/checkpoints/last.ckpt``."""
-    checkpoint = _checkpoint_callback(trainer)
+    checkpoint = monitoring_checkpoint(trainer)
     folders = [Path(checkpoint.dirpath)] if checkpoint is not None and checkpoint.dirpath else []
     for folder in [*folders, output_dir / "checkpoints"]:
         if (folder / "last.ckpt").is_file():
@@ -269,7 +263,7 @@ def score_final_and_best(cfg: DictConfig, trainer: pl.Trainer, task: pl.Lightnin
     """
     step, output_dir = trainer.global_step, Path(cfg.paths.output_dir).resolve()
     final_state = {k: v.detach().clone() for k, v in task.state_dict().items()}
-    checkpoint = _checkpoint_callback(trainer)
+    checkpoint = monitoring_checkpoint(trainer)
     best = checkpoint.best_model_path if checkpoint is not None else ""
     # The final weights are validated from last.ckpt, which LastCheckpoint wrote at this very step: under SLURM,
     # Lightning's validate(ckpt_path=None) would load the run's hpc_ckpt_*.ckpt instead of the model in memory.

@@ -64,3 +64,9 @@ class LastCheckpoint(ModelCheckpoint):
         self._save_now(trainer)
         if self.last_model_path:
             log.info("Final weights (global step %d): %s", trainer.global_step, self.last_model_path)
+
+
+def monitoring_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The trainer's monitoring ``ModelCheckpoint`` (the one that keeps the best checkpoint), if any."""
+    monitors = (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and not isinstance(c, LastCheckpoint))
+    return next(monitors, None)

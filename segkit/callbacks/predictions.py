@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from segkit.callbacks.last_checkpoint import LastCheckpoint
+from segkit.callbacks.last_checkpoint import LastCheckpoint, monitoring_checkpoint
 from segkit.inference.sliding_window import mirror_pad_for_valid
 from segkit.metrics.binary import two_class_logits
 from segkit.visualize import denormalize, save_prediction_grid
@@ -30,8 +29,8 @@ def picture_label(trainer: pl.Trainer) -> tuple[str, str]:
     lasts = [c.last_model_path for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.last_model_path]
     if not ckpt or any(Path(last).resolve() == Path(ckpt).resolve() for last in lasts):
         return "final", "final weights"
-    monitors = (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and not isinstance(c, LastCheckpoint))
-    best = next((c.best_model_path for c in monitors), "")
+    monitor = monitoring_checkpoint(trainer)
+    best = monitor.best_model_path if monitor is not None else ""
     name = "best" if best and Path(best).resolve() == Path(ckpt).resolve() else Path(ckpt).stem
     return name, f"{name} checkpoint ({Path(ckpt).name})"
 

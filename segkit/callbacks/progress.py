@@ -27,7 +27,7 @@ def _duration(seconds: float) -> str:
 class LogProgress(pl.Callback):
     """Logs one line at most every ``every_seconds`` while training, plus one per finished validation.
 
-    ``epoch 3/25 | step 150/1600 (9%) | 5.2 it/s | train/loss 0.412 | val/miou 0.811 | 0:00:29 elapsed, ETA 0:04:40``
+    ``epoch 3/24 | step 150/1600 (9%) | 5.2 it/s | train/loss 0.412 | val/miou 0.811 | 0:00:29 elapsed, ETA 0:04:40``
 
     The lines go through ``logging``, so they land in the run's ``train.log`` and on the console. The ETA
     is the sooner of the step budget (``max_epochs`` / ``max_steps``) and ``max_time``.
@@ -73,7 +73,8 @@ class LogProgress(pl.Callback):
         total = trainer.estimated_stepping_batches
         parts = [prefix] if prefix else []
         max_epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
-        parts.append(f"epoch {trainer.current_epoch + 1}" + (f"/{max_epochs}" if max_epochs else ""))
+        # Counted from 0 like Lightning's progress bar, checkpoints and the pictures (epoch_000.png)
+        parts.append(f"epoch {trainer.current_epoch}" + (f"/{max_epochs - 1}" if max_epochs else ""))
         finite = total not in (None, float("inf")) and total > 0
         step = f"step {trainer.global_step}"
         parts.append(f"{step}/{int(total)} ({100 * trainer.global_step / total:.0f}%)" if finite else step)

@@ -65,9 +65,9 @@ def build_optimization(
 class Task(pl.LightningModule):
     """Base of the tasks: holds the net, the optimizer/scheduler factories and the class names.
 
-    Subclasses call ``save_hyperparameters`` (so hparams hold ``channels_last``, ``scheduler_interval`` and
-    ``encoder_lr_mult``) and implement ``_shared_step(batch, split)`` and ``_log_epoch(split)``. Every
-    checkpoint of a segkit network also carries the metadata :func:`segkit.load_model` rebuilds it from.
+    Subclasses call ``save_hyperparameters`` (so checkpoints record their plain arguments) and implement
+    ``_shared_step(batch, split)`` and ``_log_epoch(split)``. Every checkpoint of a segkit network also carries
+    the metadata :func:`segkit.load_model` rebuilds it from.
     """
 
     task_name = "segmentation"
@@ -81,8 +81,12 @@ class Task(pl.LightningModule):
         class_names: Sequence[str] | None,
         channels_last: bool,
         compile: bool = False,
+        scheduler_interval: str = "epoch",
+        encoder_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
+        self.scheduler_interval = scheduler_interval
+        self.encoder_lr_mult = encoder_lr_mult
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.channels_last = channels_last
         # torch.compile wraps the forward only: self.net (and so every checkpoint and model/ folder) keeps its
@@ -135,14 +139,16 @@ class Task(pl.LightningModule):
         checkpoint[METADATA_KEY] = self.inference_metadata(datamodule)
 
     def inference_metadata(self, datamodule: pl.LightningDataModule | None) -> dict:
-        """What :func:`segkit.load_model` and ``segkit.eval`` need: the network's, the data's and, for
-        segmentation, which per-image scores the run logged (so evaluation reports the same ones)."""
+        """What :func:`segkit.load_model` and ``segkit.eval`` need: the network's, the data's, and the task's
+        own (:meth:`metadata_extras`)."""
         precision = self.trainer.precision if self._trainer is not None else None
         meta = inference_metadata(self.net, self.task_name, self.class_names, datamodule, precision)
-        if "image_metrics" in self.hparams:
-            meta["image_metrics"] = list(self.hparams.image_metrics)
-            meta["foreground_class"] = int(self.hparams.foreground_class)
+        meta.update(self.metadata_extras())
         return meta
+
+    def metadata_extras(self) -> dict:
+        """Task-specific metadata keys (none here)."""
+        return {}
 
     def configure_optimizers(self) -> dict:
         """Build the optimizer (and scheduler) from the injected factories."""
@@ -150,8 +156,8 @@ class Task(pl.LightningModule):
             self.net,
             self.optimizer_factory,
             self.scheduler_factory,
-            self.hparams.scheduler_interval,
-            self.hparams.encoder_lr_mult,
+            self.scheduler_interval,
+            self.encoder_lr_mult,
             budget=self.training_budget(),
         )
 

@@ -107,11 +107,24 @@ class SegmentationTask(Task):
                 "SegmentationTask needs a loss; pick one from the loss group: loss=dice_ce, loss=ce, loss=dice or "
                 "loss=bce (loss=none is for tasks with a built-in loss, such as classification)"
             )
-        super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last, compile)
+        super().__init__(
+            net,
+            optimizer,
+            scheduler,
+            num_classes,
+            class_names,
+            channels_last,
+            compile,
+            scheduler_interval,
+            encoder_lr_mult,
+        )
         # Factories and modules stay out of the checkpoint's hparams: they are not plain data and would need
         # unpickling of arbitrary objects; the run's .hydra/config.yaml describes them instead.
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self.loss = loss
+        self.ignore_index = ignore_index
+        self.foreground_class = foreground_class
+        self.image_metric_names = list(image_metrics)
         # validate_args=False: no per-step checks (and host syncs); masks were checked when the data was read
         self.confmat = nn.ModuleDict(
             {
@@ -213,9 +226,7 @@ class SegmentationTask(Task):
         Targets: the batch's ``labels``, else the classes present in the (uncropped) mask."""
         class_logits = out.class_logits
         targets = (
-            out.labels
-            if out.labels is not None
-            else class_presence(out.mask, class_logits.shape[1], self.hparams.ignore_index)
+            out.labels if out.labels is not None else class_presence(out.mask, class_logits.shape[1], self.ignore_index)
         )
         aux_loss = (
             F.binary_cross_entropy_with_logits(class_logits.float(), targets.float())
@@ -232,6 +243,10 @@ class SegmentationTask(Task):
         self.confmat[split].update(pred, mask)
         for metric in self.image_metrics[split].values():
             metric.update(pred, mask)
+
+    def metadata_extras(self) -> dict:
+        """Which per-image scores the run logged, so evaluation reports the same ones."""
+        return {"image_metrics": self.image_metric_names, "foreground_class": int(self.foreground_class)}
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Per-pixel class indices ``(B, H', W')``."""

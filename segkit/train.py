@@ -11,12 +11,14 @@ import os
 import signal
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
@@ -36,6 +38,7 @@ from segkit.cli import check_overrides, clear_errors
 from segkit.data.class_weights import POWER_BY_NAME, median_frequency_weights
 from segkit.inference.model_files import LoadedModel
 from segkit.metrics.output import write_metrics
+from segkit.planning.planner import planned_config
 from segkit.quiet import silence_known_noise
 
 log = logging.getLogger(__name__)
@@ -160,11 +163,11 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None 
     """
     with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides))
-    if output_dir is None:
-        run_id = os.environ.get("SEGKIT_RUN_ID") or datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        output_dir = Path(cfg.paths.log_dir) / cfg.run_name / run_id
-    cfg.paths.output_dir = str(output_dir)
-    return cfg
+        if output_dir is None:
+            run_id = os.environ.get("SEGKIT_RUN_ID") or datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+            output_dir = Path(cfg.paths.log_dir) / cfg.run_name / run_id
+        cfg.paths.output_dir = str(output_dir)
+        return planned_config(cfg, list(overrides), partial(compose, "train"), output_dir)
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict:
@@ -294,8 +297,15 @@ def score_final_and_best(cfg: DictConfig, trainer: pl.Trainer, task: pl.Lightnin
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Command-line entry; returns ``optimized_metric`` of the final weights, for Hydra sweepers."""
-    metrics = clear_errors(train)(cfg)
+    metrics = clear_errors(plan_and_train)(cfg)
     return metrics.get(cfg.get("optimized_metric", "val/miou"))
+
+
+def plan_and_train(cfg: DictConfig) -> dict:
+    """``+experiment=auto``: plan from the data and the budget (every typed key still wins), then train."""
+    overrides = list(HydraConfig.get().overrides.task)
+    cfg = planned_config(cfg, overrides, partial(compose, "train"), cfg.paths.output_dir)
+    return train(cfg)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwise calls the network at import
+os.environ.setdefault("SEGKIT_CACHE_DIR", tempfile.mkdtemp(prefix="segkit-cache-"))  # fingerprints of test data
 
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402

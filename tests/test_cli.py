@@ -21,12 +21,12 @@ def test_help_starts_with_usage_and_lists_the_experiments(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("Usage: python -m segkit.train +experiment=NAME")
     experiments = (
-        "camvid, hymenoptera, isbi2012, isbi2012_from_hymenoptera, isbi2012_paper, quickstart, shapes_classifier"
+        "auto, camvid, hymenoptera, isbi2012, isbi2012_from_hymenoptera, isbi2012_paper, quickstart, shapes_classifier"
     )
     assert f"experiment: {experiments}" in done.stdout
 
 
-@pytest.mark.parametrize("verb", ["predict", "eval", "export", "inspect"])
+@pytest.mark.parametrize("verb", ["predict", "eval", "export", "inspect", "plan"])
 def test_every_command_help_starts_with_a_usage_line(verb: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", f"segkit.{verb}", "--help"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip

@@ -73,6 +73,9 @@ def test_every_experiment_composes_and_instantiates(compose_cfg, tmp_path: Path,
         state = {f"net.{k}": v for k, v in Classifier("resnet18", num_classes=2).state_dict().items()}
         torch.save({"state_dict": state}, tmp_path / "cls.ckpt")
         overrides.append(f"model.weights=file:{tmp_path / 'cls.ckpt'}")
+    if name == "auto":  # plans while composing: needs a folder dataset
+        require_shared(SHARED_DATA / "isbi2012_em")
+        overrides += ["data=isbi2012", "planner.widths=[4]", "trainer.accelerator=cpu"]
     cfg = compose_cfg(f"+experiment={name}", *overrides)
     assert cfg.run_name == name
     instantiate_all(cfg)

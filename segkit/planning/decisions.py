@@ -1,0 +1,218 @@
+"""The planner's decisions, one function each: fingerprint (and probe timings) in, settings and reasons out.
+
+Each returns :class:`Decision` objects: a config key (a Hydra override, group choices included), its value
+and the reason in words. They are pure functions of their inputs, so each rule is tested on its own with
+known answers; :mod:`segkit.planning.planner` runs them in order and probes the device between them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Largest training patch (pixels) per device kind: whole images up to this size, crops beyond it. On two
+# CPU cores a 256x256 crop at batch 4 is about one step a second for a 16-channel U-Net.
+PATCH_CAP = {"cpu": 256 * 256, "cuda": 512 * 512}
+MIN_PATCH = 64
+CONTEXT = 3  # a crop covers the 90th-percentile object side this many times
+VAL_SHARE = 0.1  # validation may take this share of the wall time
+# Per validation besides the forward passes: loader start, metrics, last.ckpt and best-checkpoint writes,
+# Lightning's epoch hooks. About 1 s for ISBI's 6 slices on 2 CPU cores (train.log timestamps).
+VAL_OVERHEAD_SECONDS = 1.0
+MIN_INTERVAL = 50  # steps between validations, at least
+
+
+@dataclass
+class Decision:
+    """One planned setting: ``key`` (``data.patch_size`` or a group such as ``aug``), ``value`` and ``reason``."""
+
+    key: str
+    value: Any
+    reason: str
+
+
+def round_up(n: float, multiple: int) -> int:
+    return int(math.ceil(n / multiple) * multiple)
+
+
+def receptive_field(depth: int) -> int:
+    """Receptive field (px) of the deepest features of the classic U-Net encoder: two 3x3 convs per level and
+    2x2 pooling between levels; depth 4 gives the paper's 140 px."""
+    return 2 ** (depth + 3) + 2**depth - 4
+
+
+def class_of_value(num_classes: int, ignore_index: int, mapping: dict | None, threshold: float | None) -> Callable:
+    """The stored mask value -> class index (or ``ignore_index``, or ``None`` for a value the encoding rejects)."""
+
+    def to_class(value: int) -> int | None:
+        if threshold is not None:
+            return int(value > threshold)
+        if mapping is not None:
+            return mapping.get(value)
+        return value if (0 <= value < num_classes or value == ignore_index) else None
+
+    return to_class
+
+
+def class_statistics(fp: dict, num_classes: int, ignore_index: int, to_class: Callable) -> dict:
+    """Per class: pixel share (of labelled pixels), image share, and the object sides of its mask values."""
+    stats = {c: {"pixel_share": 0.0, "image_share": 0.0, "object_side_p90": 0.0} for c in range(num_classes)}
+    ignored = 0.0
+    for value, entry in fp["mask_values"].items():
+        cls = to_class(int(value))
+        if cls is None or cls == ignore_index:
+            ignored += entry["pixel_share"]
+            continue
+        stats[cls]["pixel_share"] += entry["pixel_share"]
+        stats[cls]["image_share"] = max(stats[cls]["image_share"], entry["image_share"])
+        stats[cls]["object_side_p90"] = max(stats[cls]["object_side_p90"], entry["object_side"].get("p90", 0.0))
+    labelled = 1.0 - ignored
+    for entry in stats.values():
+        entry["pixel_share"] = entry["pixel_share"] / labelled if labelled > 0 else 0.0
+    return {"classes": stats, "ignored_share": ignored}
+
+
+def decide_mask_mapping(fp: dict, num_classes: int, ignore_index: int, mapping, threshold) -> list[Decision]:
+    """Binary masks stored as 0/255 read as "background and ignored" when 255 is the ignore value: the
+    foreground would silently vanish. Map 255 to class 1 when that is the only way any foreground exists."""
+    if mapping is not None or threshold is not None or num_classes != 2:
+        return []
+    values = {int(v) for v in fp["mask_values"]}
+    if values == {0, ignore_index} or (ignore_index != 255 and values == {0, 255}):
+        return [Decision("data.train_dataset.mask_mapping", {0: 0, 255: 1},
+                         "masks hold only 0 and 255: 255 is the foreground (class 1), not ignored")]  # fmt: skip
+    return []
+
+
+def decide_channels(fp: dict) -> list[Decision]:
+    """Grey images (stored grey, or RGB with three equal channels) train a 1-channel network."""
+    mode = fp["color_mode"]
+    stored = fp["stored_channels"]
+    if mode == "gray":
+        why = "every image is grey" + (" (stored as RGB with equal channels)" if max(stored) >= 3 else "")
+    elif len({min(c, 3) for c in stored if c != 2} | ({1} if 2 in stored else set())) > 1:
+        why = f"mixed channel counts {stored}: grey images are repeated to 3 channels"
+    else:
+        why = "colour images"
+    if fp["alpha"]:
+        why += "; the alpha channel is dropped"
+    return [Decision("data.train_dataset.color_mode", mode, why),
+            Decision("model.in_channels", 1 if mode == "gray" else 3, f"{mode} input")]  # fmt: skip
+
+
+def decide_intensity(fp: dict) -> list[Decision]:
+    """16-bit and float images are scaled by their 0.5-99.5 percentiles; 8-bit ones are left as they are."""
+    if all(d == "uint8" for d in fp["dtypes"]):
+        return [Decision("data.train_dataset.intensity", None, "8-bit images: divided by 255")]
+    low, high = fp["intensity"].get("raw_p0_5"), fp["intensity"].get("raw_p99_5")
+    return [Decision("data.train_dataset.intensity", {"mode": "percentile", "low": 0.5, "high": 99.5},
+                     f"{'/'.join(fp['dtypes'])} images (stored range {low}..{high} at the 0.5/99.5 percentiles): "
+                     "each scaled by its own percentiles, robust to outliers and gain changes")]  # fmt: skip
+
+
+def decide_normalization(fp: dict, pretrained: bool) -> list[Decision]:
+    """Per-channel z-score with the training split's statistics when training from scratch; a pretrained
+    encoder keeps the statistics its weights were trained with (``null``: train.py reads them from the weights)."""
+    if pretrained:
+        return [Decision("data.mean", None, "pretrained encoder: its weights' statistics"),
+                Decision("data.std", None, "pretrained encoder: its weights' statistics")]  # fmt: skip
+    mean = [round(m, 4) for m in fp["intensity"]["mean"]]
+    std = [round(max(s, 1e-3), 4) for s in fp["intensity"]["std"]]
+    return [Decision("data.mean", mean, "per-channel mean of the training pixels (z-score)"),
+            Decision("data.std", std, "per-channel standard deviation of the training pixels")]  # fmt: skip
+
+
+def typical_object_side(classes: dict) -> float:
+    """90th-percentile bounding-box side of the objects of every class but the most frequent one."""
+    ranked = sorted(classes.items(), key=lambda kv: -kv[1]["pixel_share"])
+    sides = [s["object_side_p90"] for _, s in ranked[1:] if s["pixel_share"] > 0]
+    return max(sides) if sides else 0.0
+
+
+def decide_patch(fp: dict, object_side: float, device: str) -> tuple[list[int], str]:
+    """The whole image when the largest fits the device's patch cap, else a square crop covering
+    ``CONTEXT`` times the typical object (at least ``MIN_PATCH``, at most the cap and the median image)."""
+    cap = PATCH_CAP.get(device, PATCH_CAP["cpu"])
+    h_max, w_max = fp["height"]["max"], fp["width"]["max"]
+    if h_max * w_max <= cap:
+        patch = [round_up(h_max, 16), round_up(w_max, 16)]
+        kind = "fixed" if fp["fixed_size"] else "variable"
+        return patch, f"the whole image ({kind} size, largest {int(h_max)}x{int(w_max)}) fits the {device} cap"
+    side = min(max(round_up(CONTEXT * object_side, 16), MIN_PATCH), int(math.isqrt(cap)))
+    patch = [min(side, round_up(fp["height"]["median"], 16)), min(side, round_up(fp["width"]["median"], 16))]
+    return patch, (
+        f"images up to {int(h_max)}x{int(w_max)} exceed the {device} cap of {int(math.isqrt(cap))}^2 px: crops of "
+        f"{CONTEXT}x the typical object side ({object_side:.0f} px), within [{MIN_PATCH}, cap]"
+    )
+
+
+def decide_depth(patch: Sequence[int], object_side: float) -> tuple[int, str]:
+    """Pool until the deepest map is at least 8 px (nnU-Net stops at 4-8 px), but no deeper than one level
+    past the first whose receptive field covers the typical object; between 2 and 5 levels."""
+    by_patch = max(2, min(5, int(math.log2(min(patch) / 8))))
+    by_objects = next((d for d in range(1, 8) if receptive_field(d) >= object_side), 7) + 1
+    depth = max(2, min(by_patch, max(3, by_objects)))
+    why = (
+        f"{min(patch)} px patch allows {by_patch} poolings (deepest map >= 8 px); objects of {object_side:.0f} px "
+        f"are seen whole at depth {by_objects - 1} (receptive field {receptive_field(by_objects - 1)} px), "
+        "one more for context"
+    )
+    return depth, why
+
+
+def decide_loss(classes: dict, num_classes: int) -> list[Decision]:
+    """Dice + CE always; square-root median-frequency class weights only when a class is rare (under a tenth
+    of its uniform share 1/K), since they cost the frequent classes when nothing is rare."""
+    shares = {c: s["pixel_share"] for c, s in classes.items()}
+    rare = [c for c, share in shares.items() if share < 0.1 / num_classes]
+    decisions = [Decision("loss", "dice_ce", "Dice + cross-entropy: robust to imbalance, smooth early on")]
+    if rare:
+        listed = ", ".join(f"class {c} ({100 * shares[c]:.2f} %)" for c in rare)
+        decisions.append(Decision("task.loss.class_weights", "sqrt_median_frequency", f"rare: {listed}"))
+    else:
+        smallest = min(shares.values())
+        decisions.append(Decision("task.loss.class_weights", None, f"no rare class (smallest {100 * smallest:.1f} %)"))
+    return decisions
+
+
+def decide_augmentation(color_mode: str, planned_steps: float) -> Decision:
+    """Grey images (microscopy, EM, X-ray): flips, 90-degree rotations, elastic, grey-value jitter; colour
+    scenes: flips, scale and rotation, colour jitter. With very few steps only flips (nothing to gain from
+    harder samples the network cannot fit yet)."""
+    if planned_steps < 300:
+        return Decision("aug", "light", f"only ~{planned_steps:.0f} steps in the budget: flips only")
+    if color_mode == "gray":
+        return Decision("aug", "em", "grey images: flips, rot90, elastic, brightness/contrast")
+    return Decision("aug", "strong", "colour images: flips, scale/rotation, colour jitter")
+
+
+def choose_width(timings: dict[int, float], budget_seconds: float, min_steps: int) -> tuple[int, str]:
+    """The widest network (``base_channels``) whose probed step time still gives ``min_steps`` optimizer steps
+    in 85 % of the budget (the rest: start-up, loading, validation); the narrowest when none does."""
+    usable = 0.85 * budget_seconds
+    fits = [w for w, t in sorted(timings.items()) if usable / t >= min_steps]
+    width = max(fits) if fits else min(timings)
+    measured = ", ".join(f"{w}: {t * 1000:.0f} ms" for w, t in sorted(timings.items()))
+    steps = usable / timings[width]
+    why = f"probed step times ({measured}); widest with >= {min_steps} steps in the budget: ~{steps:.0f} steps"
+    if not fits:
+        why = f"no width reaches {min_steps} steps ({measured}); the narrowest gets ~{steps:.0f}"
+    return width, why
+
+
+def validation_interval(val_seconds: float, step_seconds: float, budget_seconds: float) -> tuple[int, str]:
+    """Optimizer steps between validations so that validating costs at most ``VAL_SHARE`` of the wall time
+    (at least ``MIN_INTERVAL`` steps). Raises when the budget cannot hold even one validation besides training."""
+    cost = val_seconds + VAL_OVERHEAD_SECONDS
+    if cost > 0.5 * budget_seconds:
+        raise ValueError(
+            f"the budget ({budget_seconds:.0f} s) is too short: one validation pass alone takes about "
+            f"{cost:.0f} s; give a longer trainer.max_time or a smaller validation split"
+        )
+    steps = max(MIN_INTERVAL, math.ceil((1 - VAL_SHARE) / VAL_SHARE * cost / step_seconds))
+    return steps, (
+        f"a validation takes ~{cost:.1f} s with its checkpoints, a step ~{step_seconds * 1000:.0f} ms: "
+        f"<= {100 * VAL_SHARE:.0f} % of the time"
+    )

@@ -1,0 +1,335 @@
+"""Plan a run from the data and the budget: fingerprint the training split, probe the device, decide.
+
+``plan_run(cfg)`` is what ``python -m segkit.plan`` and ``python -m segkit.train +experiment=auto`` both call;
+:func:`apply_plan` turns a plan into a composed config in which every key the user typed still wins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from segkit.data.folder import FolderDataset
+from segkit.data.io import image_size
+from segkit.models import UNet
+from segkit.planning import decisions as rules
+from segkit.planning.decisions import Decision
+from segkit.planning.fingerprint import fingerprint
+from segkit.planning.probe import time_forward, time_training_step
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("aug", "loss", "model", "scheduler", "trainer")  # keys that choose a config file, not a value
+WIDTHS = {"cpu": (8, 16, 32, 48), "cuda": (16, 32, 64)}
+BATCH = {"cpu": 4, "cuda": 16}
+
+
+@dataclass
+class Plan:
+    """The decisions (in order), the fingerprint they came from, and what the probe measured."""
+
+    decisions: list[Decision]
+    fingerprint: dict
+    probe: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def overrides(self) -> list[str]:
+        """Hydra overrides: ``aug=em`` for groups, ``++data.patch_size=[256,256]`` for values."""
+        return [override(d.key, d.value) for d in self.decisions]
+
+    def table(self) -> str:
+        """Every decision with its value and reason, for people."""
+        width = max(len(d.key) for d in self.decisions)
+        values = [format_value(d.value) for d in self.decisions]
+        value_width = min(28, max(len(v) for v in values))
+        lines = [f"{'setting'.ljust(width)}  {'value'.ljust(value_width)}  reason"]
+        for d, value in zip(self.decisions, values, strict=True):
+            lines.append(f"{d.key.ljust(width)}  {value.ljust(value_width)}  {d.reason}")
+        return "\n".join(lines)
+
+    def experiment_yaml(self, title: str) -> str:
+        """An ordinary Hydra experiment file: group choices in ``defaults``, values nested, reasons as comments."""
+        lines = ["# @package _global_", f"# {title}", "defaults:"]
+        lines += [f"  - override /{d.key}: {d.value}  # {d.reason}" for d in self.decisions if d.key in GROUPS]
+        tree: dict = {}
+        for d in self.decisions:
+            if d.key not in GROUPS:
+                node = tree
+                *parents, leaf = d.key.split(".")
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = d
+        lines += _yaml_lines(tree, 0)
+        return "\n".join(lines) + "\n"
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def override(key: str, value) -> str:
+    return f"{key}={value}" if key in GROUPS else f"++{key}={format_value(value)}"
+
+
+def _yaml_lines(tree: dict, indent: int) -> list[str]:
+    lines = []
+    for key, node in tree.items():
+        pad = "  " * indent
+        if isinstance(node, Decision):
+            flow = yaml.safe_dump(node.value, default_flow_style=True, width=1000).strip()
+            flow = flow.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"{pad}{key}: {flow}  # {node.reason}")
+        else:
+            lines.append(f"{pad}{key}:")
+            lines += _yaml_lines(node, indent + 1)
+    return lines
+
+
+def training_pairs(cfg: DictConfig) -> tuple[FolderDataset, list[tuple[Path, Path]]]:
+    """The training split's files, as the run would read them (every pair checked)."""
+    dataset = instantiate(cfg.data.train_dataset)()  # a _partial_ factory, as the datamodule gets it
+    if not isinstance(dataset, FolderDataset):
+        raise ValueError(
+            f"the planner reads image/mask folders (data=folder, isbi2012, camvid); data.train_dataset is a "
+            f"{type(dataset).__name__}"
+        )
+    return dataset, [(image, mask) for _, image, mask in dataset.samples]
+
+
+def validation_images(cfg: DictConfig, train_count: int) -> tuple[int, list[tuple[int, int]]]:
+    """How many validation images a pass scores, and their sizes (headers only)."""
+    if cfg.data.get("val_dataset") is None:
+        return max(1, round(train_count * float(cfg.data.get("val_fraction", 0.2)))), []
+    dataset = instantiate(cfg.data.val_dataset)()
+    return len(dataset), [image_size(path) for _, path, _ in dataset.samples]
+
+
+def device_of(cfg: DictConfig) -> str:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
+def budget_seconds(cfg: DictConfig) -> float:
+    """``trainer.max_time`` in seconds (``DD:HH:MM:SS`` or a dict); the planner needs one."""
+    max_time = cfg.trainer.get("max_time")
+    if max_time is None:
+        raise ValueError("the planner needs a budget: set trainer.max_time (e.g. trainer.max_time=00:00:05:00)")
+    if isinstance(max_time, str):
+        parts = [int(p) for p in max_time.split(":")]
+        days, hours, minutes, seconds = [0] * (4 - len(parts)) + parts
+        return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    return float(sum(int(max_time.get(k, 0)) * s for k, s in (("days", 86400), ("hours", 3600), ("minutes", 60),
+                                                                  ("seconds", 1))))  # fmt: skip
+
+
+def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
+    """Read the training split, probe the device, decide everything the planner owns (see the README)."""
+    start = time.perf_counter()
+    settings = cfg.get("planner") or {}
+    dataset, pairs = training_pairs(cfg)
+    fp = fingerprint(pairs, cache_dir)
+    num_classes, ignore_index = int(cfg.data.num_classes), int(cfg.data.get("ignore_index", 255))
+    enc = dataset.encoding
+    plan: list[Decision] = []
+
+    mapping = rules.decide_mask_mapping(fp, num_classes, ignore_index, enc.mapping, enc.threshold)
+    plan += mapping
+    to_class = rules.class_of_value(num_classes, ignore_index, mapping[0].value if mapping else enc.mapping,
+                                    enc.threshold)  # fmt: skip
+    stats = rules.class_statistics(fp, num_classes, ignore_index, to_class)
+    present = [c for c, s in stats["classes"].items() if s["pixel_share"] > 0]
+    if len(present) < 2:
+        raise ValueError(
+            f"the masks in {dataset.root} hold only class {present} (stored values {list(fp['mask_values'])}): "
+            "nothing to segment. Check data.num_classes and the mask mapping/threshold"
+        )
+    channels = rules.decide_channels(fp)
+    plan += channels
+    color_mode, in_channels = channels[0].value, channels[1].value
+    plan += rules.decide_intensity(fp)
+    plan += rules.decide_normalization(fp, pretrained=cfg.model.get("weights") is not None)
+
+    device = device_of(cfg)
+    object_side = rules.typical_object_side(stats["classes"])
+    patch, patch_why = rules.decide_patch(fp, object_side, device)
+    depth, depth_why = rules.decide_depth(patch, object_side)
+    patch = [rules.round_up(p, 2**depth) for p in patch]
+    smallest = min(fp["height"]["min"], fp["width"]["min"])
+    if smallest < 2**depth:
+        patch_why += f"; images as small as {smallest:.0f} px (below the stride {2**depth}) are padded, masks ignored"
+    plan.append(Decision("data.patch_size", patch, patch_why))
+    plan.append(Decision("model.depth", depth, depth_why))
+
+    budget = budget_seconds(cfg)
+    batch = BATCH[device]
+    probe: dict = {"device": device, "patch": patch, "batch": batch}
+
+    def net(width: int) -> UNet:
+        return UNet(num_classes=num_classes, in_channels=in_channels, depth=depth, base_channels=width)
+
+    def step_time(width: int, precision: str) -> float:
+        return time_training_step(net(width), batch, in_channels, tuple(patch), num_classes, device, precision,
+                                  channels_last=True)["seconds"]  # fmt: skip
+
+    widths = list(settings.get("widths") or WIDTHS[device])
+    if device == "cpu":
+        fp32, bf16 = step_time(widths[0], "32-true"), step_time(widths[0], "bf16-mixed")
+        precision = "bf16-mixed" if bf16 < fp32 else "32-true"
+        precision_why = f"probe: bf16 {bf16 * 1000:.0f} ms vs fp32 {fp32 * 1000:.0f} ms a step"
+        timings = {widths[0]: min(bf16, fp32)}
+    else:
+        precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        precision_why = "GPU autocast with channels-last tensors"
+        timings = {}
+    min_steps = int(settings.get("min_steps", 600))
+    for width in widths:
+        if width not in timings:
+            timings[width] = step_time(width, precision)
+        if 0.85 * budget / timings[width] < min_steps:
+            break  # wider ones only get fewer steps
+    width, width_why = rules.choose_width(timings, budget, min_steps)
+    step_seconds = timings[width]
+    probe["step_seconds"] = {str(w): round(t, 4) for w, t in timings.items()}
+
+    n_val, val_sizes = validation_images(cfg, len(pairs))
+    if val_sizes:
+        val_hw = tuple(int(np.median([s[i] for s in val_sizes])) for i in (0, 1))
+    else:
+        val_hw = (int(fp["height"]["median"]), int(fp["width"]["median"]))
+    one_val = time_forward(net(width), in_channels, val_hw, device, precision)
+    val_seconds = n_val * one_val
+    interval, interval_why = rules.validation_interval(val_seconds, step_seconds, budget)
+    planned_steps = 0.85 * budget / step_seconds
+    probe.update(val_images=n_val, val_size=list(val_hw), val_seconds=round(val_seconds, 2),
+                 planned_steps=int(planned_steps))  # fmt: skip
+
+    plan += [
+        Decision("model", "unet", "segkit's U-Net, trained from scratch (nothing to download)"),
+        Decision("model.base_channels", width, width_why),
+        Decision(
+            "data.batch_size",
+            batch,
+            "CPU: more, smaller steps beat bigger batches on few cores"
+            if device == "cpu"
+            else "GPU: 16 patches a step",
+        ),  # fmt: skip
+        Decision(
+            "data.samples_per_epoch",
+            interval * batch,
+            f"an epoch = {interval} steps, then a validation: " + interval_why,
+        ),  # fmt: skip
+        Decision("trainer.check_val_every_n_epoch", 1, "validate after every (planned-length) epoch"),
+        Decision("trainer.val_check_interval", None, "epochs set the cadence"),
+        Decision("trainer.max_epochs", 100000, "a cap only: trainer.max_time ends the run"),
+        Decision("trainer", "cpu" if device == "cpu" else "gpu", f"the device the probe ran on ({device})"),
+        Decision("trainer.precision", precision, precision_why),
+        Decision("task.channels_last", True, "faster convolutions on CPU (with bf16) and GPU"),
+        Decision("scheduler", "cosine", "cosine decay over the budget (steps or trainer.max_time), per step"),
+        Decision("callbacks.export_weights", "final", "the annealed final weights, not a pick on validation"),
+        rules.decide_augmentation(color_mode, planned_steps),
+        *rules.decide_loss(stats["classes"], num_classes),
+    ]
+    if mapping:
+        plan.append(Decision("data.ignore_index", ignore_index, "unchanged; 255 is now a class value"))
+    return Plan(plan, fp, probe, round(time.perf_counter() - start, 1))
+
+
+def user_keys(overrides: Sequence[str]) -> dict[str, str]:
+    """Key -> override for what the user typed (``+``/``++``/``~`` prefixes removed)."""
+    keys = {}
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        keys[key] = item
+    return keys
+
+
+def _conflicts(plan_key: str, typed: dict[str, str]) -> str | None:
+    """The user's override that takes ``plan_key`` out of the plan, if any.
+
+    A typed value wins over the same key and over its parents' or children's planned values. A typed group
+    choice (``model=unet_resnet34``) wins over the planned choice and the planned values inside that group,
+    except the facts read from the data (``data.*`` and ``model.in_channels``): ``data=isbi2012`` is what
+    was planned for, not a setting to keep.
+    """
+    for key, item in typed.items():
+        if key == plan_key:
+            return item
+        if "." not in key:  # a group choice
+            if key != "data" and plan_key.startswith(key + ".") and plan_key != "model.in_channels":
+                return item
+        elif "." in plan_key and (plan_key.startswith(key + ".") or key.startswith(plan_key + ".")):
+            return item
+    return None
+
+
+def apply_plan(
+    plan: Plan, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig]
+) -> tuple[DictConfig, list[str]]:
+    """Compose the planned config: the plan's overrides first, then the user's, dropping every planned key
+    the user set (a parent or child key counts). Returns the config and one line per kept user setting."""
+    typed = user_keys([o for o in overrides if not o.startswith("hydra")])
+    kept, planned = [], []
+    for decision, item in zip(plan.decisions, plan.overrides(), strict=True):
+        mine = _conflicts(decision.key, typed)
+        if mine is not None:
+            kept.append(f"{mine} (you typed it; the plan had {decision.key}={format_value(decision.value)})")
+        else:
+            planned.append(item)
+    user = [o for o in overrides if not o.startswith("hydra")]
+    return compose([*planned, *user]), kept
+
+
+def save_plan(plan: Plan, directory: Path, title: str) -> None:
+    """``plan.yaml`` (an experiment file) and ``fingerprint.json`` (with the probe's timings) in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "plan.yaml").write_text(plan.experiment_yaml(title))
+    record = {**plan.fingerprint, "probe": plan.probe, "planning_seconds": plan.seconds}
+    (directory / "fingerprint.json").write_text(json.dumps(record, indent=1))
+
+
+def describe(plan: Plan) -> str:
+    fp = plan.fingerprint
+    size = f"{fp['height']['median']:.0f}x{fp['width']['median']:.0f}"
+    return (
+        f"{fp['images']} training images (median {size}, {'fixed' if fp['fixed_size'] else 'variable'} size, "
+        f"{fp['color_mode']}, {'/'.join(fp['dtypes'])}); planned in {plan.seconds:.1f} s "
+        f"(fingerprint {fp.get('seconds', 0):.1f} s{', cached' if not fp.get('seconds') else ''}); "
+        f"~{plan.probe.get('planned_steps', 0)} steps on {plan.probe.get('device')}"
+    )
+
+
+def planned_config(
+    cfg: DictConfig, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig], output_dir: str | Path
+) -> DictConfig:
+    """``cfg`` itself unless it asks for a plan (``+experiment=auto``); else plan, log the table, save
+    ``plan.yaml`` and ``fingerprint.json`` in ``output_dir`` and return the re-composed config."""
+    settings = cfg.get("planner")
+    if not settings or not settings.get("enabled"):
+        return cfg
+    plan = plan_run(cfg)
+    planned, kept = apply_plan(plan, overrides, compose)
+    planned.paths.output_dir = str(output_dir)
+    save_plan(plan, Path(output_dir), f"planned by segkit for {' '.join(overrides)}")
+    log.info("Plan: %s\n%s", describe(plan), plan.table())
+    for line in kept:
+        log.info("Kept: %s", line)
+    log.info("Plan saved: %s (an experiment file; fingerprint.json beside it)", Path(output_dir) / "plan.yaml")
+    return planned

@@ -1,0 +1,284 @@
+"""The planner: fingerprints of folders with known answers, each decision rule, and planned runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from omegaconf import open_dict
+from PIL import Image
+
+from segkit.planning import decisions as rules
+from segkit.planning.fingerprint import fingerprint
+from segkit.planning.planner import Plan, apply_plan, plan_run
+from segkit.train import compose_config, train
+
+
+def disc_folder(
+    root: Path,
+    n: int = 4,
+    size: tuple[int, int] = (64, 64),
+    radius: int = 6,
+    mode: str = "L",
+    foreground: int = 1,
+    discs: int = 2,
+) -> Path:
+    """``root/{images,masks}`` with ``discs`` discs of ``radius`` per image (mask value ``foreground``)."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    for i in range(n):
+        mask = np.zeros(size, dtype=np.uint8)
+        for k in range(discs):
+            cy, cx = (k + 1) * size[0] // (discs + 1), (k + 1) * size[1] // (discs + 1)
+            mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = foreground
+        grey = (rng.normal(80, 10, size) + 100 * (mask > 0)).clip(0, 255)
+        if mode == "I;16":
+            Image.fromarray((grey * 200).astype(np.uint16)).save(root / "images" / f"{i}.png")
+        elif mode == "L":
+            Image.fromarray(grey.astype(np.uint8)).save(root / "images" / f"{i}.png")
+        elif mode == "RGB_GREY":
+            Image.fromarray(np.repeat(grey.astype(np.uint8)[..., None], 3, 2)).save(root / "images" / f"{i}.png")
+        else:  # RGB / RGBA colour
+            rgb = np.stack([grey, rng.uniform(0, 255, size), 255 - grey], -1).astype(np.uint8)
+            if mode == "RGBA":
+                rgb = np.concatenate([rgb, np.full((*size, 1), 255, np.uint8)], -1)
+            Image.fromarray(rgb).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    return root
+
+
+def pairs(root: Path) -> list[tuple[Path, Path]]:
+    return [(p, root / "masks" / p.name) for p in sorted((root / "images").iterdir())]
+
+
+# --- the fingerprint ------------------------------------------------------------------------------------------
+
+
+def test_fingerprint_of_discs_by_hand(tmp_path: Path) -> None:
+    root = disc_folder(tmp_path / "d", n=3, size=(64, 96), radius=6, discs=2)
+    fp = fingerprint(pairs(root), tmp_path / "cache")
+    disc_pixels = int(((np.mgrid[-6:7, -6:7] ** 2).sum(0) <= 36).sum())  # 113 pixels per disc
+    assert fp["images"] == 3 and fp["fixed_size"] and fp["height"]["median"] == 64 and fp["width"]["max"] == 96
+    assert fp["color_mode"] == "gray" and fp["dtypes"] == ["uint8"] and not fp["alpha"]
+    assert fp["mask_values"]["1"]["pixel_share"] == pytest.approx(2 * disc_pixels / (64 * 96), abs=1e-6)
+    assert fp["mask_values"]["1"]["image_share"] == 1.0
+    assert fp["mask_values"]["1"]["object_side"]["p90"] == 13  # 2 * radius + 1
+    assert fp["mask_values"]["1"]["object_area"]["median"] == disc_pixels
+    assert fp["mask_values"]["1"]["object_area"]["count"] == 6  # two discs in each of three images
+
+
+@pytest.mark.parametrize(
+    ("mode", "color_mode", "alpha", "dtype"),
+    [("L", "gray", False, "uint8"), ("RGB_GREY", "gray", False, "uint8"), ("RGB", "rgb", False, "uint8"),
+     ("RGBA", "rgb", True, "uint8"), ("I;16", "gray", False, "uint16")],
+)  # fmt: skip
+def test_fingerprint_channels_and_bit_depth(tmp_path: Path, mode: str, color_mode: str, alpha: bool, dtype: str):
+    fp = fingerprint(pairs(disc_folder(tmp_path / mode, n=2, mode=mode)), tmp_path / "cache")
+    assert (fp["color_mode"], fp["alpha"], fp["dtypes"]) == (color_mode, alpha, [dtype])
+    assert len(fp["intensity"]["mean"]) == (1 if color_mode == "gray" else 3)
+    if dtype == "uint16":  # stored values kept for the reader; the network's values are percentile-scaled
+        assert fp["intensity"]["raw_p99_5"][0] > 255 and 0 <= fp["intensity"]["p50"][0] <= 1
+
+
+def test_fingerprint_is_cached_by_content(tmp_path: Path) -> None:
+    root = disc_folder(tmp_path / "d", n=2)
+    first = fingerprint(pairs(root), tmp_path / "cache")
+    again = fingerprint(pairs(root), tmp_path / "cache")
+    assert again["key"] == first["key"] and again["seconds"] == 0.0 and again["mask_values"] == first["mask_values"]
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(root / "masks" / "0.png")
+    assert fingerprint(pairs(root), tmp_path / "cache")["key"] != first["key"]
+
+
+# --- each decision --------------------------------------------------------------------------------------------
+
+
+def test_masks_stored_as_0_and_255_get_a_mapping(tmp_path: Path) -> None:
+    fp = fingerprint(pairs(disc_folder(tmp_path / "d", n=2, foreground=255)), tmp_path / "cache")
+    (decision,) = rules.decide_mask_mapping(fp, num_classes=2, ignore_index=255, mapping=None, threshold=None)
+    assert decision.value == {0: 0, 255: 1}
+    assert rules.decide_mask_mapping(fp, 2, 255, mapping={0: 0, 255: 1}, threshold=None) == []
+    plain = fingerprint(pairs(disc_folder(tmp_path / "e", n=2, foreground=1)), tmp_path / "cache")
+    assert rules.decide_mask_mapping(plain, 2, 255, None, None) == []
+
+
+def test_channels_intensity_and_normalization(tmp_path: Path) -> None:
+    grey = fingerprint(pairs(disc_folder(tmp_path / "g", n=2, mode="RGB_GREY")), tmp_path / "cache")
+    assert [d.value for d in rules.decide_channels(grey)] == ["gray", 1]
+    colour = fingerprint(pairs(disc_folder(tmp_path / "c", n=2, mode="RGBA")), tmp_path / "cache")
+    assert [d.value for d in rules.decide_channels(colour)] == ["rgb", 3]
+    assert "alpha" in rules.decide_channels(colour)[0].reason
+    deep = fingerprint(pairs(disc_folder(tmp_path / "h", n=2, mode="I;16")), tmp_path / "cache")
+    assert rules.decide_intensity(deep)[0].value == {"mode": "percentile", "low": 0.5, "high": 99.5}
+    assert rules.decide_intensity(grey)[0].value is None
+    mean, std = rules.decide_normalization(grey, pretrained=False)
+    assert mean.value == [round(grey["intensity"]["mean"][0], 4)] and std.value == [
+        round(grey["intensity"]["std"][0], 4)
+    ]
+    assert [d.value for d in rules.decide_normalization(grey, pretrained=True)] == [None, None]
+
+
+def test_mixed_channel_counts_train_in_colour(tmp_path: Path) -> None:
+    root = disc_folder(tmp_path / "m", n=2, mode="L")
+    disc_folder(tmp_path / "rgb", n=1, mode="RGB")
+    (tmp_path / "rgb" / "images" / "0.png").rename(root / "images" / "9.png")
+    (tmp_path / "rgb" / "masks" / "0.png").rename(root / "masks" / "9.png")
+    color_mode, in_channels = rules.decide_channels(fingerprint(pairs(root), tmp_path / "cache"))
+    assert (color_mode.value, in_channels.value) == ("rgb", 3) and "mixed channel counts [1, 3]" in color_mode.reason
+
+
+def fake_fp(h: list[int], w: list[int]) -> dict:
+    summary = lambda v: {"min": min(v), "median": float(np.median(v)), "max": max(v)}  # noqa: E731
+    return {"height": summary(h), "width": summary(w), "fixed_size": len(set(zip(h, w, strict=True))) == 1}
+
+
+def test_patch_is_the_whole_image_when_it_fits_else_a_crop_around_objects() -> None:
+    patch, why = rules.decide_patch(fake_fp([96, 96], [120, 120]), object_side=20, device="cpu")
+    assert patch == [96, 128] and "whole image" in why
+    patch, why = rules.decide_patch(fake_fp([1024, 700], [1024, 900]), object_side=20, device="cpu")
+    assert patch == [64, 64] and "crops" in why  # 3 x 20 px -> 64 (the floor)
+    patch, _ = rules.decide_patch(fake_fp([1024], [1024]), object_side=60, device="cpu")
+    assert patch == [192, 192]  # 3 x 60 px, a multiple of 16
+    patch, _ = rules.decide_patch(fake_fp([1024], [1024]), object_side=600, device="cpu")
+    assert patch == [256, 256]  # the CPU cap
+    patch, _ = rules.decide_patch(fake_fp([1024], [1024]), object_side=600, device="cuda")
+    assert patch == [512, 512]  # a GPU takes bigger patches
+
+
+def test_depth_follows_objects_and_patch() -> None:
+    assert rules.receptive_field(4) == 140  # the paper's U-Net
+    assert rules.decide_depth([256, 256], object_side=20)[0] == 3  # small objects: shallow (floor 3)
+    assert rules.decide_depth([256, 256], object_side=100)[0] == 5  # depth 4 sees 140 px, one more
+    assert rules.decide_depth([256, 256], object_side=600)[0] == 5  # deepest map 8 px
+    assert rules.decide_depth([64, 64], object_side=600)[0] == 3  # 64 / 2^3 = 8 px
+
+
+def test_class_weights_only_for_a_rare_class() -> None:
+    balanced = {0: {"pixel_share": 0.7}, 1: {"pixel_share": 0.3}}
+    rare = {0: {"pixel_share": 0.96}, 1: {"pixel_share": 0.036}, 2: {"pixel_share": 0.004}}
+    assert rules.decide_loss(balanced, 2)[1].value is None
+    weights = rules.decide_loss(rare, 3)[1]
+    assert weights.value == "sqrt_median_frequency" and "class 2" in weights.reason and "class 1" not in weights.reason
+
+
+def test_augmentation_family_and_strength() -> None:
+    assert rules.decide_augmentation("gray", 1000).value == "em"
+    assert rules.decide_augmentation("rgb", 1000).value == "strong"
+    assert rules.decide_augmentation("rgb", 100).value == "light"
+
+
+def test_width_is_the_widest_that_gets_enough_steps() -> None:
+    timings = {8: 0.1, 16: 0.2, 32: 0.5}  # 255 usable seconds: 2550, 1275 and 510 steps
+    assert rules.choose_width(timings, budget_seconds=300, min_steps=600)[0] == 16
+    assert rules.choose_width(timings, budget_seconds=300, min_steps=500)[0] == 32
+    width, why = rules.choose_width(timings, budget_seconds=10, min_steps=600)
+    assert width == 8 and "no width" in why
+
+
+def test_validation_cadence_and_a_budget_too_short() -> None:
+    steps, _ = rules.validation_interval(val_seconds=9.0, step_seconds=0.5, budget_seconds=600)
+    assert steps == 180  # (9 + 1) s of validation per 9 x 10 s = 90 s of training at 0.5 s a step
+    assert rules.validation_interval(0.1, 1.0, 600)[0] == rules.MIN_INTERVAL
+    with pytest.raises(ValueError, match="too short: one validation pass alone takes about 41 s"):
+        rules.validation_interval(val_seconds=40, step_seconds=0.5, budget_seconds=60)
+
+
+# --- planned runs ---------------------------------------------------------------------------------------------
+
+
+def unplanned(root: Path, *extra: str) -> list[str]:
+    """Overrides whose composition does not plan yet (so plan_run sees the data config as typed)."""
+    return folder_overrides(root, "planner.enabled=false", *extra)
+
+
+def folder_overrides(root: Path, *extra: str) -> list[str]:
+    return ["+experiment=auto", "data=folder", f"paths.data_dir={root}", "data.val_dataset=null",
+            "data.num_workers=0", "trainer.accelerator=cpu", "planner.widths=[4,8]", *extra]  # fmt: skip
+
+
+def test_plan_of_a_0_255_grey_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=6, size=(64, 80), foreground=255, mode="RGB_GREY")
+    cfg = compose_config(unplanned(root.parent, "trainer.max_time=00:00:01:00"), output_dir=tmp_path / "r")
+    plan = plan_run(cfg)
+    chosen = {d.key: d.value for d in plan.decisions}
+    assert chosen["data.train_dataset.mask_mapping"] == {0: 0, 255: 1}
+    assert chosen["data.train_dataset.color_mode"] == "gray" and chosen["model.in_channels"] == 1
+    assert chosen["data.patch_size"] == [64, 80] and chosen["model.depth"] == 3  # whole image; 13 px discs
+    assert chosen["model.base_channels"] in (4, 8) and chosen["trainer"] == "cpu"
+    assert chosen["data.samples_per_epoch"] % chosen["data.batch_size"] == 0
+    assert plan.probe["val_images"] == 1  # val_fraction 0.2 of 6
+    assert len(plan.table().splitlines()) == len(plan.decisions) + 1
+
+
+def test_bad_folders_get_a_clear_message(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    empty = disc_folder(tmp_path / "one" / "train", n=3, discs=0)
+    cfg = compose_config(unplanned(empty.parent, "trainer.max_time=00:00:01:00"), output_dir=tmp_path / "r")
+    with pytest.raises(ValueError, match=r"hold only class \[0\].*nothing to segment"):
+        plan_run(cfg)
+    root = disc_folder(tmp_path / "ok" / "train", n=3)
+    cfg = compose_config(unplanned(root.parent, "trainer.max_time=00:00:00:01"), output_dir=tmp_path / "r")
+    with open_dict(cfg):
+        cfg.data.val_fraction = 0.5
+    with pytest.raises(ValueError, match="budget .* is too short"):
+        plan_run(cfg)
+    cfg = compose_config(unplanned(root.parent, "trainer.max_time=null"), output_dir=tmp_path / "r")
+    with pytest.raises(ValueError, match="needs a budget"):
+        plan_run(cfg)
+
+
+def test_typed_keys_win_over_the_plan() -> None:
+    plan = Plan([rules.Decision("model.base_channels", 32, "probe"), rules.Decision("aug", "em", "grey"),
+                 rules.Decision("data.patch_size", [256, 256], "crop"), rules.Decision("model.depth", 5, "x"),
+                 rules.Decision("model.in_channels", 1, "grey"), rules.Decision("trainer", "cpu", "probe")],
+                fingerprint={})  # fmt: skip
+    seen = []
+    _, kept = apply_plan(plan, ["data=isbi2012", "model=unet_resnet34", "aug=none", "trainer.max_time=1"],
+                         lambda overrides: seen.append(overrides) or None)  # fmt: skip
+    planned = seen[0][:-4]
+    # data=... is what was planned for; model=... drops the planned width and depth but not the input channels
+    assert planned == ["++data.patch_size=[256,256]", "++model.in_channels=1", "trainer=cpu"]
+    assert seen[0][-4:] == ["data=isbi2012", "model=unet_resnet34", "aug=none", "trainer.max_time=1"]
+    assert len(kept) == 3 and any("aug=none" in line and "aug=em" in line for line in kept)
+
+
+@pytest.mark.slow
+def test_auto_experiment_plans_saves_and_trains(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=8, size=(64, 64), foreground=255)
+    overrides = folder_overrides(root.parent, "trainer.max_time=00:00:00:25", "model.base_channels=4")
+    cfg = compose_config(overrides, output_dir=tmp_path / "run")
+    assert cfg.model.base_channels == 4 and cfg.data.train_dataset.mask_mapping == {0: 0, 255: 1}
+    assert cfg.data.samples_per_epoch > 0 and cfg.task.scheduler._target_.endswith("CosineLR")
+    plan = yaml.safe_load((tmp_path / "run" / "plan.yaml").read_text())
+    assert plan["data"]["train_dataset"]["mask_mapping"] == {0: 0, 255: 1}
+    assert json.loads((tmp_path / "run" / "fingerprint.json").read_text())["probe"]["device"] == "cpu"
+    metrics = train(cfg)
+    assert metrics["val/iou_class_1"] > 0.5  # bright discs: learnt within the budget
+
+
+def test_plan_command_writes_an_experiment_file_that_trains(tmp_path: Path) -> None:
+    root = disc_folder(tmp_path / "data" / "train", n=6, size=(64, 64))
+    env = {**os.environ, "SEGKIT_CACHE_DIR": str(tmp_path / "cache"), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    data = [f"paths.data_dir={root.parent}", "data=folder", "data.val_dataset=null", "planner.widths=[4]"]
+    out = tmp_path / "plan"
+    done = subprocess.run([sys.executable, "-m", "segkit.plan", *data, "trainer.max_time=00:00:01:00",
+                           f"hydra.run.dir={out}"], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "model.base_channels" in done.stdout + done.stderr and (out / "fingerprint.json").is_file()
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (out / "plan.yaml").rename(tmp_path / "conf" / "experiment" / "mine.yaml")
+    composed = subprocess.run([sys.executable, "-m", "segkit.train", "--config-dir", str(tmp_path / "conf"),
+                               "+experiment=mine", *data[:3], "--cfg", "job"], capture_output=True, text=True,
+                              env=env, timeout=300)  # fmt: skip
+    assert composed.returncode == 0, composed.stderr[-2000:]
+    job = yaml.safe_load(composed.stdout)
+    assert job["model"]["base_channels"] == 4 and job["model"]["in_channels"] == 1

@@ -16,7 +16,7 @@ from PIL import Image
 
 from segkit.planning import decisions as rules
 from segkit.planning.fingerprint import fingerprint
-from segkit.planning.planner import Plan, apply_plan, plan_run
+from segkit.planning.planner import Plan, apply_plan, plan_run, save_plan
 from segkit.train import compose_config, train
 
 
@@ -248,6 +248,15 @@ def test_typed_keys_win_over_the_plan() -> None:
     assert planned == ["++data.patch_size=[256,256]", "++model.in_channels=1", "trainer=cpu"]
     assert seen[0][-4:] == ["data=isbi2012", "model=unet_resnet34", "aug=none", "trainer.max_time=1"]
     assert len(kept) == 3 and any("aug=none" in line and "aug=em" in line for line in kept)
+
+
+def test_other_ranks_take_rank_zeros_plan(tmp_path: Path, monkeypatch) -> None:
+    run = tmp_path / "run"
+    plan = Plan([rules.Decision("model.base_channels", 12, "probe"), rules.Decision("aug", "em", "grey")], {})
+    save_plan(plan, run, "rank 0")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # no data folder exists: rank 1 must not fingerprint or probe
+    cfg = compose_config(folder_overrides(tmp_path / "missing", "trainer.max_time=00:00:01:00"), output_dir=run)
+    assert cfg.model.base_channels == 12 and cfg.aug.train.transforms[-1]["_target_"].endswith("BrightnessContrast")
 
 
 @pytest.mark.slow

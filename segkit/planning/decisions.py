@@ -90,9 +90,10 @@ def decide_channels(fp: dict) -> list[Decision]:
     """Grey images (stored grey, or RGB with three equal channels) train a 1-channel network."""
     mode = fp["color_mode"]
     stored = fp["stored_channels"]
+    kinds = {"grey" if c <= 2 else "colour" for c in stored}  # 2 = grey + alpha
     if mode == "gray":
-        why = "every image is grey" + (" (stored as RGB with equal channels)" if max(stored) >= 3 else "")
-    elif len({min(c, 3) for c in stored if c != 2} | ({1} if 2 in stored else set())) > 1:
+        why = "every image is grey" + (" (stored as RGB with equal channels)" if "colour" in kinds else "")
+    elif len(kinds) > 1:
         why = f"mixed channel counts {stored}: grey images are repeated to 3 channels"
     else:
         why = "colour images"

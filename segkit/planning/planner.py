@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -301,8 +302,11 @@ def save_plan(plan: Plan, directory: Path, title: str) -> None:
     """``plan.yaml`` (an experiment file) and ``fingerprint.json`` (with the probe's timings) in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "plan.yaml").write_text(plan.experiment_yaml(title))
-    record = {**plan.fingerprint, "probe": plan.probe, "planning_seconds": plan.seconds}
-    (directory / "fingerprint.json").write_text(json.dumps(record, indent=1))
+    decisions = [[d.key, d.value, d.reason] for d in plan.decisions]
+    record = {**plan.fingerprint, "probe": plan.probe, "planning_seconds": plan.seconds, "decisions": decisions}
+    tmp = directory / "fingerprint.json.tmp"  # other ranks wait for this file: it appears whole
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(directory / "fingerprint.json")
 
 
 def describe(plan: Plan) -> str:
@@ -316,6 +320,29 @@ def describe(plan: Plan) -> str:
     )
 
 
+def launched_rank() -> int:
+    """This process's rank when a launcher (Lightning's DDP, torchrun, SLURM) set one, else 0."""
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def rank_zero_plan(output_dir: Path, timeout: float = 900.0) -> Plan:
+    """The plan rank 0 saved in ``output_dir`` (waiting for it up to ``timeout`` seconds)."""
+    saved = output_dir / "fingerprint.json"
+    deadline = time.monotonic() + timeout
+    while not saved.is_file():
+        if time.monotonic() > deadline:
+            raise FileNotFoundError(
+                f"rank {launched_rank()} found no plan from rank 0 in {output_dir} after {timeout:.0f} s; every "
+                "rank needs the same run directory (set SEGKIT_RUN_ID, e.g. to $SLURM_JOB_ID)"
+            )
+        time.sleep(1.0)
+    record = json.loads(saved.read_text())
+    return Plan([Decision(*row) for row in record["decisions"]], record)
+
+
 def planned_config(
     cfg: DictConfig, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig], output_dir: str | Path
 ) -> DictConfig:
@@ -324,6 +351,13 @@ def planned_config(
     settings = cfg.get("planner")
     if not settings or not settings.get("enabled"):
         return cfg
+    if launched_rank() > 0:
+        # A DDP process (Lightning's, torchrun's or SLURM's): its own probe would run beside rank 0's and
+        # could choose another network, so it waits for rank 0's plan in the shared run directory.
+        plan = rank_zero_plan(Path(output_dir))
+        planned, _ = apply_plan(plan, overrides, compose)
+        planned.paths.output_dir = str(output_dir)
+        return planned
     plan = plan_run(cfg)
     planned, kept = apply_plan(plan, overrides, compose)
     planned.paths.output_dir = str(output_dir)

@@ -60,17 +60,8 @@ class ClassificationTask(Task):
         compile: bool = False,
         loss: nn.Module | None = None,
     ) -> None:
-        super().__init__(
-            net,
-            optimizer,
-            scheduler,
-            num_classes,
-            class_names,
-            channels_last,
-            compile,
-            scheduler_interval,
-            encoder_lr_mult,
-        )
+        super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last, compile,
+                         scheduler_interval, encoder_lr_mult)  # fmt: skip
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "loss"])
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values but num_classes is {num_classes}")

@@ -107,17 +107,8 @@ class SegmentationTask(Task):
                 "SegmentationTask needs a loss; pick one from the loss group: loss=dice_ce, loss=ce, loss=dice or "
                 "loss=bce (loss=none is for tasks with a built-in loss, such as classification)"
             )
-        super().__init__(
-            net,
-            optimizer,
-            scheduler,
-            num_classes,
-            class_names,
-            channels_last,
-            compile,
-            scheduler_interval,
-            encoder_lr_mult,
-        )
+        super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last, compile,
+                         scheduler_interval, encoder_lr_mult)  # fmt: skip
         # Factories and modules stay out of the checkpoint's hparams: they are not plain data and would need
         # unpickling of arbitrary objects; the run's .hydra/config.yaml describes them instead.
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])

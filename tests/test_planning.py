@@ -182,6 +182,15 @@ def test_width_is_the_widest_that_gets_enough_steps() -> None:
     assert width == 8 and "no width" in why
 
 
+def test_batch_from_the_probes_memory() -> None:
+    gib = 2**30
+    assert rules.decide_batch("cpu", 4, None, None)[0] == 4
+    assert rules.decide_batch("cuda", 16, peak_bytes=10 * gib, total_bytes=80 * gib)[0] == 16
+    batch, why = rules.decide_batch("cuda", 16, peak_bytes=100 * gib, total_bytes=80 * gib)
+    assert batch == 8 and "halved to 8" in why  # 100 GiB at 16 -> 50 at 8, under 0.8 x 80
+    assert rules.decide_batch("cuda", 16, peak_bytes=1000 * gib, total_bytes=80 * gib)[0] == 2
+
+
 def test_validation_cadence_and_a_budget_too_short() -> None:
     steps, _ = rules.validation_interval(val_seconds=9.0, step_seconds=0.5, budget_seconds=600)
     assert steps == 180  # (9 + 1) s of validation per 9 x 10 s = 90 s of training at 0.5 s a step

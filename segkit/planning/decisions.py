@@ -16,6 +16,8 @@ from typing import Any
 # CPU cores a 256x256 crop at batch 4 is about one step a second for a 16-channel U-Net.
 PATCH_CAP = {"cpu": 256 * 256, "cuda": 512 * 512}
 MIN_PATCH = 64
+BATCH = {"cpu": 4, "cuda": 16}  # patches a step before the memory check
+MEMORY_SHARE = 0.8  # of the GPU's memory the probe's peak may reach at the planned batch
 CONTEXT = 3  # a crop covers the 90th-percentile object side this many times
 VAL_SHARE = 0.1  # validation may take this share of the wall time
 # Per validation besides the forward passes: loader start, metrics, last.ckpt and best-checkpoint writes,
@@ -163,14 +165,14 @@ def decide_depth(patch: Sequence[int], object_side: float) -> tuple[int, str]:
     return depth, why
 
 
-def decide_loss(classes: dict, num_classes: int) -> list[Decision]:
+def decide_loss(classes: dict, num_classes: int, names: Sequence[str] | None = None) -> list[Decision]:
     """Dice + CE always; square-root median-frequency class weights only when a class is rare (under a tenth
     of its uniform share 1/K), since they cost the frequent classes when nothing is rare."""
     shares = {c: s["pixel_share"] for c, s in classes.items()}
     rare = [c for c, share in shares.items() if share < 0.1 / num_classes]
     decisions = [Decision("loss", "dice_ce", "Dice + cross-entropy: robust to imbalance, smooth early on")]
     if rare:
-        listed = ", ".join(f"class {c} ({100 * shares[c]:.2f} %)" for c in rare)
+        listed = ", ".join(f"{names[c] if names else f'class {c}'} ({100 * shares[c]:.2f} %)" for c in rare)
         decisions.append(Decision("task.loss.class_weights", "sqrt_median_frequency", f"rare: {listed}"))
     else:
         smallest = min(shares.values())
@@ -187,6 +189,22 @@ def decide_augmentation(color_mode: str, planned_steps: float) -> Decision:
     if color_mode == "gray":
         return Decision("aug", "em", "grey images: flips, rot90, elastic, brightness/contrast")
     return Decision("aug", "strong", "colour images: flips, scale/rotation, colour jitter")
+
+
+def decide_batch(device: str, batch: int, peak_bytes: int | None, total_bytes: int | None) -> tuple[int, str]:
+    """CPU: ``BATCH["cpu"]`` (on few cores a step's time grows with the batch, so smaller batches give more
+    updates for the same pixels). GPU: ``BATCH["cuda"]``, halved (to 2 at least) while the probe's peak memory,
+    scaled to the batch, exceeds ``MEMORY_SHARE`` of the device's."""
+    if device != "cuda" or not peak_bytes or not total_bytes:
+        return batch, "CPU: more, smaller steps beat bigger batches on few cores"
+    probed = batch
+    while batch > 2 and peak_bytes * batch / probed > MEMORY_SHARE * total_bytes:
+        batch //= 2
+    gib = 2**30
+    return batch, (
+        f"probe peak {peak_bytes / gib:.1f} GiB at batch {probed} of {total_bytes / gib:.0f} GiB: "
+        + ("fits" if batch == probed else f"halved to {batch}")
+    )
 
 
 def choose_width(timings: dict[int, float], budget_seconds: float, min_steps: int) -> tuple[int, str]:

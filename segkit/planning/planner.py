@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 GROUPS = ("aug", "loss", "model", "scheduler", "trainer")  # keys that choose a config file, not a value
 WIDTHS = {"cpu": (8, 16, 32, 48), "cuda": (16, 32, 64)}
-BATCH = {"cpu": 4, "cuda": 16}
 
 
 @dataclass
@@ -180,15 +179,19 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
     plan.append(Decision("model.depth", depth, depth_why))
 
     budget = budget_seconds(cfg)
-    batch = BATCH[device]
+    batch = rules.BATCH[device]
     probe: dict = {"device": device, "patch": patch, "batch": batch}
 
     def net(width: int) -> UNet:
         return UNet(num_classes=num_classes, in_channels=in_channels, depth=depth, base_channels=width)
 
+    peaks: dict[int, int | None] = {}
+
     def step_time(width: int, precision: str) -> float:
-        return time_training_step(net(width), batch, in_channels, tuple(patch), num_classes, device, precision,
-                                  channels_last=True)["seconds"]  # fmt: skip
+        probed = time_training_step(net(width), batch, in_channels, tuple(patch), num_classes, device, precision,
+                                    channels_last=True)  # fmt: skip
+        peaks[width] = probed["peak_bytes"]
+        return probed["seconds"]
 
     widths = list(settings.get("widths") or WIDTHS[device])
     if device == "cpu":
@@ -207,7 +210,10 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
         if 0.85 * budget / timings[width] < min_steps:
             break  # wider ones only get fewer steps
     width, width_why = rules.choose_width(timings, budget, min_steps)
-    step_seconds = timings[width]
+    total_memory = torch.cuda.get_device_properties(0).total_memory if device == "cuda" else None
+    probed_batch = batch
+    batch, batch_why = rules.decide_batch(device, batch, peaks.get(width), total_memory)
+    step_seconds = timings[width] * batch / probed_batch
     probe["step_seconds"] = {str(w): round(t, 4) for w, t in timings.items()}
 
     n_val, val_sizes = validation_images(cfg, len(pairs))
@@ -225,13 +231,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
     plan += [
         Decision("model", "unet", "segkit's U-Net, trained from scratch (nothing to download)"),
         Decision("model.base_channels", width, width_why),
-        Decision(
-            "data.batch_size",
-            batch,
-            "CPU: more, smaller steps beat bigger batches on few cores"
-            if device == "cpu"
-            else "GPU: 16 patches a step",
-        ),  # fmt: skip
+        Decision("data.batch_size", batch, batch_why),
         Decision(
             "data.samples_per_epoch",
             interval * batch,
@@ -246,7 +246,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
         Decision("scheduler", "cosine", "cosine decay over the budget (steps or trainer.max_time), per step"),
         Decision("callbacks.export_weights", "final", "the annealed final weights, not a pick on validation"),
         rules.decide_augmentation(color_mode, planned_steps),
-        *rules.decide_loss(stats["classes"], num_classes),
+        *rules.decide_loss(stats["classes"], num_classes, cfg.data.get("class_names")),
     ]
     if mapping:
         plan.append(Decision("data.ignore_index", ignore_index, "unchanged; 255 is now a class value"))

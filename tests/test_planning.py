@@ -227,6 +227,23 @@ def test_plan_of_a_0_255_grey_folder(tmp_path: Path, monkeypatch) -> None:
     assert len(plan.table().splitlines()) == len(plan.decisions) + 1
 
 
+def test_plan_of_a_variable_size_colour_folder_with_many_classes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data" / "train"
+    for i, (size, value) in enumerate([((300, 400), 1), ((320, 280), 2), ((512, 600), 3), ((300, 300), 1)]):
+        disc_folder(tmp_path / f"part{i}", n=1, size=size, radius=20, mode="RGB", foreground=value)
+        for kind in ("images", "masks"):
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            (tmp_path / f"part{i}" / kind / "0.png").rename(root / kind / f"{i}.png")
+    cfg = compose_config(unplanned(root.parent, "data.num_classes=4", "trainer.max_time=00:00:01:00"),
+                         output_dir=tmp_path / "r")  # fmt: skip
+    chosen = {d.key: d.value for d in plan_run(cfg).decisions}
+    assert chosen["data.train_dataset.color_mode"] == "rgb" and chosen["model.in_channels"] == 3
+    assert chosen["data.patch_size"] == [128, 128]  # 3 x 41 px discs -> 128; images too big to take whole
+    assert chosen["aug"] in ("strong", "light") and len(chosen["data.mean"]) == 3
+    assert chosen["task.loss.class_weights"] == "sqrt_median_frequency"  # each disc class is under 1/40
+
+
 def test_bad_folders_get_a_clear_message(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
     empty = disc_folder(tmp_path / "one" / "train", n=3, discs=0)

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from segkit.cli import check_overrides, clear_errors
-from segkit.planning.planner import Plan, describe, plan_run, save_plan
+from segkit.planning.planner import Plan, plan_run, save_plan
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,6 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> Plan:
     out = Path(cfg.paths.output_dir)
     typed = " ".join(overrides or [])
     save_plan(plan, out, f"planned by: python -m segkit.plan {typed}")
-    log.info("Plan: %s\n%s", describe(plan), plan.table())
-    log.info("Wrote %s and %s", out / "plan.yaml", out / "fingerprint.json")
     log.info("Train it: python -m segkit.train +experiment=auto %s", typed)
     log.info("Or keep it: copy plan.yaml to <dir>/experiment/<name>.yaml and run python -m segkit.train "
              "--config-dir <dir> +experiment=<name> %s", typed)  # fmt: skip

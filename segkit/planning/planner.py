@@ -286,7 +286,8 @@ def apply_plan(
 ) -> tuple[DictConfig, list[str]]:
     """Compose the planned config: the plan's overrides first, then the user's, dropping every planned key
     the user set (a parent or child key counts). Returns the config and one line per kept user setting."""
-    typed = user_keys([o for o in overrides if not o.startswith("hydra")])
+    user = [o for o in overrides if not o.startswith("hydra")]  # hydra.* applies to the running app only
+    typed = user_keys(user)
     kept, planned = [], []
     for decision, item in zip(plan.decisions, plan.overrides(), strict=True):
         mine = _conflicts(decision.key, typed)
@@ -294,12 +295,12 @@ def apply_plan(
             kept.append(f"{mine} (you typed it; the plan had {decision.key}={format_value(decision.value)})")
         else:
             planned.append(item)
-    user = [o for o in overrides if not o.startswith("hydra")]
     return compose([*planned, *user]), kept
 
 
 def save_plan(plan: Plan, directory: Path, title: str) -> None:
-    """``plan.yaml`` (an experiment file) and ``fingerprint.json`` (with the probe's timings) in ``directory``."""
+    """``plan.yaml`` (an experiment file) and ``fingerprint.json`` (with the probe's timings) in ``directory``,
+    and the decision table in the log."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "plan.yaml").write_text(plan.experiment_yaml(title))
     decisions = [[d.key, d.value, d.reason] for d in plan.decisions]
@@ -307,6 +308,8 @@ def save_plan(plan: Plan, directory: Path, title: str) -> None:
     tmp = directory / "fingerprint.json.tmp"  # other ranks wait for this file: it appears whole
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(directory / "fingerprint.json")
+    log.info("Plan: %s\n%s", describe(plan), plan.table())
+    log.info("Plan saved: %s (an experiment file; fingerprint.json beside it)", directory / "plan.yaml")
 
 
 def describe(plan: Plan) -> str:
@@ -355,15 +358,11 @@ def planned_config(
         # A DDP process (Lightning's, torchrun's or SLURM's): its own probe would run beside rank 0's and
         # could choose another network, so it waits for rank 0's plan in the shared run directory.
         plan = rank_zero_plan(Path(output_dir))
-        planned, _ = apply_plan(plan, overrides, compose)
-        planned.paths.output_dir = str(output_dir)
-        return planned
-    plan = plan_run(cfg)
+    else:
+        plan = plan_run(cfg)
+        save_plan(plan, Path(output_dir), f"planned by segkit for {' '.join(overrides)}")
     planned, kept = apply_plan(plan, overrides, compose)
     planned.paths.output_dir = str(output_dir)
-    save_plan(plan, Path(output_dir), f"planned by segkit for {' '.join(overrides)}")
-    log.info("Plan: %s\n%s", describe(plan), plan.table())
     for line in kept:
         log.info("Kept: %s", line)
-    log.info("Plan saved: %s (an experiment file; fingerprint.json beside it)", Path(output_dir) / "plan.yaml")
     return planned

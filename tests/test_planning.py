@@ -278,7 +278,8 @@ def test_typed_keys_win_over_the_plan() -> None:
 
 def test_other_ranks_take_rank_zeros_plan(tmp_path: Path, monkeypatch) -> None:
     run = tmp_path / "run"
-    plan = Plan([rules.Decision("model.base_channels", 12, "probe"), rules.Decision("aug", "em", "grey")], {})
+    fp = fake_fp([64], [64]) | {"images": 1, "color_mode": "gray", "dtypes": ["uint8"]}
+    plan = Plan([rules.Decision("model.base_channels", 12, "probe"), rules.Decision("aug", "em", "grey")], fp)
     save_plan(plan, run, "rank 0")
     monkeypatch.setenv("LOCAL_RANK", "1")  # no data folder exists: rank 1 must not fingerprint or probe
     cfg = compose_config(folder_overrides(tmp_path / "missing", "trainer.max_time=00:00:01:00"), output_dir=run)

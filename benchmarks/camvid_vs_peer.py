@@ -1,14 +1,15 @@
 """CamVid in a fixed wall-time budget: a plain-PyTorch smp peer against segkit's recipe, back to back.
 
     NO_ALBUMENTATIONS_UPDATE=1 python benchmarks/camvid_vs_peer.py --minutes 30 [--ours-minutes 30]
-        [--skip-peer] [--data-dir ../shared/data] [-- extra segkit overrides]
+        [--seeds 42 7 3] [--skip-peer] [--data-dir ../shared/data] [-- extra segkit overrides]
 
 The peer: ``smp.Unet("resnet34", encoder_weights=None, classes=11)`` from scratch, bf16 autocast +
 channels_last, AdamW 1e-3 with polynomial decay over the time budget, batches of 8 random 256x256 crops at
 scale 0.75-1.25 with horizontal flips, cross-entropy with void (11) ignored. segkit runs
 ``+experiment=camvid`` with ``trainer.max_time`` set. Both are scored on the 101 full 360x480 validation
 images with one confusion matrix pooled over the split (void left out): mIoU over the 11 classes and the IoU
-of each. The runs go one after the other, never at once.
+of each, from the final weights on both sides. For each seed the peer runs, then segkit; never at once. The
+summary gives mean and standard deviation over the seeds.
 """
 
 from __future__ import annotations
@@ -57,12 +58,12 @@ def random_batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generato
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)).long()
 
 
-def run_peer(root: Path, seconds: float) -> dict[str, float]:
-    """Train the peer for ``seconds`` of wall time, then score it on the full validation images."""
+def run_peer(root: Path, seconds: float, seed: int) -> dict[str, float]:
+    """Train the peer for ``seconds`` of wall time, then score its final weights on the full validation images."""
     import segmentation_models_pytorch as smp
 
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     images, labels = load_split(root, "train")
     net = smp.Unet("resnet34", encoder_weights=None, classes=len(CLASSES)).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
@@ -96,9 +97,9 @@ def run_peer(root: Path, seconds: float) -> dict[str, float]:
     return {"miou": float(np.nanmean(list(iou.values()))), "steps": steps, **{f"iou_{c}": v for c, v in iou.items()}}
 
 
-def run_segkit(data_dir: Path, minutes: int, overrides: list[str]) -> dict[str, float]:
-    """segkit's ``+experiment=camvid`` capped at ``minutes``: its metrics.json scores."""
-    metrics, steps, run_dir = run_experiment("camvid", data_dir, minutes, overrides)
+def run_segkit(data_dir: Path, minutes: int, overrides: list[str], seed: int) -> dict[str, float]:
+    """segkit's ``+experiment=camvid`` capped at ``minutes``: its final weights' scores (metrics.json)."""
+    metrics, steps, run_dir = run_experiment("camvid", data_dir, minutes, [f"seed={seed}", *overrides])
     return {"miou": metrics["val/miou"], "steps": steps, **{f"iou_{c}": metrics[f"val/iou_{c}"] for c in CLASSES}}
 
 
@@ -107,21 +108,41 @@ def format_row(name: str, r: dict[str, float]) -> str:
     return f"{name:28} {r['steps']:>6} {r['miou']:6.3f} {per_class}"
 
 
+def summary_row(name: str, results: list[dict[str, float]]) -> str:
+    """Mean ± standard deviation over seeds of mIoU, then the mean IoU of each class."""
+    miou = np.array([r["miou"] for r in results])
+    spread = miou.std(ddof=1) if len(miou) > 1 else 0.0
+    per_class = " ".join(f"{np.mean([r[f'iou_{c}'] for r in results]):5.2f}" for c in CLASSES)
+    return f"{name:28} {np.mean([r['steps'] for r in results]):>6.0f} {miou.mean():.3f} ± {spread:.3f} {per_class}"
+
+
 def main() -> None:
-    args, data_dir = parse_args(__doc__, 30, [30], "camvid")
-    rows = []
-    if not args.skip_peer:
-        print(f"peer: smp.Unet-ResNet34 from scratch, bf16 + channels_last, {args.minutes} min", flush=True)
-        result = run_peer(data_dir / "camvid", args.minutes * 60)
-        rows.append(format_row(f"peer smp.Unet-R34, {args.minutes} min", result))
-        print("  " + rows[-1], flush=True)  # printed at once, so a failure in a later run loses nothing
-    for minutes in args.ours_minutes:
-        print(f"segkit: +experiment=camvid, {minutes} min", flush=True)
-        rows.append(format_row(f"segkit camvid, {minutes} min", run_segkit(data_dir, minutes, args.overrides)))
-        print("  " + rows[-1], flush=True)
+    args, data_dir = parse_args(
+        __doc__, 30, [30], "camvid", lambda parser: parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    )
+    rows, results = [], {}
+    for seed in args.seeds:
+        if not args.skip_peer:
+            name = f"peer smp.Unet-R34, {args.minutes:g} min"
+            print(f"{name}, seed {seed}: from scratch, bf16 + channels_last", flush=True)
+            result = run_peer(data_dir / "camvid", args.minutes * 60, seed)
+            results.setdefault(name, []).append(result)
+            rows.append(format_row(f"{name}, seed {seed}", result))
+            print("  " + rows[-1], flush=True)  # printed at once, so a failure in a later run loses nothing
+        for minutes in args.ours_minutes:
+            name = f"segkit camvid, {minutes:g} min"
+            print(f"{name}, seed {seed}", flush=True)
+            result = run_segkit(data_dir, minutes, args.overrides, seed)
+            results.setdefault(name, []).append(result)
+            rows.append(format_row(f"{name}, seed {seed}", result))
+            print("  " + rows[-1], flush=True)
     short = [c[:5] for c in CLASSES]
-    print(f"\n{'run':28} {'steps':>6} {'mIoU':>6} " + " ".join(f"{c:>5}" for c in short))
+    header = " ".join(f"{c:>5}" for c in short)
+    print(f"\n{'run (final weights)':28} {'steps':>6} {'mIoU':>6} {header}")
     print("\n".join(rows))
+    print(f"\n{'mean over seeds ' + str(args.seeds):28} {'steps':>6} {'mIoU ± std':>13} {header}")
+    for name, runs in results.items():
+        print(summary_row(name, runs))
 
 
 if __name__ == "__main__":

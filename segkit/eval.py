@@ -24,12 +24,15 @@ from segkit.inference.predictor import Predictor
 log = logging.getLogger(__name__)
 
 
-def data_config(cfg: DictConfig) -> DictConfig:
-    """``cfg.data`` when the command chose one (``data=...``), else the data config of the run ``cfg.ckpt``
-    comes from, resolved as that run resolved it."""
+def data_config(cfg: DictConfig, predictor: Predictor) -> DictConfig:
+    """``cfg.data`` when the command chose one (``data=...``), else the data config of the run the model
+    (an ensemble's first member) comes from, resolved as that run resolved it.
+
+    An ensemble of k-fold models saw every fold, so its default ``val`` split is the data config's own
+    validation set, not a fold."""
     if cfg.get("data") is not None:
         return cfg.data
-    found = run_config(cfg.ckpt)
+    found = run_config(predictor.model.source)
     if found is None:
         raise ValueError(
             f"ckpt={cfg.ckpt} is not inside a run directory (no .hydra/config.yaml beside it or above it), so its "
@@ -37,13 +40,17 @@ def data_config(cfg: DictConfig) -> DictConfig:
         )
     path, run_cfg = found
     log.info("Data: the run's own data config (%s); data=... overrides it", path)
-    return OmegaConf.create(OmegaConf.to_container(run_cfg.data, resolve=True))
+    data = OmegaConf.create(OmegaConf.to_container(run_cfg.data, resolve=True))
+    if len(predictor.members) > 1 and data.get("num_folds"):
+        log.info("The ensemble's members trained on every fold: scoring the data config's own %s split", cfg.split)
+        data.num_folds = None
+    return data
 
 
 def run(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt`` on its data's ``cfg.split`` (the run's own data unless ``data=`` is given)."""
     predictor = Predictor.from_config(cfg)
-    data = data_config(cfg)
+    data = data_config(cfg, predictor)
     check_classes(predictor.model.metadata, data.num_classes, data.get("class_names"), "the data config")
     start = time.monotonic()
     samples = split_samples(data, cfg.split)

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -19,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
@@ -92,6 +95,18 @@ def save_config(cfg: DictConfig, output_dir: Path) -> None:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, path)
+
+
+@rank_zero_only
+def save_split(datamodule: pl.LightningDataModule, output_dir: Path) -> None:
+    """Write ``folds.json``: which samples trained and which validated, for a k-fold run (``data.num_folds``)."""
+    split = getattr(datamodule, "split", None)
+    if split is None:
+        return
+    record = {"num_folds": datamodule.num_folds, "fold": datamodule.fold, "split_seed": datamodule.split_seed, **split}
+    (output_dir / "folds.json").write_text(json.dumps(record, indent=1) + "\n")
+    log.info("Fold %d of %d: %d training, %d validation samples (folds.json)", datamodule.fold,
+             datamodule.num_folds, len(split["train"]), len(split["val"]))  # fmt: skip
 
 
 def score_test_split(task: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: DictConfig,
@@ -214,6 +229,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             "Resuming training from %s (epoch %d, global step %d)", ckpt_path, state["epoch"], state["global_step"]
         )
     save_config(cfg, output_dir)
+    save_split(datamodule, output_dir)
     remove_stale_temporaries(output_dir / "checkpoints")
     log.info("Training in %s", output_dir)
     log.info("Model: %s", describe(net))
@@ -302,9 +318,18 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def plan_and_train(cfg: DictConfig) -> dict:
-    """``+experiment=auto``: plan from the data and the budget (every typed key still wins), then train."""
-    overrides = list(HydraConfig.get().overrides.task)
-    cfg = planned_config(cfg, overrides, partial(compose, "train"), cfg.paths.output_dir)
+    """``+experiment=auto``: plan from the data and the budget (every typed key still wins), then train.
+
+    In a multirun whose jobs differ only in their fold (``-m data.fold=0,1,2,3,4``), the first job's plan is
+    shared with the others through the sweep directory: every fold trains the same planned recipe."""
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    shared = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        same_plan = sorted(o for o in overrides if not o.startswith(("data.fold=", "seed=")))
+        key = hashlib.sha256("\n".join(same_plan).encode()).hexdigest()[:12]
+        shared = Path(hydra_cfg.sweep.dir) / "plans" / key
+    cfg = planned_config(cfg, overrides, partial(compose, "train"), cfg.paths.output_dir, shared)
     return train(cfg)
 
 

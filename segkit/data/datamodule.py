@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 
 import albumentations as A
 import cv2
@@ -16,8 +18,11 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate, get_worker_info
 
 from segkit.data.folder import check_ignore_index
+from segkit.data.folds import fold_indices, sample_strata
 from segkit.data.normalize import NormalizeAnyDepth
 from segkit.data.samplers import EpochSampler, EvalDistributedSampler, PaddingMarked
+
+log = logging.getLogger(__name__)
 
 DatasetFactory = Callable[..., Dataset]
 
@@ -77,6 +82,16 @@ def seed_worker_transforms(worker_id: int, rank: int = 0) -> None:
         transform.set_random_seed(rank_seed(info.seed, rank))
 
 
+def sample_names(dataset: Dataset) -> list[str]:
+    """File stems (folders) or relative paths (class folders) of a dataset's samples; indices otherwise."""
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        return [str(i) for i in range(len(dataset))]  # type: ignore[arg-type]
+    names = [s[0] for s in samples]  # FolderDataset: (stem, image, mask); ImageFolderDataset: (path, label)
+    root = getattr(dataset, "root", None)
+    return [str(n.relative_to(root)) if isinstance(n, Path) and root is not None else str(n) for n in names]
+
+
 def collate(samples: list[dict]) -> dict:
     """``default_collate`` with a clear error when samples differ in size (instead of torch.stack's)."""
     sizes = {tuple(s["image"].shape) for s in samples}
@@ -104,7 +119,11 @@ class ImageDataModule(pl.LightningDataModule):
         class_names: names for logging (``val/iou_<name>``); default ``class_0``, ``class_1``, ...
         ignore_index: mask value ignored by losses and metrics (segmentation).
         val_fraction: share of the training set held out when there is no ``val_dataset``.
-        split_seed: seed of that deterministic hold-out split.
+        split_seed: seed of that deterministic hold-out split, and of the k-fold split.
+        num_folds: k-fold cross-validation: split the training set into this many folds, stratified by the
+            classes each image contains (:mod:`segkit.data.folds`), validate on fold ``fold`` and train on
+            the others; ``val_dataset`` is then not used. ``None``: no folds.
+        fold: which fold validates, ``0 .. num_folds - 1``.
         mean: per-channel mean of the 0..1 image, used by Normalize; ``None``: ImageNet's (what pretrained
             encoders expect; train.py passes the loaded weights' own values when the config leaves it null).
         std: per-channel standard deviation, used by Normalize; ``None``: ImageNet's.
@@ -135,6 +154,8 @@ class ImageDataModule(pl.LightningDataModule):
         ignore_index: int = 255,
         val_fraction: float = 0.2,
         split_seed: int = 0,
+        num_folds: int | None = None,
+        fold: int = 0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         train_transform: A.Compose | None = None,
@@ -164,6 +185,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.ignore_index = ignore_index
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self.num_folds, self.fold = num_folds, fold
+        self.split: dict[str, list[str]] | None = None  # names per split, for the run directory (folds.json)
         self.mean, self.std = tuple(mean), tuple(std)
         self.seed = seed
         self._seeded_for_rank = False
@@ -186,7 +209,9 @@ class ImageDataModule(pl.LightningDataModule):
         """Build the datasets (all files are checked here, before the first step)."""
         if self.train_set is None:
             train = self.train_factory(transform=self.train_transform)
-            if self.val_factory is not None:
+            if self.num_folds:
+                self.train_set, self.val_set = self._fold(train)
+            elif self.val_factory is not None:
                 self.train_set = train
                 self.val_set = self.val_factory(transform=self.val_transform)
             else:
@@ -202,6 +227,17 @@ class ImageDataModule(pl.LightningDataModule):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
         val = self.train_factory(transform=self.val_transform)
         return Subset(train, sorted(order[n_val:])), Subset(val, sorted(order[:n_val]))
+
+    def _fold(self, train: Dataset) -> tuple[Dataset, Dataset]:
+        """Fold ``fold`` of the training set validates; the other folds train. Names go to ``self.split``."""
+        train_idx, val_idx = fold_indices(sample_strata(train), int(self.num_folds), int(self.fold), self.split_seed)
+        names = sample_names(train)
+        self.split = {"train": [names[i] for i in train_idx], "val": [names[i] for i in val_idx]}
+        if self.val_factory is not None:
+            log.info("Fold %d of %d validates; data.val_dataset is not used (score it with segkit.eval data=...)",
+                     self.fold, self.num_folds)  # fmt: skip
+        val = self.train_factory(transform=self.val_transform)
+        return Subset(train, train_idx), Subset(val, val_idx)
 
     def _on_gpu(self) -> bool:
         return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"

@@ -147,8 +147,10 @@ class FolderDataset(Dataset):
         self.samples = [(n, images[n], masks[n]) for n in names]
         maps = WeightMaps.from_spec(weight_map)
         self.weight_maps: list[np.ndarray] | None = [] if maps else None
+        self.classes_present: list[tuple[int, ...]] = []  # per sample; stratifies k-fold splits
         for _, image_path, mask_path in self.samples:
             mask = self._check(image_path, mask_path)
+            self.classes_present.append(tuple(int(c) for c in np.unique(mask) if c != ignore_index))
             if maps:
                 self.weight_maps.append(maps(mask, ignore_index))
 

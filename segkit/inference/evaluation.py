@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch.utils.data import Subset
 
+from segkit.data.folds import fold_indices, sample_strata
 from segkit.inference.files import FileProgress
 from segkit.inference.predictor import Predictor
 from segkit.metrics import ImageMetricMean, dice_per_class, iou_per_class, segmentation_scores, write_metrics
@@ -86,7 +88,12 @@ def write_report(scores: dict, rows: list[dict], confmat: torch.Tensor, names: l
 
 def split_samples(data_cfg: DictConfig, split: str) -> Sequence[dict]:
     """The raw samples (no augmentation, no normalisation) of a data config's ``val`` or ``test`` split, as a
-    dataset that reads each file when indexed."""
+    dataset that reads each file when indexed. With ``num_folds``, ``val`` is the fold the run validated on."""
+    if split == "val" and data_cfg.get("num_folds"):
+        train = instantiate(data_cfg.train_dataset)(transform=None)
+        _, val = fold_indices(sample_strata(train), int(data_cfg.num_folds), int(data_cfg.fold),
+                              int(data_cfg.get("split_seed", 0)))  # fmt: skip
+        return Subset(train, val)
     node = data_cfg.get(f"{split}_dataset")
     if node is None:
         raise ValueError(

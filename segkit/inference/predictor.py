@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from segkit.data.intensity import IntensityNormalization
 from segkit.data.io import read_image
 from segkit.data.normalize import NormalizeAnyDepth
+from segkit.inference.ensemble import Ensemble, check_members, member_paths
 from segkit.inference.model_files import LoadedModel, load_model, precision_name
 from segkit.inference.sliding_window import SlidingWindow
 from segkit.metrics.binary import two_class_logits
@@ -37,7 +38,9 @@ class Predictor:
     """Segments images of any size with a trained segkit model.
 
     Args:
-        model: a :class:`segkit.LoadedModel` or a path :func:`segkit.load_model` accepts.
+        model: a :class:`segkit.LoadedModel` or a path :func:`segkit.load_model` accepts; or several of them,
+            or a multirun directory of runs (``python -m segkit.train -m ...``): an ensemble, whose class
+            probabilities are averaged tile by tile (:mod:`segkit.inference.ensemble`).
         tile: input tile ``(h, w)``; ``None``: the training crop (256x256 when the run had none), and for a
             valid-padding model the whole image as one mirrored tile when it has at most
             ``WHOLE_IMAGE_PIXELS`` pixels (what validation scored).
@@ -51,7 +54,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: LoadedModel | str | Path,
+        model: LoadedModel | str | Path | Sequence[LoadedModel | str | Path],
         tile: Sequence[int] | None = None,
         overlap: float = 0.5,
         tta: str | None = None,
@@ -59,7 +62,13 @@ class Predictor:
         device: str = "auto",
         tile_batch_size: int = 4,
     ) -> None:
-        self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        self.members = members(model)
+        first = self.members[0]
+        self.model = first
+        if len(self.members) > 1:
+            sources = [str(m.source) for m in self.members]
+            self.model = LoadedModel(Ensemble([m.net for m in self.members]), first.metadata, first.source,
+                                     {"members": sources})  # fmt: skip
         meta = self.model.metadata
         if self.model.task != "segmentation":
             raise ValueError(f"{self.model.source} is a {self.model.task} model; predict segments images")
@@ -97,8 +106,9 @@ class Predictor:
     def from_config(cls, cfg: DictConfig) -> Predictor:
         """Built from the inference keys shared by conf/predict.yaml and conf/eval.yaml."""
         precision = OmegaConf.select(cfg, "trainer.precision")  # the precision group, when one was chosen
+        ckpt = cfg.ckpt if isinstance(cfg.ckpt, str) else [str(c) for c in cfg.ckpt]  # a list: an ensemble
         return cls(
-            cfg.ckpt, tile=cfg.get("tile"), overlap=cfg.overlap, tta=cfg.get("tta"),
+            ckpt, tile=cfg.get("tile"), overlap=cfg.overlap, tta=cfg.get("tta"),
             precision=precision_name(precision) if precision else None, device=cfg.device,
             tile_batch_size=cfg.tile_batch_size,
         )  # fmt: skip
@@ -108,7 +118,8 @@ class Predictor:
         tile = f"tile {self.window.tile}"
         if self.whole is not None:
             tile = f"whole images up to {WHOLE_IMAGE_PIXELS} pixels as one mirrored tile, else {tile}"
-        return (f"{self.device}, {tile}, overlap {self.window.overlap}, tta {len(self.window.tta)}x, "
+        models = f"ensemble of {len(self.members)} models, " if len(self.members) > 1 else ""
+        return (f"{models}{self.device}, {tile}, overlap {self.window.overlap}, tta {len(self.window.tta)}x, "
                 f"precision {self.precision} ({self.precision_reason})")  # fmt: skip
 
     @property
@@ -145,6 +156,16 @@ class Predictor:
     def predict(self, image: np.ndarray) -> np.ndarray:
         """``(H, W)`` uint8 class indices."""
         return class_indices(self.logits(image))
+
+
+def members(model: LoadedModel | str | Path | Sequence[LoadedModel | str | Path]) -> list[LoadedModel]:
+    """The loaded model(s) ``model`` names, checked to be averageable when there are several."""
+    if isinstance(model, LoadedModel):
+        return [model]
+    paths = member_paths(model) if isinstance(model, str | Path) else model  # a multirun directory: its runs
+    models = [m if isinstance(m, LoadedModel) else load_model(m) for m in paths]
+    check_members(models)
+    return models
 
 
 def class_indices(logits: torch.Tensor, rows: int = 512) -> np.ndarray:

@@ -342,15 +342,27 @@ def rank_zero_plan(output_dir: Path, timeout: float = 900.0) -> Plan:
                 "rank needs the same run directory (set SEGKIT_RUN_ID, e.g. to $SLURM_JOB_ID)"
             )
         time.sleep(1.0)
-    record = json.loads(saved.read_text())
-    return Plan([Decision(*row) for row in record["decisions"]], record)
+    return read_plan(output_dir)
+
+
+def read_plan(directory: Path) -> Plan:
+    """The plan :func:`save_plan` wrote in ``directory`` (its decisions are in ``fingerprint.json``)."""
+    record = json.loads((directory / "fingerprint.json").read_text())
+    return Plan([Decision(*row) for row in record["decisions"]], record, record.get("probe", {}))
 
 
 def planned_config(
-    cfg: DictConfig, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig], output_dir: str | Path
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    compose: Callable[[list[str]], DictConfig],
+    output_dir: str | Path,
+    shared_dir: Path | None = None,
 ) -> DictConfig:
     """``cfg`` itself unless it asks for a plan (``+experiment=auto``); else plan, log the table, save
-    ``plan.yaml`` and ``fingerprint.json`` in ``output_dir`` and return the re-composed config."""
+    ``plan.yaml`` and ``fingerprint.json`` in ``output_dir`` and return the re-composed config.
+
+    ``shared_dir``: where the jobs of one multirun share a plan. The first job plans and saves it there; the
+    others take it, so every fold of a cross-validation trains the same planned network."""
     settings = cfg.get("planner")
     if not settings or not settings.get("enabled"):
         return cfg
@@ -358,9 +370,16 @@ def planned_config(
         # A DDP process (Lightning's, torchrun's or SLURM's): its own probe would run beside rank 0's and
         # could choose another network, so it waits for rank 0's plan in the shared run directory.
         plan = rank_zero_plan(Path(output_dir))
+    elif shared_dir is not None and (shared_dir / "fingerprint.json").is_file():
+        plan = read_plan(shared_dir)
+        log.info("Taking the plan an earlier job of this multirun saved in %s", shared_dir)
+        save_plan(plan, Path(output_dir), f"planned by segkit for {' '.join(overrides)}")
     else:
         plan = plan_run(cfg)
-        save_plan(plan, Path(output_dir), f"planned by segkit for {' '.join(overrides)}")
+        title = f"planned by segkit for {' '.join(overrides)}"
+        if shared_dir is not None:
+            save_plan(plan, shared_dir, title)
+        save_plan(plan, Path(output_dir), title)
     planned, kept = apply_plan(plan, overrides, compose)
     planned.paths.output_dir = str(output_dir)
     for line in kept:

@@ -9,6 +9,10 @@ from segkit.metrics import metric_mode
 
 # ${metric_mode:${optimized_metric}} in the configs: the direction of the monitored metric, from its name
 OmegaConf.register_new_resolver("metric_mode", metric_mode, replace=True)
+# ${metric_direction:${optimized_metric}}: the same, as Optuna says it (maximize | minimize), for sweeps
+OmegaConf.register_new_resolver(
+    "metric_direction", lambda name: "maximize" if metric_mode(name) == "max" else "minimize", replace=True
+)
 # ${dirname:${output}}: the folder of a file the command writes (export's log goes beside the exported model)
 OmegaConf.register_new_resolver("dirname", lambda path: os.path.dirname(os.path.abspath(str(path))), replace=True)
 

@@ -66,9 +66,20 @@ def check_overrides(config_name: str, prog: str, argv: Sequence[str] | None = No
         raise SystemExit(2)
 
 
+def in_multirun() -> bool:
+    """True inside a job of ``python -m segkit.<verb> -m ...`` (a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def clear_errors(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Wrap a command's ``run(cfg)``: an expected error (bad path, bad value) becomes one logged line and exit
-    status 1, instead of a traceback; ``HYDRA_FULL_ERROR=1`` re-raises it."""
+    status 1, instead of a traceback; ``HYDRA_FULL_ERROR=1`` re-raises it.
+
+    In a multirun (a sweep) the error is logged and re-raised as it is: the sweeper records the trial as
+    failed and goes on with the next one, where an exit would end the whole sweep."""
 
     @wraps(run)
     def wrapped(cfg: DictConfig) -> Any:
@@ -76,6 +87,9 @@ def clear_errors(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
             return run(cfg)
         except EXPECTED_ERRORS as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            if in_multirun():
+                log.error("This job failed: %s: %s", type(err).__name__, err)
                 raise
             log.error("%s: %s (HYDRA_FULL_ERROR=1 shows the traceback)", type(err).__name__, err)
             raise SystemExit(1) from None

@@ -54,6 +54,9 @@ def with_tail(
     paper's border weight map) is transformed like the mask.
     """
     ops = list(transform.transforms) if transform is not None else []
+    share = float(getattr(transform, "p", 1.0)) if transform is not None else 1.0
+    if ops and share < 1.0:  # the pipeline's own p (aug.train.p): the share of samples it augments
+        ops = [A.Sequential(ops, p=share)]
     tail = [NormalizeAnyDepth(mean, std), ToTensorV2()]
     return A.Compose([*head, *ops, *tail], seed=seed, additional_targets={"weight": "mask"})
 

@@ -15,6 +15,8 @@ OmegaConf.register_new_resolver(
 )
 # ${dirname:${output}}: the folder of a file the command writes (export's log goes beside the exported model)
 OmegaConf.register_new_resolver("dirname", lambda path: os.path.dirname(os.path.abspath(str(path))), replace=True)
+# ${basename:${paths.output_dir}}: a run's own folder name (an MLflow run is named after it)
+OmegaConf.register_new_resolver("basename", lambda path: os.path.basename(os.path.normpath(str(path))), replace=True)
 
 __version__ = "0.2.0"
 __all__ = ["LoadedModel", "load_model"]

@@ -21,7 +21,6 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
@@ -37,12 +36,13 @@ from segkit.checkpoint import (
     remove_stale_temporaries,
     resolve_resume_path,
 )
-from segkit.cli import check_overrides, clear_errors
+from segkit.cli import check_overrides, clear_errors, in_multirun
 from segkit.data.class_weights import POWER_BY_NAME, median_frequency_weights
 from segkit.inference.model_files import LoadedModel
 from segkit.metrics.output import write_metrics
 from segkit.planning.planner import planned_config
 from segkit.quiet import silence_known_noise
+from segkit.tracking import log_config, log_run_files, logger_node
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,12 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    """Instantiate every logger node under ``cfg.logger``."""
-    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
+    """Instantiate every logger node under ``cfg.logger`` (a sweep's MLflow trials as children of one run)."""
+    sweep_dir = None
+    if in_multirun():
+        sweep_dir = Path(HydraConfig.get().sweep.dir)
+    nodes = [node for node in (cfg.get("logger") or {}).values() if node is not None]
+    return [instantiate(logger_node(node, sweep_dir)) for node in nodes]
 
 
 @rank_zero_only
@@ -211,10 +215,12 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     # Class names may come from the data itself (ImageFolder folders), so the task takes the datamodule's.
     task = instantiate(cfg.task, net=net, class_names=datamodule.class_names, _convert_="all")
     callbacks = [*build_callbacks(cfg), *(extra_callbacks or [])]
+    loggers = build_loggers(cfg)
+    log_config(loggers, cfg)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
-        logger=build_loggers(cfg) or False,
+        logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
         # no bar in the callbacks (e.g. output piped to a file): segkit's LogProgress lines are the progress
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
@@ -260,6 +266,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         if test:
             metrics["weights"]["test/"] = metrics["weights"]["model/"]
     report(metrics, output_dir)
+    log_run_files(loggers, output_dir, metrics, trainer.global_step)
     return metrics
 
 
@@ -325,7 +332,7 @@ def plan_and_train(cfg: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     shared = None
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    if in_multirun():
         same_plan = sorted(o for o in overrides if not o.startswith(("data.fold=", "seed=")))
         key = hashlib.sha256("\n".join(same_plan).encode()).hexdigest()[:12]
         shared = Path(hydra_cfg.sweep.dir) / "plans" / key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from PIL import Image
 
 from segkit.planning import decisions as rules
 from segkit.planning.fingerprint import fingerprint
-from segkit.planning.planner import Plan, apply_plan, plan_run, save_plan
+from segkit.planning.planner import Plan, apply_plan, plan_run, planned_config, save_plan
 from segkit.train import compose_config, train
 
 
@@ -320,3 +321,24 @@ def test_plan_command_writes_an_experiment_file_that_trains(tmp_path: Path) -> N
     assert composed.returncode == 0, composed.stderr[-2000:]
     job = yaml.safe_load(composed.stdout)
     assert job["model"]["base_channels"] == 4 and job["model"]["in_channels"] == 1
+
+
+def test_the_jobs_of_a_multirun_share_the_first_jobs_plan(tmp_path: Path, monkeypatch) -> None:
+    """``-m data.fold=0,1,...``: job 0 plans and leaves the plan in the sweep directory; the next job takes it
+    (it neither fingerprints nor probes: its data folder is gone), so every fold trains the same recipe."""
+    from functools import partial
+
+    from hydra import compose, initialize_config_module
+
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=6, size=(64, 64), foreground=255)
+    overrides = folder_overrides(root.parent, "trainer.max_time=00:00:01:00")
+    shared = tmp_path / "sweep" / "plans" / "key"
+    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
+        again = partial(compose, "train")
+        first = planned_config(compose("train", overrides), overrides, again, tmp_path / "0", shared)
+        shutil.rmtree(tmp_path / "data")
+        second = planned_config(compose("train", overrides), overrides, again, tmp_path / "1", shared)
+    assert (shared / "plan.yaml").read_text() == (tmp_path / "1" / "plan.yaml").read_text()
+    assert second.model.base_channels == first.model.base_channels
+    assert second.data.patch_size == first.data.patch_size

@@ -382,6 +382,7 @@ def planned_config(
         save_plan(plan, Path(output_dir), title)
     planned, kept = apply_plan(plan, overrides, compose)
     planned.paths.output_dir = str(output_dir)
-    for line in kept:
-        log.info("Kept: %s", line)
+    if launched_rank() == 0:  # once, not once per process
+        for line in kept:
+            log.info("Kept: %s", line)
     return planned

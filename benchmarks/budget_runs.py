@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -51,3 +52,35 @@ def run_experiment(experiment: str, data_dir: Path, minutes: float, overrides: l
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return json.loads((run_dir / "metrics.json").read_text()), int(state["global_step"]), run_dir
+
+
+def seeds_in_turn(
+    seeds: list[int], sides: dict[str, Callable[[int], dict]], format_row: Callable[[str, dict], str]
+) -> tuple[list[str], dict[str, list[dict]]]:
+    """Run every side for each seed in turn, one after the other, printing each row as soon as it is known (a
+    failure in a later run loses nothing). Returns the rows and ``{side: [result per seed]}``."""
+    rows: list[str] = []
+    results: dict[str, list[dict]] = {}
+    for seed in seeds:
+        for name, run in sides.items():
+            print(f"{name}, seed {seed}", flush=True)
+            result = run(seed)
+            results.setdefault(name, []).append(result)
+            rows.append(format_row(f"{name}, seed {seed}", result))
+            print("  " + rows[-1], flush=True)
+    return rows, results
+
+
+def mean_std(values: list[float], digits: int = 4) -> str:
+    """``mean ± sample standard deviation`` (± 0 for a single value)."""
+    array = np.asarray(values, dtype=float)
+    spread = array.std(ddof=1) if len(array) > 1 else 0.0
+    return f"{array.mean():.{digits}f} ± {spread:.{digits}f}"
+
+
+def print_means(title: str, results: dict[str, list[dict]], keys: tuple[str, ...]) -> None:
+    """One line per side: mean steps, then ``mean ± std`` over seeds of each of ``keys``."""
+    print(f"\n{title:40} {'steps':>6} " + " ".join(f"{k:>20}" for k in keys))
+    for name, rows in results.items():
+        cells = " ".join(f"{mean_std([r[k] for r in rows]):>20}" for k in keys)
+        print(f"{name:40} {np.mean([r['steps'] for r in rows]):>6.0f} {cells}")

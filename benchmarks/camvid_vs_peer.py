@@ -15,12 +15,13 @@ summary gives mean and standard deviation over the seeds.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from budget_runs import parse_args, run_experiment
+from budget_runs import mean_std, parse_args, run_experiment, seeds_in_turn
 from PIL import Image
 
 from segkit.metrics import iou_per_class
@@ -110,32 +111,23 @@ def format_row(name: str, r: dict[str, float]) -> str:
 
 def summary_row(name: str, results: list[dict[str, float]]) -> str:
     """Mean ± standard deviation over seeds of mIoU, then the mean IoU of each class."""
-    miou = np.array([r["miou"] for r in results])
-    spread = miou.std(ddof=1) if len(miou) > 1 else 0.0
+    miou = mean_std([r["miou"] for r in results], digits=3)
     per_class = " ".join(f"{np.mean([r[f'iou_{c}'] for r in results]):5.2f}" for c in CLASSES)
-    return f"{name:28} {np.mean([r['steps'] for r in results]):>6.0f} {miou.mean():.3f} ± {spread:.3f} {per_class}"
+    return f"{name:28} {np.mean([r['steps'] for r in results]):>6.0f} {miou} {per_class}"
 
 
 def main() -> None:
     args, data_dir = parse_args(
         __doc__, 30, [30], "camvid", lambda parser: parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     )
-    rows, results = [], {}
-    for seed in args.seeds:
-        if not args.skip_peer:
-            name = f"peer smp.Unet-R34, {args.minutes:g} min"
-            print(f"{name}, seed {seed}: from scratch, bf16 + channels_last", flush=True)
-            result = run_peer(data_dir / "camvid", args.minutes * 60, seed)
-            results.setdefault(name, []).append(result)
-            rows.append(format_row(f"{name}, seed {seed}", result))
-            print("  " + rows[-1], flush=True)  # printed at once, so a failure in a later run loses nothing
-        for minutes in args.ours_minutes:
-            name = f"segkit camvid, {minutes:g} min"
-            print(f"{name}, seed {seed}", flush=True)
-            result = run_segkit(data_dir, minutes, args.overrides, seed)
-            results.setdefault(name, []).append(result)
-            rows.append(format_row(f"{name}, seed {seed}", result))
-            print("  " + rows[-1], flush=True)
+    sides = {}
+    if not args.skip_peer:  # smp.Unet-ResNet34 from scratch, bf16 + channels_last
+        sides[f"peer smp.Unet-R34, {args.minutes:g} min"] = lambda seed: run_peer(
+            data_dir / "camvid", args.minutes * 60, seed
+        )
+    for minutes in args.ours_minutes:
+        sides[f"segkit camvid, {minutes:g} min"] = partial(run_segkit, data_dir, minutes, args.overrides)
+    rows, results = seeds_in_turn(args.seeds, sides, format_row)
     short = [c[:5] for c in CLASSES]
     header = " ".join(f"{c:>5}" for c in short)
     print(f"\n{'run (final weights)':28} {'steps':>6} {'mIoU':>6} {header}")

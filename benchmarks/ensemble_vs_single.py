@@ -21,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from budget_runs import parse_args, run_experiment
+from budget_runs import parse_args, print_means, run_experiment, seeds_in_turn
 
 KEYS = ("pixel_error", "iou_membrane", "adapted_rand_error")
 SCORING = ["data=isbi2012", "task.image_metrics=[adapted_rand_error]"]
@@ -66,26 +65,22 @@ def main() -> None:
         lambda parser: (parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 3]),
                         parser.add_argument("--folds", type=int, default=5)),
     )  # fmt: skip
-    results: dict[str, list[dict]] = {"one model": [], f"{args.folds}-fold ensemble": []}
-    for seed in args.seeds:
-        print(f"one model, {args.minutes:g} min, seed {seed}", flush=True)
+
+    def one_model(seed: int) -> dict:
         _, steps, run_dir = run_experiment("auto", data_dir, args.minutes, [*SCORING, f"seed={seed}", *args.overrides])
-        row = {**score(run_dir, data_dir), "steps": steps}
-        results["one model"].append(row)
-        print("  " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
-        print(f"{args.folds} folds, {args.minutes / args.folds:g} min each, seed {seed}", flush=True)
+        return {**score(run_dir, data_dir), "steps": steps}
+
+    def ensemble(seed: int) -> dict:
         sweep, steps = train_folds(data_dir, args.minutes, args.folds, seed)
-        row = {**score(sweep, data_dir), "steps": steps}
-        results[f"{args.folds}-fold ensemble"].append(row)
-        print("  " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
-    print(f"\nslices 24-29, {args.minutes:g} min in all per side, seeds {args.seeds}, final weights")
-    print(f"{'side':24} {'steps':>6} " + " ".join(f"{k:>20}" for k in KEYS))
-    for side, rows in results.items():
-        cells = []
-        for key in KEYS:
-            values = np.array([r[key] for r in rows])
-            cells.append(f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}")
-        print(f"{side:24} {np.mean([r['steps'] for r in rows]):>6.0f} " + " ".join(f"{c:>20}" for c in cells))
+        return {**score(sweep, data_dir), "steps": steps}
+
+    def format_row(name: str, row: dict) -> str:
+        return f"{name:48} {row['steps']:>5} steps  " + "  ".join(f"{k} {row[k]:.4f}" for k in KEYS)
+
+    sides = {f"one model, {args.minutes:g} min": one_model,
+             f"{args.folds}-fold ensemble, {args.minutes / args.folds:g} min a fold": ensemble}  # fmt: skip
+    _, results = seeds_in_turn(args.seeds, sides, format_row)
+    print_means(f"slices 24-29, seeds {args.seeds}", results, KEYS)
 
 
 if __name__ == "__main__":

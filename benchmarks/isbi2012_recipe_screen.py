@@ -13,7 +13,7 @@ after the other, never at once.
 from __future__ import annotations
 
 import numpy as np
-from budget_runs import parse_args, run_experiment
+from budget_runs import parse_args, print_means, run_experiment, seeds_in_turn
 
 FOLD_TRAIN = list(range(18))
 FOLD_VAL = list(range(18, 24))
@@ -38,22 +38,21 @@ def main() -> None:
         __doc__, 5, [5], "isbi2012_em",
         lambda parser: parser.add_argument("--seeds", type=int, nargs="+", default=[42]),
     )  # fmt: skip
-    results: dict[str, list[dict]] = {}
-    for seed in args.seeds:
-        for name, overrides in CANDIDATES.items():
-            print(f"{name}, seed {seed}", flush=True)
+
+    def side(overrides: list[str]):
+        def run(seed: int) -> dict:
             extra = [*fold_overrides(), f"seed={seed}", *overrides, *args.overrides]
             metrics, steps, _ = run_experiment("isbi2012", data_dir, args.minutes, extra)
-            row = {**{k: metrics[f"val/{k}"] for k in KEYS}, "steps": steps}
-            results.setdefault(name, []).append(row)
-            print(f"  {steps:>5} steps  " + "  ".join(f"{k} {row[k]:.4f}" for k in KEYS), flush=True)
-    print(f"\n{'candidate (train 0-17, score 18-23)':40} {'steps':>6} " + " ".join(f"{k:>20}" for k in KEYS))
-    for name, rows in results.items():
-        cells = []
-        for key in KEYS:
-            values = np.array([r[key] for r in rows])
-            cells.append(f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}")
-        print(f"{name:40} {np.mean([r['steps'] for r in rows]):>6.0f} " + " ".join(f"{c:>20}" for c in cells))
+            return {**{k: metrics[f"val/{k}"] for k in KEYS}, "steps": steps}
+
+        return run
+
+    def format_row(name: str, row: dict) -> str:
+        return f"{name:48} {row['steps']:>5} steps  " + "  ".join(f"{k} {row[k]:.4f}" for k in KEYS)
+
+    sides = {name: side(overrides) for name, overrides in CANDIDATES.items()}
+    _, results = seeds_in_turn(args.seeds, sides, format_row)
+    print_means("candidate (train 0-17, score 18-23)", results, KEYS)
     best = max(results, key=lambda n: np.mean([r["iou_membrane"] for r in results[n]]))
     print(f"\nchosen by membrane IoU on slices 18-23: {best}")
 

@@ -25,11 +25,12 @@ Slices 24-29 were also looked at when segkit's recipe was chosen, so they are no
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from budget_runs import parse_args, run_experiment
+from budget_runs import mean_std, parse_args, run_experiment, seeds_in_turn
 from PIL import Image
 
 from segkit.metrics.per_image import adapted_rand_error
@@ -123,10 +124,7 @@ def format_row(name: str, r: dict[str, float]) -> str:
 
 def summary_row(name: str, results: list[dict[str, float]]) -> str:
     """Mean ± standard deviation over seeds."""
-    cells = []
-    for key in ("pixel_error", "iou_membrane", "adapted_rand_error"):
-        values = np.array([r[key] for r in results])
-        cells.append(f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}")
+    cells = [mean_std([r[key] for r in results]) for key in ("pixel_error", "iou_membrane", "adapted_rand_error")]
     steps = np.mean([r["steps"] for r in results])
     return f"{name:40} {steps:>6.0f} " + " ".join(f"{c:>17}" for c in cells)
 
@@ -137,22 +135,14 @@ def main() -> None:
         lambda parser: (parser.add_argument("--peer-precision", choices=["bf16", "fp32"], default="bf16"),
                         parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 3])),
     )  # fmt: skip
-    rows, results = [], {}
-    for seed in args.seeds:
-        if not args.skip_peer:
-            name = f"peer smp.Unet-R34 {args.peer_precision}, {args.minutes:g} min"
-            print(f"{name}, seed {seed}", flush=True)
-            result = run_peer(data_dir / "isbi2012_em", args.minutes * 60, args.peer_precision, seed)
-            results.setdefault(name, []).append(result)
-            rows.append(format_row(f"{name}, seed {seed}", result))
-            print("  " + rows[-1], flush=True)  # printed at once, so a failure in a later run loses nothing
-        for minutes in args.ours_minutes:
-            name = f"segkit isbi2012, {minutes:g} min"
-            print(f"{name}, seed {seed}", flush=True)
-            result = run_segkit(data_dir, minutes, args.overrides, seed)
-            results.setdefault(name, []).append(result)
-            rows.append(format_row(f"{name}, seed {seed}", result))
-            print("  " + rows[-1], flush=True)
+    sides = {}
+    if not args.skip_peer:
+        sides[f"peer smp.Unet-R34 {args.peer_precision}, {args.minutes:g} min"] = lambda seed: run_peer(
+            data_dir / "isbi2012_em", args.minutes * 60, args.peer_precision, seed
+        )
+    for minutes in args.ours_minutes:
+        sides[f"segkit isbi2012, {minutes:g} min"] = partial(run_segkit, data_dir, minutes, args.overrides)
+    rows, results = seeds_in_turn(args.seeds, sides, format_row)
     print(f"\n{'run (final weights)':40} {'steps':>6} {'pixel error':>12} {'membrane IoU':>13} {'adapted Rand':>13}")
     print("\n".join(rows))
     print(f"\n{'mean ± std over seeds ' + str(args.seeds):40} {'steps':>6} {'pixel error':>17} {'membrane IoU':>17} "

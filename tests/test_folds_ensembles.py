@@ -171,3 +171,7 @@ def test_folds_multirun_summary_and_ensemble_end_to_end(tmp_path: Path) -> None:
                     "device=cpu"], check=True, cwd=tmp_path)  # fmt: skip
     log = (out / "eval.log").read_text()
     assert "ensemble of 2 models" in log and "scoring the data config's own val split" in log
+    members = f"ckpt=[{env_dir / '0'},{env_dir / '1'}]"  # a list of models on the command line
+    subprocess.run([sys.executable, "-m", "segkit.predict", members, f"input={tmp_path / 'data' / 'val' / 'images'}",
+                    f"output={tmp_path / 'pred'}", "device=cpu"], check=True, cwd=tmp_path)  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "pred").glob("?.png")) == ["0.png", "1.png"]

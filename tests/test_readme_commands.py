@@ -26,6 +26,8 @@ def readme_commands() -> list[tuple[str, list[str]]]:
                 continue
             line = re.sub(r"<[^>]+>", "placeholder", found.group(2))
             args = [a for a in shlex.split(line) if "=" in a and not a.startswith(("hydra.", "$")) and "$" not in a]
+            if "-m" in shlex.split(line):  # a multirun: compose its first job (data.fold=0,1,2 -> data.fold=0)
+                args = [re.sub(r"=([^\[(,]+),.*", r"=\1", a) for a in args]
             commands.append((found.group(1), args))
     return commands
 

@@ -348,7 +348,15 @@ def rank_zero_plan(output_dir: Path, timeout: float = 900.0) -> Plan:
 def read_plan(directory: Path) -> Plan:
     """The plan :func:`save_plan` wrote in ``directory`` (its decisions are in ``fingerprint.json``)."""
     record = json.loads((directory / "fingerprint.json").read_text())
-    return Plan([Decision(*row) for row in record["decisions"]], record, record.get("probe", {}))
+    decisions = [Decision(key, _int_keys(value), reason) for key, value, reason in record["decisions"]]
+    return Plan(decisions, record, record.get("probe", {}))
+
+
+def _int_keys(value):
+    """JSON turned a mask mapping's integer keys into strings (``{"255": 1}``); turn them back."""
+    if isinstance(value, dict):
+        return {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: v for k, v in value.items()}
+    return value
 
 
 def planned_config(

@@ -75,10 +75,13 @@ def logger_node(node: DictConfig, sweep_dir: Path | None) -> DictConfig:
 
 @rank_zero_only
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
-    """Every config leaf as a hyperparameter of every logger (MLflow parameters, TensorBoard hparams)."""
+    """Every config leaf as a parameter of each MLflow run. CSV and TensorBoard runs keep the config in
+    ``.hydra/config.yaml``; touching their writers here, before the trainer exists, would create them in the
+    launching process, and under ``ddp_spawn`` its copy and the workers' then disagree on the CSV header."""
     flat = flat_config(cfg)
     for logger in loggers:
-        logger.log_hyperparams(flat)
+        if type(logger).__name__ == "MLFlowLogger":
+            logger.log_hyperparams(flat)
 
 
 @rank_zero_only

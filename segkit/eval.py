@@ -4,7 +4,8 @@ Without ``data=``, a model from a run directory is scored on that run's own data
 ``.hydra/config.yaml``), so a folder run needs no ``data.*`` overrides again.
 
 Scores through :func:`segkit.inference.evaluate` (the prediction path) and writes ``eval.json``,
-``per_image.csv``, ``confusion_matrix.png`` and a table on the console.
+``per_image.csv``, ``confusion_matrix.png`` and a table on the console; ``report=true`` adds ``report.html``
+(worst images first by the run's ``optimized_metric``), ``save_predictions=true`` each image's mask and overlay.
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def data_config(cfg: DictConfig, predictor: Predictor) -> DictConfig:
     return data
 
 
+def report_metric(cfg: DictConfig, predictor: Predictor) -> str:
+    """The metric the report sorts by: ``report_metric=`` when given, else the ``optimized_metric`` of the run
+    the model comes from (``val/...`` renamed to the split scored), else mIoU."""
+    if cfg.get("report_metric"):
+        return str(cfg.report_metric)
+    found = run_config(predictor.model.source)
+    metric = str(found[1].get("optimized_metric") or "val/miou") if found is not None else "val/miou"
+    return f"{cfg.split}/{metric.rsplit('/', 1)[-1]}"
+
+
 def run(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt`` on its data's ``cfg.split`` (the run's own data unless ``data=`` is given)."""
     predictor = Predictor.from_config(cfg)
@@ -56,7 +67,9 @@ def run(cfg: DictConfig) -> dict:
     samples = split_samples(data, cfg.split)
     log.info("Evaluating %s on %d %s images: %s", predictor.model.source, len(samples), cfg.split,
              predictor.describe())  # fmt: skip
-    scores = evaluate(predictor, samples, cfg.split, Path(cfg.output))
+    metric = report_metric(cfg, predictor) if cfg.report else None
+    scores = evaluate(predictor, samples, cfg.split, Path(cfg.output), report=cfg.report, metric=metric,
+                      save_predictions=cfg.save_predictions)  # fmt: skip
     log.info("Done in %.1f s; scores in %s", time.monotonic() - start, Path(cfg.output) / "eval.json")
     return scores
 

@@ -46,3 +46,17 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_trial(tmp_path: Path) -> Non
     assert len(parents) == 1 and len(children) == 2
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert sorted(c.data.params["seed"] for c in children) == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_under_ddp_only_rank_zero_logs_one_mlflow_run(tmp_path: Path) -> None:
+    store = tmp_path / "mlruns"
+    command = [sys.executable, "-m", "segkit.train", "+experiment=quickstart", "trainer=ddp_sim", *TINY,
+               "logger=mlflow", f"paths.log_dir={store}"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert run.data.params["trainer.strategy"] == "ddp" and run.data.params["trainer.devices"] == "2"
+    assert "summary/val/miou" in run.data.metrics
+    assert "metrics.json" in {a.path for a in client.list_artifacts(run.info.run_id)}

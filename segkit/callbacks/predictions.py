@@ -1,4 +1,4 @@
-"""PredictionGrid: a PNG of image | ground truth | prediction for a fixed validation batch, every epoch."""
+"""PredictionGrid: a PNG of image | ground truth | prediction | errors for fixed validation samples, every epoch."""
 
 from __future__ import annotations
 
@@ -91,5 +91,6 @@ class PredictionGrid(pl.Callback):
             num_classes=datamodule.num_classes,
             ignore_index=datamodule.ignore_index,
             title=title,
+            class_names=getattr(datamodule, "class_names", None),
         )
         self.saved.append(path)

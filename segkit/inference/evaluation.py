@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,10 +17,13 @@ from omegaconf import DictConfig
 from torch.utils.data import Subset
 
 from segkit.data.folds import fold_indices, sample_strata
-from segkit.inference.files import FileProgress
+from segkit.inference.files import FileProgress, save_index_png
 from segkit.inference.predictor import Predictor
+from segkit.inference.report import Gallery, write_html_report
 from segkit.metrics import ImageMetricMean, dice_per_class, iou_per_class, segmentation_scores, write_metrics
-from segkit.visualize import save_confusion_matrix
+from segkit.visualize import save_confusion_matrix, save_overlay_with_legend
+
+log = logging.getLogger(__name__)
 
 
 def confusion(target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int) -> torch.Tensor:
@@ -29,14 +33,18 @@ def confusion(target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_ind
     return torch.from_numpy(np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes))
 
 
-def evaluate(predictor: Predictor, samples: Sequence[dict], prefix: str, output: Path | None = None) -> dict:
+def evaluate(predictor: Predictor, samples: Sequence[dict], prefix: str, output: Path | None = None,
+             report: bool = False, metric: str | None = None, save_predictions: bool = False) -> dict:  # fmt: skip
     """Score ``samples`` (dicts with a raw ``"image"`` (H, W, C) and ``"mask"`` (H, W), optional ``"name"``).
 
     ``samples`` is indexed one at a time (a dataset reads each file when asked), so a split of any size is
     streamed: only one decoded image and the per-image score rows are held.
 
     Returns ``{f"{prefix}/miou": ..., f"{prefix}/iou_<class>": ..., ...}`` from the confusion matrix pooled
-    over all images (the numbers training logs), and, with ``output``, writes the files listed above.
+    over all images (the numbers training logs), and, with ``output``, writes the files listed above; with
+    ``report``, also ``report.html`` (:mod:`segkit.inference.report`), its gallery sorted worst first by
+    ``metric`` (default ``{prefix}/miou``); with ``save_predictions``, each image's class-index PNG and overlay
+    under ``predictions/``, linked from the report.
     """
     meta = predictor.model.metadata
     names, k, ignore = predictor.class_names, int(meta["num_classes"]), int(meta.get("ignore_index", 255))
@@ -47,6 +55,10 @@ def evaluate(predictor: Predictor, samples: Sequence[dict], prefix: str, output:
         for name in meta.get("image_metrics", [])
     }
     rows = []
+    gallery = Gallery(np.asarray(meta["palette"], dtype=np.float32) / 255.0, ignore) if report else None
+    saved = output / "predictions" if output is not None and save_predictions else None
+    if saved is not None:
+        saved.mkdir(parents=True, exist_ok=True)
     progress = FileProgress(len(samples))
     for i in range(1, len(samples) + 1):
         sample = samples[i - 1]
@@ -57,12 +69,22 @@ def evaluate(predictor: Predictor, samples: Sequence[dict], prefix: str, output:
         total += cm
         name = str(sample.get("name", i - 1))
         row = {"image": name, "pixels": int(cm.sum())}
-        row.update({f"iou_{c}": v for c, v in zip(names, iou_per_class(cm).tolist(), strict=True)})
+        iou = iou_per_class(cm)
+        row["miou"] = float(iou.nanmean()) if not iou.isnan().all() else float("nan")
+        row.update({f"iou_{c}": v for c, v in zip(names, iou.tolist(), strict=True)})
         row.update({f"dice_{c}": v for c, v in zip(names, dice_per_class(cm).tolist(), strict=True)})
         row["pixel_error"] = 1.0 - float(cm.diag().sum()) / max(int(cm.sum()), 1)
         for metric_name, metric in image_metrics.items():
             row[metric_name] = metric.image_score(pred, target)
         rows.append(row)
+        link = None
+        if saved is not None:
+            stem = name.replace("/", "_").replace("\\", "_")
+            save_index_png(pred, meta["palette"], saved / f"{stem}.png")
+            save_overlay_with_legend(image, pred, names, meta["palette"], saved / f"{stem}_overlay.png")
+            link = f"predictions/{stem}_overlay.png"
+        if gallery is not None:
+            gallery.add(name, image, target, pred, link)
         progress.update(i, name)
     progress.close()
     scores = segmentation_scores(total, names, prefix)
@@ -71,6 +93,11 @@ def evaluate(predictor: Predictor, samples: Sequence[dict], prefix: str, output:
         scores[f"{prefix}/{name}"] = float(np.mean(values)) if values else float("nan")
     if output is not None:
         write_report(scores, rows, total, names, output, prefix)
+        if gallery is not None:
+            title = f"{predictor.model.source}: {prefix}, {len(rows)} images"
+            path = write_html_report(output / "report.html", title, scores, rows, total.numpy(), names, gallery,
+                                     metric or f"{prefix}/miou", prefix)  # fmt: skip
+            log.info("Report: %s", path)
     return scores
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -15,6 +17,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big endian, classic/BigTIFF
 EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, what PIL's convert("L") uses
 _warned_default_intensity = False
@@ -40,29 +43,39 @@ def list_images(folder: Path) -> dict[str, Path]:
     return by_stem
 
 
-def _open(path: Path) -> Image.Image:
+Source = Path | BinaryIO  # a file, or an upload held in memory (never written to disk)
+
+
+def _open(path: Source, name: object = None) -> Image.Image:
+    name = path if name is None else name
+    if not isinstance(path, Path):
+        path.seek(0)
     try:
         image = Image.open(path)
         image.load()  # decode now, so a truncated file fails here and not inside a worker later
     except FileNotFoundError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: the file is corrupt or not an image ({err})") from err
+        why = str(err).replace(repr(path), str(name))  # PIL names an in-memory upload by its object's repr
+        raise ValueError(f"cannot read image {name}: the file is corrupt or not an image ({why})") from err
     return image
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Source, name: object = None) -> np.ndarray:
     """Read a TIFF PIL cannot hold (float, multi-channel 16-bit) with tifffile, channels last."""
     import tifffile
 
+    name = path if name is None else name
+    if not isinstance(path, Path):
+        path.seek(0)
     try:
         array = tifffile.imread(path, key=0)
     except Exception as err:
-        raise ValueError(f"cannot read image {path}: the file is corrupt or not an image ({err})") from err
+        raise ValueError(f"cannot read image {name}: the file is corrupt or not an image ({err})") from err
     if array.ndim == 3 and array.shape[0] <= 4 < array.shape[-1]:  # planar (C, H, W) -> (H, W, C)
         array = np.moveaxis(array, 0, -1)
     if array.ndim not in (2, 3):
-        raise ValueError(f"{path}: expected a 2-D image (H, W) or (H, W, C), got an array of shape {array.shape}")
+        raise ValueError(f"{name}: expected a 2-D image (H, W) or (H, W, C), got an array of shape {array.shape}")
     return array
 
 
@@ -78,7 +91,7 @@ def image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
-def _to_channels(array: np.ndarray, color_mode: str, path: Path) -> np.ndarray:
+def _to_channels(array: np.ndarray, color_mode: str, path: object) -> np.ndarray:
     """A high-bit ``(H, W[, C])`` array to ``(H, W, 3)`` (rgb) or ``(H, W, 1)`` (gray), alpha dropped."""
     if array.ndim == 2:
         array = array[..., None]
@@ -101,13 +114,28 @@ def read_image(path: Path, color_mode: str = "rgb", intensity: IntensityNormaliz
     float32 in [0, 1] through ``intensity`` (default: per-image 0.5-99.5 percentiles, logged once). With
     ``intensity`` given, every image goes through it, so a folder mixing bit depths is scaled one way.
     """
+    return _decode(path, path.suffix.lower() in TIFF_SUFFIXES, path, color_mode, intensity)
+
+
+def read_image_bytes(data: bytes, name: str, color_mode: str = "rgb",
+                     intensity: IntensityNormalization | None = None) -> np.ndarray:  # fmt: skip
+    """:func:`read_image` for an encoded image held in memory (an upload to the server): the same decoding and
+    errors, with ``name`` in the messages, and nothing written to disk."""
+    if not data:
+        raise ValueError(f"{name}: empty upload (0 bytes)")
+    return _decode(io.BytesIO(data), data[:4] in TIFF_MAGIC, name, color_mode, intensity)
+
+
+def _decode(path: Source, tiff: bool, name: object, color_mode: str,
+            intensity: IntensityNormalization | None) -> np.ndarray:  # fmt: skip
     if color_mode not in ("rgb", "gray"):
         raise ValueError(f"color_mode must be 'rgb' or 'gray', got {color_mode!r}")
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        array = _read_tiff(path)  # PIL silently truncates 16-bit RGB TIFFs to 8 bits; tifffile does not
-        image = _open(path) if array.dtype == np.uint8 else None  # 8-bit: PIL's conversions, as for PNGs
+    if tiff:
+        array = _read_tiff(path, name)  # PIL silently truncates 16-bit RGB TIFFs to 8 bits; tifffile does not
+        pil = array.dtype == np.uint8 and (array.ndim == 2 or array.shape[2] <= 4)
+        image = _open(path, name) if pil else None  # 8-bit: PIL's conversions, as for PNGs
     else:
-        image = _open(path)
+        image = _open(path, name)
         if image.mode not in EIGHT_BIT_MODES:  # I;16, I, F
             array, image = np.array(image), None
     if image is not None:
@@ -121,12 +149,12 @@ def read_image(path: Path, color_mode: str = "rgb", intensity: IntensityNormaliz
             log.warning(
                 "%s is %s, not 8-bit: scaling each such image by its 0.5-99.5 percentiles (set the dataset's "
                 "intensity, e.g. {mode: range, low: 0, high: 65535}, to choose)",
-                path,
+                name,
                 array.dtype,
             )
             _warned_default_intensity = True
         intensity = DEFAULT_HIGH_BIT
-    return intensity(_to_channels(array, color_mode, path))
+    return intensity(_to_channels(array, color_mode, name))
 
 
 def read_mask(path: Path) -> np.ndarray:

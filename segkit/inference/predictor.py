@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from segkit.data.intensity import IntensityNormalization
-from segkit.data.io import read_image
+from segkit.data.io import read_image, read_image_bytes
 from segkit.data.normalize import NormalizeAnyDepth
 from segkit.inference.ensemble import Ensemble, check_members, member_paths
 from segkit.inference.model_files import LoadedModel, load_model, precision_name
@@ -131,6 +131,10 @@ class Predictor:
         """Read an image file as training did: ``(H, W, C)`` uint8, or float32 in [0, 1] for 16-bit/float."""
         return read_image(Path(path), self.color_mode, self.intensity)
 
+    def decode(self, data: bytes, name: str = "upload") -> np.ndarray:
+        """:meth:`read` for an encoded image held in memory (an HTTP upload); nothing is written to disk."""
+        return read_image_bytes(data, name, self.color_mode, self.intensity)
+
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """``(H, W, C)`` image as :meth:`read` gives it -> normalised ``(C, H, W)`` float32 tensor."""
         if image.ndim == 2:
@@ -141,13 +145,26 @@ class Predictor:
             image = image.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(self.normalize(image=image)["image"])).permute(2, 0, 1)
 
+    def _window(self, hw: tuple[int, int]) -> SlidingWindow:
+        whole = self.whole is not None and hw[0] * hw[1] <= WHOLE_IMAGE_PIXELS
+        return self.whole if whole else self.window
+
     def logits(self, image: np.ndarray) -> torch.Tensor:
         """``(K, H, W)`` float32 logits for an ``(H, W, C)`` image (see :meth:`read`); ``K = 2`` for a binary
         (one sigmoid channel) model, as :func:`segkit.metrics.two_class_logits` reads it."""
-        window = (
-            self.whole if self.whole is not None and image.shape[0] * image.shape[1] <= WHOLE_IMAGE_PIXELS else None
-        )
-        return two_class_logits((window or self.window)(self.to_tensor(image))[None])[0]
+        return two_class_logits(self._window(image.shape[:2])(self.to_tensor(image))[None])[0]
+
+    def logits_many(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """:meth:`logits` of several images; images of one size share forward passes (a server's batch)."""
+        out: list[torch.Tensor | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape[:2]), []).append(i)
+        for hw, indices in by_size.items():
+            batch = self._window(hw).many([self.to_tensor(images[i]) for i in indices])
+            for i, logits in zip(indices, batch, strict=True):
+                out[i] = two_class_logits(logits[None])[0]
+        return out
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """``(K, H, W)`` float32 class probabilities."""

@@ -165,26 +165,36 @@ class SlidingWindow:
     @torch.inference_mode()
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(K, H, W)`` (float32, CPU) for a normalised ``(C, H, W)`` image."""
-        h, w = image.shape[-2:]
+        return self.many([image])[0]
+
+    @torch.inference_mode()
+    def many(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Logits for several normalised ``(C, H, W)`` images of one size, their tiles pooled into shared
+        forward passes of ``tile_batch_size`` (a server's batch of small images becomes one pass)."""
+        h, w = images[0].shape[-2:]
+        if any(tuple(image.shape[-2:]) != (h, w) for image in images):
+            raise ValueError("SlidingWindow.many takes images of one size; group them by size first")
         tile_in, out, margin = self.geometry((h, w))
         size = (max(h, out[0]), max(w, out[1]))  # a valid-padding tile may reach past the image
-        source = image
+        sources = list(images)
         if self.valid:  # mirror the borders so the output covers the whole image (the paper's overlap-tile)
-            source = mirror_pad(image.cpu(), margin[0], margin[0] + size[0] - h, margin[1], margin[1] + size[1] - w)
+            pads = (margin[0], margin[0] + size[0] - h, margin[1], margin[1] + size[1] - w)
+            sources = [mirror_pad(image.cpu(), *pads) for image in images]
         weight = (
             gaussian_importance(out, self.sigma_scale) if self.sigma_scale else torch.ones(out, dtype=torch.float32)
         )
-        logits: torch.Tensor | None = None
-        counts = torch.zeros(size, dtype=torch.float32)
         corners = list(self.windows((h, w)))
-        for first in range(0, len(corners), self.tile_batch_size):
-            batch = corners[first : first + self.tile_batch_size]
-            tiles = torch.stack([source[:, y : y + tile_in[0], x : x + tile_in[1]] for y, x in batch])
+        counts = torch.zeros(size, dtype=torch.float32)
+        for y, x in corners:
+            counts[y : y + out[0], x : x + out[1]] += weight
+        logits: list[torch.Tensor | None] = [None] * len(images)
+        jobs = [(i, y, x) for i in range(len(images)) for y, x in corners]
+        for first in range(0, len(jobs), self.tile_batch_size):
+            batch = jobs[first : first + self.tile_batch_size]
+            tiles = torch.stack([sources[i][:, y : y + tile_in[0], x : x + tile_in[1]] for i, y, x in batch])
             pred = self._forward(tiles)  # (b, K, out_h, out_w)
-            if logits is None:
-                logits = torch.zeros((pred.shape[1], *size), dtype=torch.float32)
-            for (y, x), tile_logits in zip(batch, pred, strict=True):
-                logits[:, y : y + out[0], x : x + out[1]] += tile_logits * weight
-                counts[y : y + out[0], x : x + out[1]] += weight
-        assert logits is not None
-        return logits.div_(counts)[:, :h, :w]  # in place: no second image-sized buffer
+            for (i, y, x), tile_logits in zip(batch, pred, strict=True):
+                if logits[i] is None:
+                    logits[i] = torch.zeros((pred.shape[1], *size), dtype=torch.float32)
+                logits[i][:, y : y + out[0], x : x + out[1]] += tile_logits * weight
+        return [total.div_(counts)[:, :h, :w] for total in logits]  # in place: no second image-sized buffer

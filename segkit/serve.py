@@ -1,0 +1,106 @@
+"""Serving: ``python -m segkit.serve ckpt=<run | .ckpt | model dir> [host=127.0.0.1 port=8000 device=auto]``.
+
+An HTTP service on LitServe (:mod:`segkit.inference.service`): ``POST /predict`` (the class-index PNG, or JSON
+with pixel counts and the overlay), ``GET /`` a page to drop an image on and see the overlay with its legend
+and class areas, ``GET /info`` (classes, palette, channels, tiles), ``GET /health``. It binds to 127.0.0.1
+unless ``host=`` says otherwise; put it behind a reverse proxy (TLS, authentication) to open it to others.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from segkit.cli import check_overrides, clear_errors
+from segkit.inference.model_files import precision_name
+from segkit.inference.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def predictor_options(cfg: DictConfig) -> dict:
+    """The :class:`Predictor` arguments of the shared inference keys (conf/inference/default.yaml)."""
+    precision = OmegaConf.select(cfg, "trainer.precision")
+    return {"tile": list(cfg.tile) if cfg.get("tile") else None, "overlap": cfg.overlap, "tta": cfg.get("tta"),
+            "precision": precision_name(precision) if precision else None,
+            "tile_batch_size": cfg.tile_batch_size}  # fmt: skip
+
+
+def accelerator(device: str) -> str:
+    """LitServe's accelerator for segkit's ``device=`` (LitServe starts one worker per device it finds)."""
+    if device in ("auto", "cpu", "cuda"):
+        return device
+    raise ValueError(f"device={device!r}: serve takes auto, cpu or cuda (choose GPUs with CUDA_VISIBLE_DEVICES)")
+
+
+def model_info(predictor: Predictor, cfg: DictConfig) -> dict:
+    """What ``GET /info`` says about the model (JSON)."""
+    meta = predictor.model.metadata
+    return {
+        "source": str(predictor.model.source),
+        "classes": predictor.class_names,
+        "palette": meta["palette"],
+        "in_channels": predictor.in_channels,
+        "color_mode": predictor.color_mode,
+        "tile": list(predictor.window.tile),
+        "description": predictor.describe(),
+        "max_pixels": int(cfg.max_pixels),
+        "max_batch_size": int(cfg.max_batch_size),
+    }
+
+
+def build_server(cfg: DictConfig):  # noqa: ANN201 (litserve.LitServer: imported here, an optional extra)
+    """The LitServer for ``cfg``: the API, the page at ``/`` and the model's ``/info``."""
+    import litserve as ls
+    from fastapi.responses import HTMLResponse
+
+    from segkit.inference.service import SegmentationAPI
+
+    options = predictor_options(cfg)
+    ckpt = cfg.ckpt if isinstance(cfg.ckpt, str) else [str(c) for c in cfg.ckpt]
+    info = model_info(Predictor(ckpt, device="cpu", **options), cfg)  # read once here for /info; workers load their own
+    api = SegmentationAPI(ckpt, options, cfg.max_pixels, cfg.get("save_uploads"), int(cfg.max_batch_size),
+                          float(cfg.batch_timeout))  # fmt: skip
+    server = ls.LitServer(api, accelerator=accelerator(str(cfg.device)), workers_per_device=int(cfg.workers_per_device),
+                          timeout=float(cfg.timeout), model_metadata=info)  # fmt: skip
+    page = resources.files("segkit.inference").joinpath("page.html").read_text(encoding="utf-8")
+    server.app.router.routes = [r for r in server.app.router.routes if getattr(r, "path", None) != "/"]
+    server.app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)
+    server.app.middleware("http")(require_form)
+    return server
+
+
+async def require_form(request, call_next):  # noqa: ANN001, ANN201 (a Starlette HTTP middleware)
+    """Answer 415 to a ``POST /predict`` that is not a form: LitServe would try to read it as JSON and
+    answer 500 (an empty body, a raw image)."""
+    from fastapi.responses import JSONResponse
+
+    kind = request.headers.get("content-type", "")
+    if request.method == "POST" and request.url.path == "/predict" and not kind.startswith(FORM_TYPES):
+        detail = (f"POST /predict takes a multipart form with the image in the field 'image' "
+                  f"(curl -F image=@file.png ...), not {kind or 'an empty body'}")  # fmt: skip
+        return JSONResponse({"detail": detail}, status_code=415)
+    return await call_next(request)
+
+
+def run(cfg: DictConfig) -> None:
+    """Serve until interrupted (Ctrl+C)."""
+    server = build_server(cfg)
+    log.info("Serving on http://%s:%d (page at /, POST /predict, GET /info, GET /health)", cfg.host, cfg.port)
+    server.run(host=cfg.host, port=int(cfg.port), generate_client_file=False, log_level="warning")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="serve")
+def main(cfg: DictConfig) -> None:
+    """Command-line entry (conf/serve.yaml)."""
+    clear_errors(run)(cfg)
+
+
+if __name__ == "__main__":
+    check_overrides("serve", "segkit.serve")
+    main()

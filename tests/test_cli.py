@@ -26,7 +26,7 @@ def test_help_starts_with_usage_and_lists_the_experiments(tmp_path: Path) -> Non
     assert f"experiment: {experiments}" in done.stdout
 
 
-@pytest.mark.parametrize("verb", ["predict", "eval", "export", "inspect", "plan", "crossval"])
+@pytest.mark.parametrize("verb", ["predict", "eval", "export", "inspect", "plan", "crossval", "serve"])
 def test_every_command_help_starts_with_a_usage_line(verb: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", f"segkit.{verb}", "--help"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip

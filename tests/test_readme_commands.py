@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-HYDRA_VERBS = {"train", "predict", "eval", "export", "inspect", "plan", "crossval"}
+HYDRA_VERBS = {"train", "predict", "eval", "export", "inspect", "plan", "crossval", "serve"}
 
 
 def readme_commands() -> list[tuple[str, list[str]]]:

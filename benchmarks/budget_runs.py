@@ -16,17 +16,20 @@ import torch
 
 
 def parse_args(
-    doc: str, peer_minutes: int, ours_minutes: list[int], dataset: str, extra: Callable | None = None
+    doc: str, peer_minutes: int, ours_minutes: list[int] | None, dataset: str, extra: Callable | None = None
 ) -> tuple[argparse.Namespace, Path]:
-    """``--minutes``, ``--ours-minutes``, ``--skip-peer``, ``--data-dir``, trailing segkit overrides, and
-    whatever ``extra(parser)`` adds."""
+    """``--minutes``, ``--data-dir``, trailing segkit overrides, whatever ``extra(parser)`` adds and, for a
+    comparison with a peer (``ours_minutes`` given), ``--ours-minutes`` and ``--skip-peer``."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if extra is not None:
         extra(parser)
-    parser.add_argument("--minutes", type=float, default=peer_minutes, help="the peer's training budget")
-    parser.add_argument("--ours-minutes", type=float, nargs="*", default=ours_minutes,
-                        help="segkit's budgets, in turn")  # fmt: skip
-    parser.add_argument("--skip-peer", action="store_true")
+    peer = ours_minutes is not None
+    parser.add_argument("--minutes", type=float, default=peer_minutes,
+                        help="the peer's training budget" if peer else "the training budget")  # fmt: skip
+    if peer:
+        parser.add_argument("--ours-minutes", type=float, nargs="*", default=ours_minutes,
+                            help="segkit's budgets, in turn")  # fmt: skip
+        parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--data-dir", default=os.environ.get("SEGKIT_DATA_DIR", "../shared/data"))
     parser.add_argument("overrides", nargs="*", help="extra segkit overrides (after --)")
     args = parser.parse_args()

@@ -61,7 +61,7 @@ def train_folds(data_dir: Path, minutes: float, folds: int, seed: int) -> tuple[
 
 def main() -> None:
     args, data_dir = parse_args(
-        __doc__, 5, [5], "isbi2012_em",
+        __doc__, 5, None, "isbi2012_em",
         lambda parser: (parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 3]),
                         parser.add_argument("--folds", type=int, default=5)),
     )  # fmt: skip

@@ -35,7 +35,7 @@ def fold_overrides() -> list[str]:
 
 def main() -> None:
     args, data_dir = parse_args(
-        __doc__, 5, [5], "isbi2012_em",
+        __doc__, 5, None, "isbi2012_em",
         lambda parser: parser.add_argument("--seeds", type=int, nargs="+", default=[42]),
     )  # fmt: skip
 

@@ -12,23 +12,14 @@ import logging
 from importlib import resources
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segkit.cli import check_overrides, clear_errors
-from segkit.inference.model_files import precision_name
-from segkit.inference.predictor import Predictor
+from segkit.inference.predictor import Predictor, config_ckpt, config_options
 
 log = logging.getLogger(__name__)
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-
-
-def predictor_options(cfg: DictConfig) -> dict:
-    """The :class:`Predictor` arguments of the shared inference keys (conf/inference/default.yaml)."""
-    precision = OmegaConf.select(cfg, "trainer.precision")
-    return {"tile": list(cfg.tile) if cfg.get("tile") else None, "overlap": cfg.overlap, "tta": cfg.get("tta"),
-            "precision": precision_name(precision) if precision else None,
-            "tile_batch_size": cfg.tile_batch_size}  # fmt: skip
 
 
 def accelerator(device: str) -> str:
@@ -61,8 +52,7 @@ def build_server(cfg: DictConfig):  # noqa: ANN201 (litserve.LitServer: imported
 
     from segkit.inference.service import SegmentationAPI
 
-    options = predictor_options(cfg)
-    ckpt = cfg.ckpt if isinstance(cfg.ckpt, str) else [str(c) for c in cfg.ckpt]
+    options, ckpt = config_options(cfg), config_ckpt(cfg)
     info = model_info(Predictor(ckpt, device="cpu", **options), cfg)  # read once here for /info; workers load their own
     api = SegmentationAPI(ckpt, options, cfg.max_pixels, cfg.get("save_uploads"), int(cfg.max_batch_size),
                           float(cfg.batch_timeout))  # fmt: skip

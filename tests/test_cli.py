@@ -48,6 +48,16 @@ def test_a_run_piped_to_a_file_shows_progress_and_no_dependency_noise(tmp_path: 
         assert noise not in output, noise
 
 
+def test_a_time_budgeted_run_shows_progress_against_its_budget(tmp_path: Path) -> None:
+    done = run("+experiment=quickstart", "trainer.max_time=00:00:00:06", "trainer.max_epochs=100000",
+               "data.train_dataset.num_samples=16", "data.val_dataset.num_samples=2",
+               "callbacks.log_progress.every_seconds=0", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    lines = [line for line in (tmp_path / "run" / "train.log").read_text().splitlines() if " it/s | " in line]
+    assert lines and all("of the 0:00:06 budget), ETA" in line for line in lines), lines[:3]
+    assert not any("/99999" in line or "/400000" in line for line in lines)  # no count out of 100000 epochs
+
+
 def test_a_misspelt_key_gets_its_close_match(tmp_path: Path) -> None:
     done = run("+experiment=quickstart", "trainer.max_epoch=2", cwd=tmp_path)
     assert done.returncode == 2

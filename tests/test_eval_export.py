@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,7 +145,12 @@ def test_eval_on_isbi_slices_reproduces_the_training_validation(compose_cfg, tmp
     trained = train(cfg)
     predictor = Predictor(tmp_path / "run", tile=(512, 512), precision="bf16")
     samples = instantiate(cfg.data.val_dataset)(transform=None)
-    scores = evaluate(predictor, [samples[i] for i in range(len(samples))], "val")
+    out = tmp_path / "eval"
+    scores = evaluate(predictor, [samples[i] for i in range(len(samples))], "val", out, report=True,
+                      metric="val/adapted_rand_error")  # fmt: skip
+    rows = {r["image"]: float(r["adapted_rand_error"]) for r in csv.DictReader(open(out / "per_image.csv"))}
+    order = re.findall(r'<div class="row" id="image-\d+"><div><b>\d+\. ([^<]+)</b>', (out / "report.html").read_text())
+    assert [rows[name] for name in order] == sorted(rows.values(), reverse=True)  # an error: the largest first
     assert scores["val/iou_membrane"] == pytest.approx(trained["val/iou_membrane"], abs=1e-3)
     assert scores["val/pixel_error"] == pytest.approx(trained["val/pixel_error"], abs=1e-3)
     assert scores["val/adapted_rand_error"] == pytest.approx(trained["val/adapted_rand_error"], abs=5e-3)

@@ -247,3 +247,27 @@ def test_report_html_opens_offline_worst_first_in_a_real_browser(trained_run: Pa
     finally:
         driver.quit()
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+class _Upload:
+    """What Starlette's form parser hands over for a file field: a name and a file object."""
+
+    def __init__(self, data: bytes, filename: str) -> None:
+        self.filename, self.file = filename, io.BytesIO(data)
+
+    def read(self) -> bytes:
+        return self.file.read()
+
+
+def test_uploads_are_kept_only_where_configured(trained_run: Path, tmp_path: Path) -> None:
+    from segkit.inference.service import SegmentationAPI
+
+    image = _png(_images(1)[0])
+    for keep in (None, tmp_path / "uploads"):
+        api = SegmentationAPI(str(trained_run), {"tile": [64, 64]}, max_pixels=10_000, save_uploads=keep)
+        api.setup("cpu")
+        decoded = api.decode_request({"image": _Upload(image, "cells.png"), "format": "JSON", "overlay": "1"})
+        assert decoded["image"].shape == (72, 96, 3) and decoded["format"] == "json" and decoded["overlay"]
+    (kept,) = (tmp_path / "uploads").iterdir()
+    assert kept.name.endswith("_cells.png") and kept.read_bytes() == image
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["uploads"]  # the first API wrote nothing

@@ -29,8 +29,11 @@ class LogProgress(pl.Callback):
 
     ``epoch 3/24 | step 150/1600 (9%) | 5.2 it/s | train/loss 0.412 | val/miou 0.811 | 0:00:29 elapsed, ETA 0:04:40``
 
-    The lines go through ``logging``, so they land in the run's ``train.log`` and on the console. The ETA
-    is the sooner of the step budget (``max_epochs`` / ``max_steps``) and ``max_time``.
+    or, when ``max_time`` ends the run before the step budget (``max_epochs`` / ``max_steps``) would,
+
+    ``epoch 3 | step 150 | 5.2 it/s | ... | 0:01:00 elapsed (20% of the 0:05:00 budget), ETA 0:04:00``
+
+    The lines go through ``logging``, so they land in the run's ``train.log`` and on the console.
 
     Args:
         every_seconds: minimum time between two training lines.
@@ -66,27 +69,39 @@ class LogProgress(pl.Callback):
             log.info(self.line(trainer, "validated"))
 
     def line(self, trainer: pl.Trainer, prefix: str = "") -> str:
-        """The progress line for the trainer's current state."""
+        """The progress line for the trainer's current state: against the step budget, or, when ``max_time``
+        ends the run first, against the time budget (a step count out of 100000 epochs would mean nothing)."""
         elapsed = time.monotonic() - self._start
         done = trainer.global_step - self._start_step
         rate = done / elapsed if elapsed > 0 else 0.0
         total = trainer.estimated_stepping_batches
+        finite = total not in (None, float("inf")) and total > 0
+        steps_left = (total - trainer.global_step) / rate if finite and rate > 0 else None
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # present with max_time
+        time_left = timer.time_remaining() if timer is not None else None
+        by_time = time_left is not None and (steps_left is None or time_left < steps_left)  # no rate yet: the clock
         parts = [prefix] if prefix else []
         max_epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
         # Counted from 0 like Lightning's progress bar, checkpoints and the pictures (epoch_000.png)
-        parts.append(f"epoch {trainer.current_epoch}" + (f"/{max_epochs - 1}" if max_epochs else ""))
-        finite = total not in (None, float("inf")) and total > 0
+        parts.append(f"epoch {trainer.current_epoch}" + (f"/{max_epochs - 1}" if max_epochs and not by_time else ""))
         step = f"step {trainer.global_step}"
-        parts.append(f"{step}/{int(total)} ({100 * trainer.global_step / total:.0f}%)" if finite else step)
+        parts.append(
+            f"{step}/{int(total)} ({100 * trainer.global_step / total:.0f}%)" if finite and not by_time else step
+        )
         parts.append(f"{rate:.2f} it/s")
         for name in self.metrics:
             value = trainer.callback_metrics.get(name, trainer.callback_metrics.get(f"{name}_step"))
             if value is not None:
                 parts.append(f"{name} {float(value):.4f}")
-        remaining = [(total - trainer.global_step) / rate] if finite and rate > 0 else []
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # present with max_time
-        if timer is not None and timer.time_remaining() is not None:
-            remaining.append(timer.time_remaining())
+        if by_time:
+            spent = timer.time_elapsed("train")
+            budget = spent + max(0.0, time_left)
+            share = f" ({100 * spent / budget:.0f}% of the {_duration(budget)} budget)" if budget > 0 else ""
+            parts.append(f"{_duration(elapsed)} elapsed{share}, ETA {_duration(max(0.0, time_left))}")
+            return " | ".join(parts)
+        remaining = [steps_left] if steps_left is not None else []
+        if time_left is not None:
+            remaining.append(time_left)
         eta = f", ETA {_duration(max(0.0, min(remaining)))}" if remaining else ""  # 0 once the clock is past
         parts.append(f"{_duration(elapsed)} elapsed{eta}")
         return " | ".join(parts)

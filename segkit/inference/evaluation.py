@@ -74,8 +74,8 @@ def evaluate(predictor: Predictor, samples: Sequence[dict], prefix: str, output:
         row.update({f"iou_{c}": v for c, v in zip(names, iou.tolist(), strict=True)})
         row.update({f"dice_{c}": v for c, v in zip(names, dice_per_class(cm).tolist(), strict=True)})
         row["pixel_error"] = 1.0 - float(cm.diag().sum()) / max(int(cm.sum()), 1)
-        for metric_name, metric in image_metrics.items():
-            row[metric_name] = metric.image_score(pred, target)
+        for metric_name, image_metric in image_metrics.items():
+            row[metric_name] = image_metric.image_score(pred, target)
         rows.append(row)
         link = None
         if saved is not None:

@@ -104,14 +104,8 @@ class Predictor:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Predictor:
-        """Built from the inference keys shared by conf/predict.yaml and conf/eval.yaml."""
-        precision = OmegaConf.select(cfg, "trainer.precision")  # the precision group, when one was chosen
-        ckpt = cfg.ckpt if isinstance(cfg.ckpt, str) else [str(c) for c in cfg.ckpt]  # a list: an ensemble
-        return cls(
-            ckpt, tile=cfg.get("tile"), overlap=cfg.overlap, tta=cfg.get("tta"),
-            precision=precision_name(precision) if precision else None, device=cfg.device,
-            tile_batch_size=cfg.tile_batch_size,
-        )  # fmt: skip
+        """Built from the inference keys shared by conf/predict.yaml, eval.yaml and serve.yaml."""
+        return cls(config_ckpt(cfg), device=cfg.device, **config_options(cfg))
 
     def describe(self) -> str:
         """One log line: device, tiles, overlap, TTA, precision and why."""
@@ -173,6 +167,20 @@ class Predictor:
     def predict(self, image: np.ndarray) -> np.ndarray:
         """``(H, W)`` uint8 class indices."""
         return class_indices(self.logits(image))
+
+
+def config_ckpt(cfg: DictConfig) -> str | list[str]:
+    """``cfg.ckpt``: one path, or a list of them (an ensemble)."""
+    return cfg.ckpt if isinstance(cfg.ckpt, str) else [str(c) for c in cfg.ckpt]
+
+
+def config_options(cfg: DictConfig) -> dict:
+    """The :class:`Predictor` arguments besides model and device, from the shared inference keys
+    (conf/inference/default.yaml) and the precision group, when one was chosen."""
+    precision = OmegaConf.select(cfg, "trainer.precision")
+    return {"tile": list(cfg.tile) if cfg.get("tile") else None, "overlap": cfg.overlap, "tta": cfg.get("tta"),
+            "precision": precision_name(precision) if precision else None,
+            "tile_batch_size": cfg.tile_batch_size}  # fmt: skip
 
 
 def members(model: LoadedModel | str | Path | Sequence[LoadedModel | str | Path]) -> list[LoadedModel]:

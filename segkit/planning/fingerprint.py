@@ -73,12 +73,9 @@ def header(path: Path) -> tuple[int, str]:
     return channels, dtype
 
 
-def _is_grey(path: Path, channels: int) -> bool:
-    """A stored RGB(A) image whose three channels are equal is grey in disguise (common for microscopy)."""
-    if channels < 3:
-        return True
-    array = np.asarray(read_image(path, "rgb"))
-    return bool(np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]))
+def _equal_channels(image: np.ndarray) -> bool:
+    """An RGB image whose three channels are equal is grey in disguise (common for microscopy)."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2]))
 
 
 def _component_sizes(mask: np.ndarray, value: int, rng: np.random.Generator) -> tuple[list[int], list[int]]:
@@ -106,21 +103,24 @@ def _summary(values: Sequence[float]) -> dict:
 def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> dict:
     """Read every pair once and summarise it (see the module docstring for what and why)."""
     rng = np.random.default_rng(seed)
-    heights, widths, channels, dtypes, grey = [], [], [], set(), True
-    for image_path, _ in pairs:
+    heights, widths, channels, dtypes = [], [], [], set()
+    for image_path, _ in pairs:  # headers only
         c, dtype = header(image_path)
         channels.append(c)
         dtypes.add(dtype)
-        grey = grey and _is_grey(image_path, c)
-    color_mode = "gray" if grey else "rgb"
     high_bit = any(d != "uint8" for d in dtypes)
+    # Each image is decoded once, as RGB when any is stored with colour channels; the colour mode is decided
+    # at the end (grey when every image's channels are equal) and the samples cut down to one channel then.
+    read_mode = "rgb" if max(channels) >= 3 else "gray"
+    grey = True
 
     samples: list[np.ndarray] = []
     raw_samples: list[np.ndarray] = []
     values: dict[int, dict] = {}
     for index, (image_path, mask_path) in enumerate(pairs):
-        # What the network sees: 0..1 in the planned colour mode, high-bit images through their percentiles
-        image = read_image(image_path, color_mode, None if not high_bit else _PERCENTILES)
+        # What the network sees: 0..1, high-bit images through their percentiles
+        image = read_image(image_path, read_mode, None if not high_bit else _PERCENTILES)
+        grey = grey and (read_mode == "gray" or _equal_channels(image))
         image = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
         heights.append(image.shape[0])
         widths.append(image.shape[1])
@@ -128,7 +128,7 @@ def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> di
         pick = rng.choice(flat.shape[0], min(PIXELS_PER_IMAGE, flat.shape[0]), replace=False)
         samples.append(flat[pick])
         if high_bit:
-            raw = np.asarray(read_image(image_path, color_mode, _stored_values), dtype=np.float64)
+            raw = np.asarray(read_image(image_path, read_mode, _stored_values), dtype=np.float64)
             raw = raw.reshape(-1, raw.shape[-1])
             raw_samples.append(raw[rng.choice(raw.shape[0], min(PIXELS_PER_IMAGE, raw.shape[0]), replace=False)])
         mask = read_mask(mask_path)
@@ -141,7 +141,9 @@ def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> di
             entry["areas"] += areas
             entry["sides"] += sides
 
-    pixels = np.concatenate(samples)
+    color_mode = "gray" if grey else "rgb"
+    pixels = np.concatenate(samples)[:, :1] if grey else np.concatenate(samples)
+    raw_samples = [r[:, :1] for r in raw_samples] if grey else raw_samples
     total = sum(v["pixels"] for v in values.values())
     intensity = {
         "mean": pixels.mean(0).round(5).tolist(),

@@ -95,7 +95,7 @@ class LogProgress(pl.Callback):
                 parts.append(f"{name} {float(value):.4f}")
         if by_time:
             spent = timer.time_elapsed("train")
-            budget = spent + max(0.0, time_left)
+            budget = spent + time_left  # the configured max_time (past it, the share exceeds 100%)
             share = f" ({100 * spent / budget:.0f}% of the {_duration(budget)} budget)" if budget > 0 else ""
             parts.append(f"{_duration(elapsed)} elapsed{share}, ETA {_duration(max(0.0, time_left))}")
             return " | ".join(parts)

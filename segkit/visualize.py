@@ -128,9 +128,9 @@ def save_prediction_grid(
     names = list(class_names) if class_names is not None else [f"class {k}" for k in range(num_classes)]
     colours = palette(num_classes)
     rows = len(images)
-    height = 3.2 * rows + 1.0  # 0.5 in above for the title, 0.5 in below for the legend
+    height = 3.2 * rows + 1.3  # 0.8 in above for the title and the panel names, 0.5 in below for the legend
     fig = Figure(figsize=(12, height))
-    margins = {"left": 0.01, "right": 0.99, "top": 1 - 0.5 / height, "bottom": 0.5 / height, "hspace": 0.15}
+    margins = {"left": 0.01, "right": 0.99, "top": 1 - 0.8 / height, "bottom": 0.5 / height, "hspace": 0.15}
     axes = fig.subplots(rows, 4, squeeze=False, gridspec_kw={**margins, "wspace": 0.05})
     for row, (image, target, pred) in enumerate(zip(images, targets, predictions, strict=True)):
         h, w = pred.shape

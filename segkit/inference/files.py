@@ -4,6 +4,7 @@ progress over files."""
 from __future__ import annotations
 
 import glob
+import io
 import logging
 import sys
 import time
@@ -55,12 +56,21 @@ def output_stems(inputs: list[Path]) -> dict[Path, str]:
     return stems
 
 
+def png_bytes(array: np.ndarray, palette: list[list[int]] | None = None) -> bytes:
+    """``(H, W)`` class indices as a palette PNG (with ``palette``: viewers show the class colours), or
+    ``(H, W, 3)`` uint8 as an RGB PNG."""
+    image = Image.fromarray(array.astype(np.uint8), mode="P" if palette is not None else "RGB")
+    if palette is not None:
+        flat = [c for rgb in palette for c in rgb]
+        image.putpalette(flat + [0] * (768 - len(flat)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_index_png(mask: np.ndarray, palette: list[list[int]], path: Path) -> None:
     """A palette PNG: pixel values are class indices, viewers show the class colours."""
-    image = Image.fromarray(mask.astype(np.uint8), mode="P")
-    flat = [c for rgb in palette for c in rgb]
-    image.putpalette(flat + [0] * (768 - len(flat)))
-    image.save(path)
+    Path(path).write_bytes(png_bytes(mask, palette))
 
 
 class FileProgress:

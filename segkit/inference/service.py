@@ -26,23 +26,13 @@ import numpy as np
 from fastapi import HTTPException, Response
 from PIL import Image
 
+from segkit.inference.files import png_bytes
 from segkit.inference.predictor import Predictor, class_indices
 from segkit.visualize import overlay
 
 log = logging.getLogger(__name__)
 
 TRUE = ("1", "true", "yes", "on")
-
-
-def png_bytes(array: np.ndarray, palette: list[list[int]] | None = None) -> bytes:
-    """``(H, W)`` class indices as a palette PNG (with ``palette``), or ``(H, W, 3)`` uint8 as an RGB PNG."""
-    image = Image.fromarray(array.astype(np.uint8), mode="P" if palette is not None else "RGB")
-    if palette is not None:
-        flat = [c for rgb in palette for c in rgb]
-        image.putpalette(flat + [0] * (768 - len(flat)))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def overlay_png(image: np.ndarray, mask: np.ndarray, palette: list[list[int]]) -> bytes:

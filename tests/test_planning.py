@@ -7,10 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from omegaconf import open_dict
 from PIL import Image
@@ -18,6 +20,7 @@ from PIL import Image
 from segkit.planning import decisions as rules
 from segkit.planning.fingerprint import fingerprint
 from segkit.planning.planner import Plan, apply_plan, plan_run, planned_config, save_plan
+from segkit.planning.probe import time_training_step
 from segkit.train import compose_config, train
 
 
@@ -183,6 +186,35 @@ def test_width_is_the_widest_that_gets_enough_steps() -> None:
     assert rules.choose_width(timings, budget_seconds=300, min_steps=500)[0] == 32
     width, why = rules.choose_width(timings, budget_seconds=10, min_steps=600)
     assert width == 8 and "no width" in why
+
+
+def test_small_images_get_a_narrower_network_that_sees_enough_pixels() -> None:
+    """The 96² shapes case: 48 channels got 1200 steps (44 M pixels) and could not fit the training set."""
+    timings = {8: 0.024, 16: 0.042, 32: 0.132, 48: 0.213}  # probed on 96² x 4 on this CPU
+    shapes = {"budget_seconds": 300, "min_steps": 600, "pixels_per_step": 4 * 96 * 96}
+    assert rules.choose_width(timings, **shapes, min_pixels=0)[0] == 48  # the step floor alone
+    width, why = rules.choose_width(timings, **shapes, min_pixels=120e6)
+    assert width == 16 and "M pixels" in why  # 32 channels: 1932 steps, 71 M pixels
+    isbi = {8: 0.17, 16: 0.38, 32: 1.28}  # 256² x 4: 16 channels get ~670 steps, 176 M pixels
+    assert rules.choose_width(isbi, 300, 600, pixels_per_step=4 * 256 * 256, min_pixels=120e6)[0] == 16
+
+
+def test_probe_is_not_fooled_by_one_busy_moment() -> None:
+    """A stall in one timed step (another process taking the CPU) must not make the network look slower: a
+    mean over the steps once halved the planned width on ISBI."""
+
+    class StallsOnce(torch.nn.Conv2d):
+        calls = 0
+
+        def forward(self, x):
+            StallsOnce.calls += 1
+            if StallsOnce.calls == 2:  # the first timed step (call 1 is the warm-up)
+                time.sleep(0.6)
+            return super().forward(x)
+
+    net = StallsOnce(1, 2, 3, padding=1)
+    seconds = time_training_step(net, batch=2, in_channels=1, patch=(16, 16), num_classes=2)["seconds"]
+    assert StallsOnce.calls == 4 and seconds < 0.1  # a mean would be over 0.2 s
 
 
 def test_batch_from_the_probes_memory() -> None:

@@ -207,17 +207,33 @@ def decide_batch(device: str, batch: int, peak_bytes: int | None, total_bytes: i
     )
 
 
-def choose_width(timings: dict[int, float], budget_seconds: float, min_steps: int) -> tuple[int, str]:
-    """The widest network (``base_channels``) whose probed step time still gives ``min_steps`` optimizer steps
-    in 85 % of the budget (the rest: start-up, loading, validation); the narrowest when none does."""
+def choose_width(
+    timings: dict[int, float], budget_seconds: float, min_steps: int, pixels_per_step: int = 0, min_pixels: float = 0
+) -> tuple[int, str]:
+    """The widest network (``base_channels``) whose probed step time, in 85 % of the budget (the rest:
+    start-up, loading, validation), still gives ``min_steps`` optimizer steps and shows it ``min_pixels``
+    training pixels (steps x ``pixels_per_step``, i.e. batch x patch area); the narrowest when none does.
+
+    Both floors come from measurements (benchmarks/README.md): on ISBI (512² slices, 256² crops x 4) a
+    16-channel network with ~700 steps (~180 M pixels) ties an 8-channel one with 1000 and beats 32 channels
+    with ~200; on 96² colour shapes a 48-channel network got 1200 steps (44 M pixels) and reached val mIoU
+    0.35 where 16 channels with 4800 steps (180 M pixels) reached 0.66. Small images give few pixels a
+    step, so the step count alone let the planner pick a network it could not train in the budget."""
     usable = 0.85 * budget_seconds
-    fits = [w for w, t in sorted(timings.items()) if usable / t >= min_steps]
+
+    def enough(seconds: float) -> bool:
+        steps = usable / seconds
+        return steps >= min_steps and steps * pixels_per_step >= min_pixels
+
+    fits = [w for w, t in sorted(timings.items()) if enough(t)]
     width = max(fits) if fits else min(timings)
     measured = ", ".join(f"{w}: {t * 1000:.0f} ms" for w, t in sorted(timings.items()))
     steps = usable / timings[width]
-    why = f"probed step times ({measured}); widest with >= {min_steps} steps in the budget: ~{steps:.0f} steps"
+    seen = f", {steps * pixels_per_step / 1e6:.0f} M pixels" if pixels_per_step else ""
+    floor = f">= {min_steps} steps" + (f" and {min_pixels / 1e6:.0f} M pixels" if min_pixels else "")
+    why = f"probed step times ({measured}); widest with {floor} in the budget: ~{steps:.0f} steps{seen}"
     if not fits:
-        why = f"no width reaches {min_steps} steps ({measured}); the narrowest gets ~{steps:.0f}"
+        why = f"no width reaches {floor} ({measured}); the narrowest gets ~{steps:.0f} steps{seen}"
     return width, why
 
 

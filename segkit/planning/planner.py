@@ -204,12 +204,15 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
         precision_why = "GPU autocast with channels-last tensors"
         timings = {}
     min_steps = int(settings.get("min_steps", 600))
+    min_pixels = float(settings.get("min_pixels", 120e6))
+    pixels_per_step = batch * patch[0] * patch[1]
     for width in widths:
         if width not in timings:
             timings[width] = step_time(width, precision)
-        if 0.85 * budget / timings[width] < min_steps:
+        steps = 0.85 * budget / timings[width]
+        if steps < min_steps or steps * pixels_per_step < min_pixels:
             break  # wider ones only get fewer steps
-    width, width_why = rules.choose_width(timings, budget, min_steps)
+    width, width_why = rules.choose_width(timings, budget, min_steps, pixels_per_step, min_pixels)
     total_memory = torch.cuda.get_device_properties(0).total_memory if device == "cuda" else None
     probed_batch = batch
     batch, batch_why = rules.decide_batch(device, batch, peaks.get(width), total_memory)

@@ -207,6 +207,14 @@ def decide_batch(device: str, batch: int, peak_bytes: int | None, total_bytes: i
     )
 
 
+def trains_enough(
+    step_seconds: float, budget_seconds: float, min_steps: int, pixels_per_step: int, min_pixels: float
+) -> bool:
+    """Whether a network of this step time gets both floors of :func:`choose_width` in 85 % of the budget."""
+    steps = 0.85 * budget_seconds / step_seconds
+    return steps >= min_steps and steps * pixels_per_step >= min_pixels
+
+
 def choose_width(
     timings: dict[int, float], budget_seconds: float, min_steps: int, pixels_per_step: int = 0, min_pixels: float = 0
 ) -> tuple[int, str]:
@@ -215,17 +223,13 @@ def choose_width(
     training pixels (steps x ``pixels_per_step``, i.e. batch x patch area); the narrowest when none does.
 
     Both floors come from measurements (benchmarks/README.md): on ISBI (512² slices, 256² crops x 4) a
-    16-channel network with ~700 steps (~180 M pixels) ties an 8-channel one with 1000 and beats 32 channels
-    with ~200; on 96² colour shapes a 48-channel network got 1200 steps (44 M pixels) and reached val mIoU
-    0.35 where 16 channels with 4800 steps (180 M pixels) reached 0.66. Small images give few pixels a
-    step, so the step count alone let the planner pick a network it could not train in the budget."""
+    16-channel network with ~700 steps (~180 M pixels) ties an 8-channel one with ~1000; on 96² colour
+    shapes a 48-channel network got 1200 steps (44 M pixels) and reached val mIoU 0.35 where 16 channels
+    with 4800 steps (180 M pixels) reached 0.66. Small images give few pixels a step, so the step count
+    alone let the planner pick a network it could not train in the budget."""
     usable = 0.85 * budget_seconds
-
-    def enough(seconds: float) -> bool:
-        steps = usable / seconds
-        return steps >= min_steps and steps * pixels_per_step >= min_pixels
-
-    fits = [w for w, t in sorted(timings.items()) if enough(t)]
+    fits = [w for w, t in sorted(timings.items())
+            if trains_enough(t, budget_seconds, min_steps, pixels_per_step, min_pixels)]  # fmt: skip
     width = max(fits) if fits else min(timings)
     measured = ", ".join(f"{w}: {t * 1000:.0f} ms" for w, t in sorted(timings.items()))
     steps = usable / timings[width]

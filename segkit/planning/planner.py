@@ -209,8 +209,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
     for width in widths:
         if width not in timings:
             timings[width] = step_time(width, precision)
-        steps = 0.85 * budget / timings[width]
-        if steps < min_steps or steps * pixels_per_step < min_pixels:
+        if not rules.trains_enough(timings[width], budget, min_steps, pixels_per_step, min_pixels):
             break  # wider ones only get fewer steps
     width, width_why = rules.choose_width(timings, budget, min_steps, pixels_per_step, min_pixels)
     total_memory = torch.cuda.get_device_properties(0).total_memory if device == "cuda" else None

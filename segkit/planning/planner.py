@@ -226,7 +226,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
     one_val = time_forward(net(width), in_channels, val_hw, device, precision)
     val_seconds = n_val * one_val
     interval, interval_why = rules.validation_interval(val_seconds, step_seconds, budget)
-    planned_steps = 0.85 * budget / step_seconds
+    planned_steps = rules.TRAINING_SHARE * budget / step_seconds
     probe.update(val_images=n_val, val_size=list(val_hw), val_seconds=round(val_seconds, 2),
                  planned_steps=int(planned_steps))  # fmt: skip
 

@@ -2,6 +2,7 @@
 
     python benchmarks/auto_vs_recipe.py --dataset isbi2012 --minutes 5 --seeds 42 7 3
     python benchmarks/auto_vs_recipe.py --dataset isbi2012 --minutes 2 --seeds 42 -- trainer=gpu   # one GPU
+    python benchmarks/auto_vs_recipe.py --dataset camvid --minutes 30 --seeds 42 --sides auto
 
 Both sides run through ``python -m segkit.train`` one after the other (never two at once) with the same
 budget and seed, and are scored the same way: one validation of the final weights (``val/*`` in metrics.json)
@@ -32,6 +33,13 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(SCORES), default="isbi2012")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 3])
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        choices=["recipe", "auto"],
+        default=["recipe", "auto"],
+        help="rerun one side only (e.g. after a planner change; the recipe's runs do not move)",
+    )
     parser.add_argument("--data-dir", default=os.environ.get("SEGKIT_DATA_DIR", "../shared/data"))
     parser.add_argument("overrides", nargs="*", help="overrides for both sides (after --), e.g. trainer=gpu")
     args = parser.parse_args()
@@ -40,6 +48,7 @@ def main() -> None:
         "recipe": (args.dataset, []),
         "auto": ("auto", [f"data={args.dataset}", *SCORING[args.dataset]]),
     }
+    sides = {side: sides[side] for side in args.sides}
     results: dict[str, list[dict]] = {side: [] for side in sides}
     for seed in args.seeds:
         for side, (experiment, extra) in sides.items():

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import torch
@@ -188,6 +189,16 @@ def test_width_is_the_widest_that_gets_enough_steps() -> None:
     assert width == 8 and "no width" in why
 
 
+def test_the_step_floor_grows_with_the_square_root_of_a_long_budget() -> None:
+    """ISBI at 30 CPU minutes (probed 8/16/32/48 channels): a fixed floor of 600 took 48 channels (~630 steps)."""
+    assert rules.step_floor(600, 300) == 600 and rules.step_floor(600, 600) == 600  # 5 and 10 minutes
+    floor = rules.step_floor(600, 1800)
+    assert floor == 1039
+    isbi = {8: 0.151, 16: 0.356, 32: 1.182, 48: 2.412}
+    assert rules.choose_width(isbi, 1800, 600)[0] == 48
+    assert rules.choose_width(isbi, 1800, floor)[0] == 32  # ~1290 steps
+
+
 def test_small_images_get_a_narrower_network_that_sees_enough_pixels() -> None:
     """The 96² shapes case: 48 channels got 1200 steps (44 M pixels) and could not fit the training set."""
     timings = {8: 0.024, 16: 0.042, 32: 0.132, 48: 0.213}  # probed on 96² x 4 on this CPU
@@ -197,6 +208,22 @@ def test_small_images_get_a_narrower_network_that_sees_enough_pixels() -> None:
     assert width == 16 and "M pixels" in why  # 32 channels: 1932 steps, 71 M pixels
     isbi = {8: 0.17, 16: 0.38, 32: 1.28}  # 256² x 4: 16 channels get ~670 steps, 176 M pixels
     assert rules.choose_width(isbi, 300, 600, pixels_per_step=4 * 256 * 256, min_pixels=120e6)[0] == 16
+
+
+def test_encoder_only_when_its_steps_clear_the_floor() -> None:
+    """Step times probed on this CPU (256² crops x 4, bf16): ResNet-34 won CamVid at 30 minutes, lost at 10."""
+    encoder, why = rules.choose_encoder(depth=5, step_seconds=0.707, budget_seconds=1800)  # ~2160 steps
+    assert encoder == "resnet34" and "2164 steps >= 1200" in why
+    assert rules.choose_encoder(5, 0.660, 600)[0] == "unet"  # CamVid, 10 minutes: ~770 steps
+    assert rules.choose_encoder(5, 0.671, 600)[0] == "unet"  # ISBI, 10 minutes: ~760 steps
+    encoder, why = rules.choose_encoder(4, 0.1, 3600)  # plenty of steps, but a 128² patch: depth 4
+    assert encoder == "unet" and "depth-4" in why
+    assert rules.choose_encoder(5, None, 1800)[0] == "unet"  # not probed: the narrowest U-Net was too slow
+    assert rules.choose_encoder(5, 0.5, 1800, name="resnet18")[0] == "resnet18"
+    camvid, isbi = 367 * 360 * 480, 24 * 512 * 512  # training pixels: 63 M and 6.3 M
+    assert rules.choose_encoder(5, 0.646, 1800, data_pixels=camvid)[0] == "resnet34"
+    encoder, why = rules.choose_encoder(5, 0.562, 1800, data_pixels=isbi)  # lost there at 30 minutes
+    assert encoder == "unet" and "6.3 M training pixels" in why
 
 
 def test_probe_is_not_fooled_by_one_busy_moment() -> None:
@@ -279,6 +306,35 @@ def test_plan_of_a_variable_size_colour_folder_with_many_classes(tmp_path: Path,
     assert chosen["task.loss.class_weights"] == "sqrt_median_frequency"  # each disc class is under 1/40
 
 
+def test_a_long_budget_plans_the_resnet34_encoder(tmp_path: Path, monkeypatch) -> None:
+    """256² images of 120 px discs ask for depth 5; two hours give ResNet-34 its steps. Five images are too
+    little data for it; with the data floor lowered, the plan names it, drops the plain U-Net's depth and
+    width, and composes into the network it probed."""
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=5, size=(256, 256), radius=60, mode="RGB", discs=1)
+    overrides = unplanned(root.parent, "trainer.max_time=00:02:00:00")
+    plan = plan_run(compose_config(overrides, output_dir=tmp_path / "r"))
+    chosen = {d.key: d.value for d in plan.decisions}
+    assert (
+        chosen["model.encoder"] == "unet"
+        and chosen["model.depth"] == 5
+        and "0.3 M training pixels" in str([d.reason for d in plan.decisions])
+    )
+    assert "encoder_step_seconds" not in plan.probe  # not even probed
+    why = next(d.reason for d in plan.decisions if d.key == "model.base_channels")
+    assert ">= 2078 steps" in why  # the step floor of a 2-hour budget: 600 x sqrt(12)
+    monkeypatch.setattr(rules, "ENCODER_MIN_DATA_PIXELS", 1e5)
+    plan = plan_run(compose_config(overrides, output_dir=tmp_path / "r"))
+    chosen = {d.key: d.value for d in plan.decisions}
+    assert chosen["model.encoder"] == "resnet34" and chosen["model.up_mode"] == "bilinear"
+    assert "model.base_channels" not in chosen and "model.depth" not in chosen
+    assert chosen["data.patch_size"] == [256, 256] and plan.probe["encoder_step_seconds"]["resnet34"] > 0
+    cfg, _ = apply_plan(plan, overrides, lambda o: compose_config(o, output_dir=tmp_path / "r"))
+    net = hydra.utils.instantiate(cfg.model)
+    assert sum(p.numel() for p in net.parameters()) > 20e6  # U-Net-ResNet-34, not the plain 4-8-channel one
+    assert net(torch.zeros(1, 3, 256, 256)).shape == (1, 2, 256, 256)
+
+
 def test_bad_folders_get_a_clear_message(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
     empty = disc_folder(tmp_path / "one" / "train", n=3, discs=0)
@@ -309,6 +365,12 @@ def test_typed_keys_win_over_the_plan() -> None:
     assert planned == ["++data.patch_size=[256,256]", "++model.in_channels=1", "trainer=cpu"]
     assert seen[0][-4:] == ["data=isbi2012", "model=unet_resnet34", "aug=none", "trainer.max_time=1"]
     assert len(kept) == 3 and any("aug=none" in line and "aug=em" in line for line in kept)
+    # a nested group choice is the key it sets: model/encoder=resnet18 wins over the planned model.encoder
+    plan = Plan([rules.Decision("model.encoder", "resnet34", "probe"), rules.Decision("model.up_mode", "bilinear", "")],
+                fingerprint={})  # fmt: skip
+    seen.clear()
+    _, kept = apply_plan(plan, ["model/encoder=resnet18"], lambda overrides: seen.append(overrides) or None)
+    assert seen[0] == ["++model.up_mode=bilinear", "model/encoder=resnet18"] and "model.encoder=resnet34" in kept[0]
 
 
 def test_other_ranks_take_rank_zeros_plan(tmp_path: Path, monkeypatch) -> None:

@@ -210,6 +210,19 @@ def decide_batch(device: str, batch: int, peak_bytes: int | None, total_bytes: i
 TRAINING_SHARE = 0.85  # of the budget left for optimizer steps: the rest goes to validations and start-up
 
 
+STEP_FLOOR_BUDGET_SECONDS = 600  # planner.min_steps is the floor up to this budget; it grows beyond
+
+
+def step_floor(min_steps: int, budget_seconds: float) -> int:
+    """The width rule's step floor for a budget: ``min_steps`` up to 10 minutes, then growing with the square
+    root of the budget, so that a longer budget buys width and steps together (as compute-optimal scaling
+    splits compute between model size and data) instead of width alone. Measured: with the floor fixed at
+    600, CamVid at 30 CPU minutes took 48 channels for 646 steps and scored below 16 channels' 10-minute
+    run; ISBI at 30 minutes sat on the edge between 32 channels (~1270 steps, the measured plan) and 48
+    (~600). At 30 minutes the floor is ~1040: 32 channels, not 48."""
+    return round(min_steps * max(1.0, math.sqrt(budget_seconds / STEP_FLOOR_BUDGET_SECONDS)))
+
+
 def trains_enough(
     step_seconds: float, budget_seconds: float, min_steps: int, pixels_per_step: int, min_pixels: float
 ) -> bool:
@@ -229,8 +242,9 @@ def choose_width(
     16-channel network with ~700 steps (~180 M pixels) ties an 8-channel one with ~1000; on 96² colour
     shapes a 48-channel network got 1200 steps (44 M pixels) and reached val mIoU 0.35 where 16 channels
     with 4800 steps (180 M pixels) reached 0.66. Small images give few pixels a step, so the step count
-    alone let the planner pick a network it could not train in the budget. A known miss: CamVid at 30 CPU
-    minutes, where 48 channels got 646 steps and scored below 16 channels' 10-minute run."""
+    alone let the planner pick a network it could not train in the budget. Its known miss, CamVid at 30 CPU
+    minutes (48 channels got 646 steps and scored below 16 channels' 10-minute run), is why
+    :func:`choose_encoder` runs first: where it takes ResNet-34, this rule is not asked."""
     usable = TRAINING_SHARE * budget_seconds
     fits = [w for w, t in sorted(timings.items())
             if trains_enough(t, budget_seconds, min_steps, pixels_per_step, min_pixels)]  # fmt: skip
@@ -243,6 +257,58 @@ def choose_width(
     if not fits:
         why = f"no width reaches {floor} ({measured}); the narrowest gets ~{steps:.0f} steps{seen}"
     return width, why
+
+
+# The one larger network the planner weighs against its plain U-Net: U-Net-ResNet-34 from scratch with a
+# bilinear decoder (the CamVid hand recipe's). Its stem and max-pool downsample 4x before any 3x3 conv, so
+# it holds 24 M parameters at about the step time of a 16-32-channel plain U-Net on 256² crops.
+ENCODER = "resnet34"
+ENCODER_DEPTH = 5  # its stride-2 stages: plans whose patch or objects ask for fewer keep the plain U-Net
+ENCODER_MIN_STEPS = 1200
+ENCODER_MIN_DATA_PIXELS = 20e6  # training images x median area: ISBI's 24 slices (6.3 M) gained nothing
+
+
+def training_pixels(fp: dict) -> float:
+    """The training split's size in pixels: images x the median image area (from the fingerprint)."""
+    return fp["images"] * fp["height"]["median"] * fp["width"]["median"]
+
+
+def encoder_eligible(depth: int, data_pixels: float) -> str | None:
+    """Why the plan cannot use the encoder whatever its step time (``None`` when it can)."""
+    if depth < ENCODER_DEPTH:
+        return f"a depth-{depth} plan, and the encoder downsamples {2**ENCODER_DEPTH}x"
+    if data_pixels < ENCODER_MIN_DATA_PIXELS:
+        floor = ENCODER_MIN_DATA_PIXELS / 1e6
+        return f"{data_pixels / 1e6:.1f} M training pixels (< {floor:.0f} M): too little data for its capacity"
+    return None
+
+
+def choose_encoder(
+    depth: int, step_seconds: float | None, budget_seconds: float, name: str = ENCODER, data_pixels: float = math.inf
+) -> tuple[str, str]:
+    """The encoder ``name`` (``planner.encoder``, ``ENCODER`` by default) when the plan's depth allows its 5
+    downsamplings, the training split holds ``ENCODER_MIN_DATA_PIXELS`` and the probed step time gives it
+    ``ENCODER_MIN_STEPS`` optimizer steps in 85 % of the budget; else ``"unet"`` (segkit's plain U-Net, whose
+    width :func:`choose_width` sets). ``step_seconds`` is ``None`` when the encoder was not probed.
+
+    The floor comes from measurements (benchmarks/README.md), all from scratch on 2 CPU cores: with ~480
+    steps ResNet-34 lost to a 16-channel plain U-Net with ~1370 (CamVid, 10 minutes: val mIoU 0.378 vs
+    0.407), and on ISBI it lost at ~490 steps and tied at ~1840 (smp's, the peer); with 1413 steps it beat
+    the widest plain U-Net the width rule could give (CamVid, 30 minutes: 0.519 vs 0.384 for 48 channels
+    with 646 steps). Capacity pays once there are steps to fit it; below the floor steps matter more. It also
+    needs data: on ISBI (24 slices of 512², 6.3 M pixels) at 30 minutes it got 2530 steps and lost to the
+    32-channel plain U-Net with 1374 (membrane IoU 0.677 vs 0.685, adapted Rand error 0.147 vs 0.115);
+    CamVid has 63 M. Two datasets place that floor, so it is coarse: 20 M, between them."""
+    excluded = encoder_eligible(depth, data_pixels)
+    if excluded:
+        return "unet", f"not {name}: {excluded}"
+    if step_seconds is None:
+        return "unet", f"the narrowest U-Net gets under {ENCODER_MIN_STEPS} steps: no time for {name}"
+    steps = TRAINING_SHARE * budget_seconds / step_seconds
+    probed = f"{name} (from scratch, {step_seconds * 1000:.0f} ms a step) gets ~{steps:.0f} steps"
+    if steps >= ENCODER_MIN_STEPS:
+        return name, f"{probed} >= {ENCODER_MIN_STEPS}: more capacity per second than a wider plain U-Net"
+    return "unet", f"{probed} < {ENCODER_MIN_STEPS}: the plain U-Net's extra steps matter more"
 
 
 def validation_interval(val_seconds: float, step_seconds: float, budget_seconds: float) -> tuple[int, str]:

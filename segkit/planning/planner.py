@@ -182,12 +182,15 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
     batch = rules.BATCH[device]
     probe: dict = {"device": device, "patch": patch, "batch": batch}
 
-    def net(width: int) -> UNet:
+    def net(width: int | str) -> UNet:
+        """A candidate: a plain U-Net of ``width`` base channels, or the encoder named by ``width``."""
+        if isinstance(width, str):
+            return UNet(num_classes=num_classes, in_channels=in_channels, encoder=width, up_mode="bilinear")
         return UNet(num_classes=num_classes, in_channels=in_channels, depth=depth, base_channels=width)
 
-    peaks: dict[int, int | None] = {}
+    peaks: dict[int | str, int | None] = {}
 
-    def step_time(width: int, precision: str) -> float:
+    def step_time(width: int | str, precision: str) -> float:
         probed = time_training_step(net(width), batch, in_channels, tuple(patch), num_classes, device, precision,
                                     channels_last=True)  # fmt: skip
         peaks[width] = probed["peak_bytes"]
@@ -202,20 +205,49 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
     else:
         precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
         precision_why = "GPU autocast with channels-last tensors"
-        timings = {}
-    min_steps = int(settings.get("min_steps", 600))
+        timings = {widths[0]: step_time(widths[0], precision)}
+    min_steps = rules.step_floor(int(settings.get("min_steps", 600)), budget)
     min_pixels = float(settings.get("min_pixels", 120e6))
     pixels_per_step = batch * patch[0] * patch[1]
-    for width in widths:
-        if width not in timings:
-            timings[width] = step_time(width, precision)
-        if not rules.trains_enough(timings[width], budget, min_steps, pixels_per_step, min_pixels):
-            break  # wider ones only get fewer steps
-    width, width_why = rules.choose_width(timings, budget, min_steps, pixels_per_step, min_pixels)
+
+    candidate = settings.get("encoder", rules.ENCODER)
+    data_pixels = rules.training_pixels(fp)
+    encoder_seconds = None
+    # The encoder is slower a step than the narrowest U-Net: probe it only when that one clears its floor.
+    if (
+        candidate
+        and rules.encoder_eligible(depth, data_pixels) is None
+        and rules.trains_enough(timings[widths[0]], budget, rules.ENCODER_MIN_STEPS, 0, 0)
+    ):
+        encoder_seconds = step_time(candidate, precision)
+        probe["encoder_step_seconds"] = {candidate: round(encoder_seconds, 4)}
+    if candidate:
+        encoder, encoder_why = rules.choose_encoder(depth, encoder_seconds, budget, candidate, data_pixels)
+    else:
+        encoder, encoder_why = "unet", "planner.encoder=null: only plain U-Nets are weighed"
+    if encoder != "unet":
+        chosen, step_seconds = encoder, encoder_seconds
+        model_plan = [
+            Decision("model.encoder", encoder, encoder_why),
+            Decision("model.up_mode", "bilinear", "learns faster from scratch than 2x2 up-convolutions (CamVid)"),
+        ]
+        plan = [d for d in plan if d.key != "model.depth"]  # the encoder's stages set the depth
+    else:
+        for width in widths:
+            if width not in timings:
+                timings[width] = step_time(width, precision)
+            if not rules.trains_enough(timings[width], budget, min_steps, pixels_per_step, min_pixels):
+                break  # wider ones only get fewer steps
+        chosen, width_why = rules.choose_width(timings, budget, min_steps, pixels_per_step, min_pixels)
+        step_seconds = timings[chosen]
+        model_plan = [
+            Decision("model.encoder", "unet", encoder_why),
+            Decision("model.base_channels", chosen, width_why),
+        ]
     total_memory = torch.cuda.get_device_properties(0).total_memory if device == "cuda" else None
     probed_batch = batch
-    batch, batch_why = rules.decide_batch(device, batch, peaks.get(width), total_memory)
-    step_seconds = timings[width] * batch / probed_batch
+    batch, batch_why = rules.decide_batch(device, batch, peaks.get(chosen), total_memory)
+    step_seconds = step_seconds * batch / probed_batch
     probe["step_seconds"] = {str(w): round(t, 4) for w, t in timings.items()}
 
     n_val, val_sizes = validation_images(cfg, len(pairs))
@@ -223,7 +255,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
         val_hw = tuple(int(np.median([s[i] for s in val_sizes])) for i in (0, 1))
     else:
         val_hw = (int(fp["height"]["median"]), int(fp["width"]["median"]))
-    one_val = time_forward(net(width), in_channels, val_hw, device, precision)
+    one_val = time_forward(net(chosen), in_channels, val_hw, device, precision)
     val_seconds = n_val * one_val
     interval, interval_why = rules.validation_interval(val_seconds, step_seconds, budget)
     planned_steps = rules.TRAINING_SHARE * budget / step_seconds
@@ -232,7 +264,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
 
     plan += [
         Decision("model", "unet", "segkit's U-Net, trained from scratch (nothing to download)"),
-        Decision("model.base_channels", width, width_why),
+        *model_plan,
         Decision("data.batch_size", batch, batch_why),
         Decision(
             "data.samples_per_epoch",
@@ -273,6 +305,7 @@ def _conflicts(plan_key: str, typed: dict[str, str]) -> str | None:
     was planned for, not a setting to keep.
     """
     for key, item in typed.items():
+        key = key.replace("/", ".")  # a nested group choice (model/encoder=resnet18) sets model.encoder
         if key == plan_key:
             return item
         if "." not in key:  # a group choice

@@ -30,10 +30,24 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def patch_sampler(patch_size: Sequence[int], ignore_index: int) -> list[A.BasicTransform]:
-    """Pad to at least ``patch_size`` (image 0, mask ``ignore_index``), then take a random ``patch_size`` crop."""
+def patch_sampler(
+    patch_size: Sequence[int], ignore_index: int, scale: Sequence[float] | None = None
+) -> list[A.BasicTransform]:
+    """Zoom the whole image by a random factor in ``scale`` (when given), pad to at least ``patch_size``
+    (image 0, mask ``ignore_index``), then take a random ``patch_size`` crop.
+
+    Zooming before the crop keeps every pixel of the patch labelled and gives it the context of the whole
+    image; an affine zoom after the crop fills a zoomed-out patch's borders with ignored pixels instead.
+    """
     h, w = int(patch_size[0]), int(patch_size[1])
+    zoom = []
+    if scale is not None:
+        low, high = (float(f) for f in scale)
+        if not 0 < low <= high:
+            raise ValueError(f"patch_scale must be [low, high] zoom factors with 0 < low <= high, got {list(scale)}")
+        zoom = [A.RandomScale(scale_limit=(low - 1.0, high - 1.0), p=1.0)]
     return [
+        *zoom,
         A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
         A.RandomCrop(height=h, width=w),
     ]
@@ -135,6 +149,9 @@ class ImageDataModule(pl.LightningDataModule):
         batch_size: training samples per batch on each device.
         patch_size: ``(H, W)`` of random training crops (images smaller than that are padded, their masks with
             ``ignore_index``); ``None``: the augmentation pipeline decides the size.
+        patch_scale: ``[low, high]`` zoom factors: each training image is scaled by a random factor in that
+            range before its ``patch_size`` crop is taken (e.g. ``[0.75, 1.25]`` for street scenes);
+            ``None``: no zoom. Needs ``patch_size``.
         val_batch_size: validation/test samples per batch on each device; ``None``: 1 with ``patch_size`` (whole
             images of any size), else ``batch_size``.
         samples_per_epoch: training samples per epoch over all processes, drawn with replacement
@@ -165,6 +182,7 @@ class ImageDataModule(pl.LightningDataModule):
         val_transform: A.Compose | None = None,
         batch_size: int = 8,
         patch_size: Sequence[int] | None = None,
+        patch_scale: Sequence[float] | None = None,
         val_batch_size: int | None = None,
         samples_per_epoch: int | None = None,
         num_workers: int | str = 0,
@@ -196,7 +214,9 @@ class ImageDataModule(pl.LightningDataModule):
         if patch_size is not None and len(patch_size) != 2:
             raise ValueError(f"patch_size must be [height, width], got {list(patch_size)}")
         self.patch_size = tuple(int(n) for n in patch_size) if patch_size is not None else None
-        head = patch_sampler(self.patch_size, ignore_index) if self.patch_size is not None else []
+        if patch_scale is not None and patch_size is None:
+            raise ValueError("data.patch_scale zooms images before their patch_size crop: set data.patch_size too")
+        head = patch_sampler(self.patch_size, ignore_index, patch_scale) if self.patch_size is not None else []
         self.train_transform = with_tail(train_transform, mean, std, seed, head)
         self.val_transform = with_tail(val_transform, mean, std, seed)
         self.batch_size = batch_size

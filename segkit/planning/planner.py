@@ -194,6 +194,8 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
         probed = time_training_step(net(width), batch, in_channels, tuple(patch), num_classes, device, precision,
                                     channels_last=True)  # fmt: skip
         peaks[width] = probed["peak_bytes"]
+        if isinstance(width, str):
+            probe.setdefault("encoder_step_seconds", {})[width] = round(probed["seconds"], 4)
         return probed["seconds"]
 
     widths = list(settings.get("widths") or WIDTHS[device])
@@ -206,44 +208,13 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
         precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
         precision_why = "GPU autocast with channels-last tensors"
         timings = {widths[0]: step_time(widths[0], precision)}
-    min_steps = rules.step_floor(int(settings.get("min_steps", 600)), budget)
-    min_pixels = float(settings.get("min_pixels", 120e6))
     pixels_per_step = batch * patch[0] * patch[1]
 
-    candidate = settings.get("encoder", rules.ENCODER)
-    data_pixels = rules.training_pixels(fp)
-    encoder_seconds = None
-    # The encoder is slower a step than the narrowest U-Net: probe it only when that one clears its floor.
-    if (
-        candidate
-        and rules.encoder_eligible(depth, data_pixels) is None
-        and rules.trains_enough(timings[widths[0]], budget, rules.ENCODER_MIN_STEPS, 0, 0)
-    ):
-        encoder_seconds = step_time(candidate, precision)
-        probe["encoder_step_seconds"] = {candidate: round(encoder_seconds, 4)}
-    if candidate:
-        encoder, encoder_why = rules.choose_encoder(depth, encoder_seconds, budget, candidate, data_pixels)
-    else:
-        encoder, encoder_why = "unet", "planner.encoder=null: only plain U-Nets are weighed"
-    if encoder != "unet":
-        chosen, step_seconds = encoder, encoder_seconds
-        model_plan = [
-            Decision("model.encoder", encoder, encoder_why),
-            Decision("model.up_mode", "bilinear", "learns faster from scratch than 2x2 up-convolutions (CamVid)"),
-        ]
+    chosen, step_seconds, model_plan = plan_network(
+        step_time, timings, widths, precision, depth, rules.training_pixels(fp), budget, pixels_per_step, settings
+    )
+    if isinstance(chosen, str):  # an encoder
         plan = [d for d in plan if d.key != "model.depth"]  # the encoder's stages set the depth
-    else:
-        for width in widths:
-            if width not in timings:
-                timings[width] = step_time(width, precision)
-            if not rules.trains_enough(timings[width], budget, min_steps, pixels_per_step, min_pixels):
-                break  # wider ones only get fewer steps
-        chosen, width_why = rules.choose_width(timings, budget, min_steps, pixels_per_step, min_pixels)
-        step_seconds = timings[chosen]
-        model_plan = [
-            Decision("model.encoder", "unet", encoder_why),
-            Decision("model.base_channels", chosen, width_why),
-        ]
     total_memory = torch.cuda.get_device_properties(0).total_memory if device == "cuda" else None
     probed_batch = batch
     batch, batch_why = rules.decide_batch(device, batch, peaks.get(chosen), total_memory)
@@ -285,6 +256,51 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
     if mapping:
         plan.append(Decision("data.ignore_index", ignore_index, "unchanged; 255 is now a class value"))
     return Plan(plan, fp, probe, round(time.perf_counter() - start, 1))
+
+
+def plan_network(
+    step_time: Callable[[int | str, str], float],
+    timings: dict[int | str, float],
+    widths: list[int],
+    precision: str,
+    depth: int,
+    data_pixels: float,
+    budget: float,
+    pixels_per_step: int,
+    settings,
+) -> tuple[int | str, float, list[Decision]]:
+    """The network, its step time and its decisions: the encoder when it trains enough in the budget
+    (``choose_encoder``), else the widest plain U-Net that does (``choose_width``). ``step_time(width or encoder
+    name, precision)`` probes one candidate; ``timings`` holds the widths already probed and gains the new ones."""
+    min_steps = rules.step_floor(int(settings.get("min_steps", 600)), budget)
+    min_pixels = float(settings.get("min_pixels", 120e6))
+    candidate = settings.get("encoder", rules.ENCODER)
+    if not candidate:
+        encoder, encoder_why = "unet", "planner.encoder=null: only plain U-Nets are weighed"
+    else:
+        encoder_seconds = None
+        # The encoder is slower a step than the narrowest U-Net: probe it only when that one clears its floor.
+        if rules.encoder_eligible(depth, data_pixels) is None and rules.trains_enough(
+            timings[widths[0]], budget, rules.ENCODER_MIN_STEPS, 0, 0
+        ):
+            encoder_seconds = step_time(candidate, precision)
+        encoder, encoder_why = rules.choose_encoder(depth, encoder_seconds, budget, candidate, data_pixels)
+        if encoder != "unet":
+            up_why = "learns faster from scratch than 2x2 up-convolutions (CamVid)"
+            return encoder, encoder_seconds, [
+                Decision("model.encoder", encoder, encoder_why),
+                Decision("model.up_mode", "bilinear", up_why),
+            ]  # fmt: skip
+    for width in widths:
+        if width not in timings:
+            timings[width] = step_time(width, precision)
+        if not rules.trains_enough(timings[width], budget, min_steps, pixels_per_step, min_pixels):
+            break  # wider ones only get fewer steps
+    chosen, width_why = rules.choose_width(timings, budget, min_steps, pixels_per_step, min_pixels)
+    return chosen, timings[chosen], [
+        Decision("model.encoder", "unet", encoder_why),
+        Decision("model.base_channels", chosen, width_why),
+    ]  # fmt: skip
 
 
 def user_keys(overrides: Sequence[str]) -> dict[str, str]:

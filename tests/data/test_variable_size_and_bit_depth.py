@@ -65,6 +65,27 @@ def test_patches_pad_small_images_with_the_ignore_index(tmp_path: Path, ignore_i
     assert dm.val_batch_size == 1 and dm.val_set[0]["image"].shape == (3, 30, 40)  # validation: whole image
 
 
+def test_patch_scale_zooms_the_whole_image_before_the_crop(tmp_path: Path) -> None:
+    data = write_rgba_folder(tmp_path / "cells", sizes=[(30, 40)])
+
+    def module(scale, patch=(48, 48)):
+        def factory(transform):
+            return FolderDataset(data / "train", 2, mask_mapping={0: 0, 255: 1}, transform=transform)
+
+        dm = SegmentationDataModule(factory, 2, val_dataset=factory, patch_size=patch, patch_scale=scale)
+        dm.setup("fit")
+        return dm
+
+    zoomed_in = module([2.0, 2.0]).train_set[0]["mask"]  # 60x80 before the 48x48 crop: nothing to pad
+    assert zoomed_in.shape == (48, 48) and 255 not in zoomed_in.unique().tolist()
+    zoomed_out = module([0.8, 0.8]).train_set[0]["mask"]  # 24x32, then padded to 48x48
+    assert (zoomed_out == 255).sum() == 48 * 48 - 24 * 32
+    with pytest.raises(ValueError, match="set data.patch_size too"):
+        module([0.75, 1.25], patch=None)
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        module([1.25, 0.75])
+
+
 def test_collate_error_suggests_what_works() -> None:
     samples = [{"image": torch.zeros(3, 8, 8), "name": "a"}, {"image": torch.zeros(3, 9, 8), "name": "b"}]
     with pytest.raises(ValueError, match=r"data\.patch_size=\[256,256\].*data\.val_batch_size=1"):

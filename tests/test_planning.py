@@ -175,6 +175,16 @@ def test_class_weights_only_for_a_rare_class() -> None:
     assert weights.value == "sqrt_median_frequency" and "class 2" in weights.reason and "class 1" not in weights.reason
 
 
+def test_poly_schedule_only_when_a_class_is_rare() -> None:
+    """CamVid (rare classes) gained from poly's later learning rate; ISBI (two balanced classes) did not."""
+    balanced = {0: {"pixel_share": 0.78}, 1: {"pixel_share": 0.22}}  # ISBI's membrane share
+    rare = {0: {"pixel_share": 0.5}, 1: {"pixel_share": 0.49}, 2: {"pixel_share": 0.01}}  # under 0.1 / 3
+    assert rules.decide_schedule(balanced, 2).value == "cosine"
+    schedule = rules.decide_schedule(rare, 3)
+    assert schedule.value == "poly" and "1 rare" in schedule.reason
+    assert rules.decide_schedule({0: {"pixel_share": 0.96}, 1: {"pixel_share": 0.04}}, 2).value == "poly"
+
+
 def test_augmentation_family_and_strength() -> None:
     assert rules.decide_augmentation("gray", 1000).value == "em"
     assert rules.decide_augmentation("rgb", 1000).value == "strong"

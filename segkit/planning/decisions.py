@@ -165,13 +165,21 @@ def decide_depth(patch: Sequence[int], object_side: float) -> tuple[int, str]:
     return depth, why
 
 
+RARE_SHARE = 0.1  # a class is rare under this fraction of its uniform pixel share 1/K
+
+
+def rare_classes(classes: dict, num_classes: int) -> list[int]:
+    """The classes whose pixel share is under ``RARE_SHARE`` of the uniform share ``1 / num_classes``."""
+    return [c for c, s in classes.items() if s["pixel_share"] < RARE_SHARE / num_classes]
+
+
 def decide_loss(classes: dict, num_classes: int, names: Sequence[str] | None = None) -> list[Decision]:
     """Dice + CE always; square-root median-frequency class weights only when a class is rare (under a tenth
     of its uniform share 1/K), since they cost the frequent classes when nothing is rare. Class 0 stays out
     of the Dice term, as in nnU-Net: counting CamVid's sky in it (17 % of the pixels) did not help (30 CPU
     minutes: val mIoU 0.466 against 0.479, one seed)."""
     shares = {c: s["pixel_share"] for c, s in classes.items()}
-    rare = [c for c, share in shares.items() if share < 0.1 / num_classes]
+    rare = rare_classes(classes, num_classes)
     decisions = [Decision("loss", "dice_ce", "Dice + cross-entropy: robust to imbalance, smooth early on")]
     if rare:
         listed = ", ".join(f"{names[c] if names else f'class {c}'} ({100 * shares[c]:.2f} %)" for c in rare)
@@ -180,6 +188,21 @@ def decide_loss(classes: dict, num_classes: int, names: Sequence[str] | None = N
         smallest = min(shares.values())
         decisions.append(Decision("task.loss.class_weights", None, f"no rare class (smallest {100 * smallest:.1f} %)"))
     return decisions
+
+
+def decide_schedule(classes: dict, num_classes: int) -> Decision:
+    """Both schedules anneal over the budget (steps or ``trainer.max_time``); they differ late in the run,
+    where poly (power 0.9, nearly linear) still has 0.13 of the peak learning rate at 90 % of the budget and
+    cosine 0.02. That late learning pays where rare classes are still being learned, and costs a little
+    where none are. Measured with seed 42 unless stated, final weights: CamVid (rare pedestrian and
+    bicyclist) val mIoU 0.401 poly against 0.379 cosine at 10 minutes, 0.531 against 0.478 at 30; ISBI
+    (two balanced classes) pixel error 0.0794 +- 0.0009 poly against 0.0784 +- 0.0007 cosine at 5 minutes
+    (3 seeds), 0.0771 against 0.0766 at 30. The step count does not separate them: ISBI's 30-minute run
+    (1351 steps) is longer than CamVid's 10-minute one (1113)."""
+    rare = rare_classes(classes, num_classes)
+    if rare:
+        return Decision("scheduler", "poly", f"{len(rare)} rare class(es): still learning late in the budget")
+    return Decision("scheduler", "cosine", "no rare class: cosine decay over the budget (steps or max_time)")
 
 
 def decide_augmentation(color_mode: str, planned_steps: float) -> Decision:

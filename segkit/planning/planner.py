@@ -248,7 +248,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
         Decision("trainer", "cpu" if device == "cpu" else "gpu", f"the device the probe ran on ({device})"),
         Decision("trainer.precision", precision, precision_why),
         Decision("task.channels_last", True, "faster convolutions on CPU (with bf16) and GPU"),
-        Decision("scheduler", "cosine", "cosine decay over the budget (steps or trainer.max_time), per step"),
+        rules.decide_schedule(stats["classes"], num_classes),
         Decision("callbacks.export_weights", "final", "the annealed final weights, not a pick on validation"),
         rules.decide_augmentation(color_mode, planned_steps),
         *rules.decide_loss(stats["classes"], num_classes, cfg.data.get("class_names")),

@@ -3,7 +3,6 @@
 from segkit.data.datamodule import ClassificationDataModule, ImageDataModule, SegmentationDataModule
 from segkit.data.folder import FolderDataset, MaskEncoding
 from segkit.data.image_folder import ImageFolderDataset
-from segkit.data.synthetic import SyntheticShapeClasses, SyntheticShapes
 
 __all__ = [
     "ClassificationDataModule",
@@ -15,3 +14,16 @@ __all__ = [
     "SyntheticShapeClasses",
     "SyntheticShapes",
 ]
+
+
+def __getattr__(name: str):
+    """Import the synthetic datasets on first use, not with the package.
+
+    ``segkit.data.synthetic`` is also a command (``python -m segkit.data.synthetic``); importing it here eagerly
+    makes runpy warn that the module was already imported before it ran as ``__main__``.
+    """
+    if name in ("SyntheticShapes", "SyntheticShapeClasses"):
+        from segkit.data import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -35,3 +39,19 @@ def test_class_colour_is_not_constant() -> None:
         if (mask == 1).sum() > 20:
             means.append(image[mask == 1].mean(axis=0))
     assert np.std(np.array(means), axis=0).min() > 30
+
+
+def test_folder_command_writes_pairs_without_warnings(tmp_path) -> None:
+    """The README's ``python -m segkit.data.synthetic`` runs clean (it once warned that runpy found the module
+    already imported by the package)."""
+    out = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "segkit.data.synthetic", str(tmp_path / "f")]
+        + ["--train", "2", "--val", "1", "--size", "32"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "RuntimeWarning" not in out.stderr
+    assert len(list((tmp_path / "f" / "train" / "images").glob("*.png"))) == 2
+    assert len(list((tmp_path / "f" / "val" / "masks").glob("*.png"))) == 1

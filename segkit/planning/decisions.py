@@ -195,11 +195,12 @@ def decide_schedule(classes: dict, num_classes: int) -> Decision:
     where poly (power 0.9, nearly linear) still has 0.13 of the peak learning rate at 90 % of the budget and
     cosine 0.02. That late learning pays where rare classes are still being learned, and costs a little
     where none are. Measured on 2 CPU cores, final weights (``benchmarks/README.md``): CamVid (rare
-    pedestrian and bicyclist) val mIoU 0.404 poly against 0.387 cosine at 10 minutes (2 seeds, poly ahead on
-    each), 0.531 against 0.478 at 30 (1 seed); ISBI (membrane 22 % of two classes) pixel error 0.0794 poly
-    against 0.0784 cosine at 5 minutes (3 seeds, +-0.0009), 0.0771 against 0.0766 at 30 (1 seed). The step
-    count does not separate them: ISBI's 30-minute run (1351 steps) is longer than CamVid's 10-minute ones
-    (~1200). A binary folder with a rare foreground gets poly by the same reason, unmeasured."""
+    pedestrian and bicyclist) val mIoU 0.397 poly against 0.383 cosine at 10 minutes (3 seeds, poly ahead on
+    each), 0.531 against 0.478 at 30 (1 seed; the plan with this rule 0.520, the hand recipe 0.519); ISBI
+    (membrane 22 % of two classes) pixel error 0.0794 poly against 0.0784 cosine at 5 minutes (3 seeds,
+    +-0.0009), 0.0771 against 0.0766 at 30 (1 seed). The step count does not separate them: ISBI's 30-minute
+    run (1351 steps) is longer than CamVid's 10-minute ones (~1200). A binary folder with a rare foreground
+    gets poly by the same reason, unmeasured."""
     rare = rare_classes(classes, num_classes)
     if rare:
         return Decision("scheduler", "poly", f"{len(rare)} rare class(es): still learning late in the budget")

@@ -1,8 +1,13 @@
 """Datasets and the Lightning datamodules that feed them."""
 
+from typing import TYPE_CHECKING
+
 from segkit.data.datamodule import ClassificationDataModule, ImageDataModule, SegmentationDataModule
 from segkit.data.folder import FolderDataset, MaskEncoding
 from segkit.data.image_folder import ImageFolderDataset
+
+if TYPE_CHECKING:  # type checkers and IDEs see the lazily imported names (see __getattr__)
+    from segkit.data.synthetic import SyntheticShapeClasses, SyntheticShapes
 
 __all__ = [
     "ClassificationDataModule",

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
+from segkit.inference.model_files import run_config
 from segkit.planning import decisions as rules
 from segkit.planning.fingerprint import fingerprint
 from segkit.planning.planner import Plan, apply_plan, plan_run, planned_config, save_plan
@@ -407,6 +408,28 @@ def test_auto_experiment_plans_saves_and_trains(tmp_path: Path, monkeypatch) -> 
     assert json.loads((tmp_path / "run" / "fingerprint.json").read_text())["probe"]["device"] == "cpu"
     metrics = train(cfg)
     assert metrics["val/iou_class_1"] > 0.5  # bright discs: learnt within the budget
+
+
+def test_the_run_directory_holds_the_planned_config(tmp_path: Path, monkeypatch) -> None:
+    """``segkit.eval ckpt=<run>`` reads the data config from ``<run>/.hydra/config.yaml``, which Hydra writes
+    before the plan: unless the planner replaces it, eval reads 0/255 masks with 255 ignored and scores a
+    foreground IoU of 0."""
+    from functools import partial
+
+    from hydra import compose, initialize_config_module
+
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=6, size=(64, 64), foreground=255)
+    overrides = folder_overrides(root.parent, "trainer.max_time=00:00:01:00")
+    run = tmp_path / "run"
+    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
+        typed = compose("train", overrides)
+        (run / ".hydra").mkdir(parents=True)
+        OmegaConf.save(typed, run / ".hydra" / "config.yaml")  # what the command line's Hydra writes
+        planned = planned_config(typed, overrides, partial(compose, "train"), run)
+    _, saved = run_config(run / "checkpoints" / "last.ckpt")
+    assert saved.data.train_dataset.mask_mapping == {0: 0, 255: 1}
+    assert saved.model.base_channels == planned.model.base_channels and saved.data.mean == planned.data.mean
 
 
 def test_plan_command_writes_an_experiment_file_that_trains(tmp_path: Path) -> None:

@@ -40,15 +40,18 @@ def parse_args(
     return args, data_dir
 
 
-def run_experiment(experiment: str, data_dir: Path, minutes: float, overrides: list[str]) -> tuple[dict, int, Path]:
-    """``python -m segkit.train +experiment=NAME trainer.max_time=...``: its metrics.json, steps and run folder."""
-    run_dir = (
-        Path("outputs") / f"benchmark_{experiment}" / f"segkit_{minutes:g}min_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    )
+def run_experiment(
+    experiment: str | None, data_dir: Path, minutes: float, overrides: list[str], name: str | None = None
+) -> tuple[dict, int, Path]:
+    """``python -m segkit.train +experiment=NAME trainer.max_time=...`` (no experiment: the plain defaults): its
+    metrics.json, steps and run folder (``outputs/benchmark_<name or experiment>/...``)."""
+    name = name or experiment or "defaults"
+    run_dir = Path("outputs") / f"benchmark_{name}" / f"segkit_{minutes:g}min_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     mins, secs = divmod(round(minutes * 60), 60)
     hours, mins = divmod(mins, 60)
     command = [
-        sys.executable, "-m", "segkit.train", f"+experiment={experiment}", f"paths.data_dir={data_dir}",
+        sys.executable, "-m", "segkit.train", *([f"+experiment={experiment}"] if experiment else []),
+        f"paths.data_dir={data_dir}",
         f"trainer.max_time=00:{hours:02d}:{mins:02d}:{secs:02d}", f"hydra.run.dir={run_dir}", *overrides,
     ]  # fmt: skip
     print("  " + " ".join(command[1:]), flush=True)

@@ -73,6 +73,7 @@ def test_fingerprint_of_discs_by_hand(tmp_path: Path) -> None:
     fp = fingerprint(pairs(root), tmp_path / "cache")
     disc_pixels = int(((np.mgrid[-6:7, -6:7] ** 2).sum(0) <= 36).sum())  # 113 pixels per disc
     assert fp["images"] == 3 and fp["fixed_size"] and fp["height"]["median"] == 64 and fp["width"]["max"] == 96
+    assert fp["pixels"] == 3 * 64 * 96
     assert fp["color_mode"] == "gray" and fp["dtypes"] == ["uint8"] and not fp["alpha"]
     assert fp["mask_values"]["1"]["pixel_share"] == pytest.approx(2 * disc_pixels / (64 * 96), abs=1e-6)
     assert fp["mask_values"]["1"]["image_share"] == 1.0
@@ -166,6 +167,15 @@ def test_depth_follows_objects_and_patch() -> None:
     assert rules.decide_depth([256, 256], object_side=100)[0] == 5  # depth 4 sees 140 px, one more
     assert rules.decide_depth([256, 256], object_side=600)[0] == 5  # deepest map 8 px
     assert rules.decide_depth([64, 64], object_side=600)[0] == 3  # 64 / 2^3 = 8 px
+
+
+def test_cache_the_decoded_split_when_a_copy_fits_in_memory() -> None:
+    small = {"pixels": 48 * 300_000, "dtypes": ["uint8"]}  # 48 RGB images of 0.3 M pixels: 58 MB with masks
+    assert rules.decide_cache(small, 3).value is True
+    large = {"pixels": 3000 * 1_000_000, "dtypes": ["uint8"]}  # 12 GB
+    assert rules.decide_cache(large, 3).value is False
+    deep = {"pixels": 100 * 1_000_000, "dtypes": ["uint16"]}  # decoded as float32: 100 M x (4 + 1) bytes
+    assert rules.decide_cache(deep, 1).value is True and rules.decide_cache(deep, 3).value is False
 
 
 def test_class_weights_only_for_a_rare_class() -> None:

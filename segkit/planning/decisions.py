@@ -220,6 +220,24 @@ def decide_augmentation(color_mode: str, planned_steps: float) -> Decision:
     return Decision("aug", "strong", "colour images: flips, scale/rotation, colour jitter")
 
 
+CACHE_BYTES = 2**30  # one copy per loader worker: 2 GiB with the CPU's two, 8 with a GPU's eight
+
+
+def decide_cache(fp: dict, in_channels: int) -> Decision:
+    """Hold the decoded training split in memory when a copy fits in ``CACHE_BYTES``.
+
+    Each training crop otherwise decodes its whole image: on the 2-core CPU a 48-image nuclei folder (0.2 M
+    pixels an image on average, up to 1.4 M) spent ~8 ms decoding a sample, 30 ms a batch of 4, beside a
+    46 ms training step, and the run made ~60 % of the steps its probe promised."""
+    itemsize = 1 if all(d == "uint8" for d in fp["dtypes"]) else 4  # 16-bit and float images: float32
+    size = fp["pixels"] * (in_channels * itemsize + 1)  # and a uint8 mask
+    if size <= CACHE_BYTES:
+        why = f"the decoded training split ({size / 2**20:.0f} MB) fits in memory: decoded once, not every crop"
+        return Decision("data.train_dataset.cache", True, why)
+    why = f"the decoded training split ({size / 2**30:.1f} GB) is over {CACHE_BYTES / 2**30:.0f} GB: read every crop"
+    return Decision("data.train_dataset.cache", False, why)
+
+
 def decide_batch(device: str, batch: int, peak_bytes: int | None, total_bytes: int | None) -> tuple[int, str]:
     """CPU: ``BATCH["cpu"]`` (on few cores a step's time grows with the batch, so smaller batches give more
     updates for the same pixels). GPU: ``BATCH["cuda"]``, halved (to 2 at least) while the probe's peak memory,

@@ -27,7 +27,7 @@ from segkit.data.io import TIFF_SUFFIXES, read_image, read_mask
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 PIXELS_PER_IMAGE = 20_000  # intensity statistics from a fixed random sample of each image's pixels
 MAX_COMPONENTS = 200  # object sizes kept per image and value (a random sample beyond that)
 _PERCENTILES = IntensityNormalization("percentile", 0.5, 99.5)  # what read_image applies to high-bit images
@@ -159,6 +159,7 @@ def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> di
     return {
         "version": VERSION,
         "images": len(pairs),
+        "pixels": int(total),
         "height": _summary(heights),
         "width": _summary(widths),
         "fixed_size": len(set(zip(heights, widths, strict=True))) == 1,

@@ -165,6 +165,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
     plan += channels
     color_mode, in_channels = channels[0].value, channels[1].value
     plan += rules.decide_intensity(fp)
+    plan.append(rules.decide_cache(fp, in_channels))
     plan += rules.decide_normalization(fp, pretrained=cfg.model.get("weights") is not None)
 
     device = device_of(cfg)

@@ -21,6 +21,30 @@ def test_pairs_by_stem_in_natural_order(tmp_path: Path) -> None:
     assert set(item["mask"].unique().tolist()) <= {0, 1, 2}
 
 
+def test_cache_decodes_each_image_once_and_returns_the_same_samples(tmp_path: Path, monkeypatch) -> None:
+    import segkit.data.folder as folder
+
+    root = write_pairs(tmp_path, n=3)
+    plain = FolderDataset(root, num_classes=3, mask_mapping={0: 0, 1: 1, 2: 2})
+    reads: list[Path] = []
+    real_read = folder.read_image
+    monkeypatch.setattr(folder, "read_image", lambda path, *a: reads.append(path) or real_read(path, *a))
+
+    def scribble(image, mask):  # a transform that writes into its input must not change the cache
+        image[:] = 0
+        mask[:] = 2
+        return {"image": image, "mask": mask}
+
+    cached = FolderDataset(root, num_classes=3, mask_mapping={0: 0, 1: 1, 2: 2}, cache=True, transform=scribble)
+    for _ in range(3):
+        cached[1]
+    assert reads == [root / "images" / "1.png"]  # decoded once; the masks come from the check at start-up
+    cached.transform = None
+    for i in range(3):
+        assert np.array_equal(cached[i]["image"], plain[i]["image"])
+        assert np.array_equal(cached[i]["mask"], plain[i]["mask"])
+
+
 def test_stems_and_exclude_stems_split_one_folder(tmp_path: Path) -> None:
     root = write_pairs(tmp_path, n=6)
     val = FolderDataset(root, num_classes=3, stems=[4, 5])

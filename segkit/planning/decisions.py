@@ -233,9 +233,9 @@ def decide_cache(fp: dict, in_channels: int) -> Decision:
     itemsize = 1 if all(d == "uint8" for d in fp["dtypes"]) else 4  # 16-bit and float images: float32
     size = fp["pixels"] * (in_channels * itemsize + 1)  # and a uint8 mask
     if size <= CACHE_BYTES:
-        why = f"the decoded training split ({size / 2**20:.0f} MB) fits in memory: decoded once, not every crop"
+        why = f"the decoded training split ({size / 2**20:.0f} MiB) fits in memory: decoded once, not every crop"
         return Decision("data.train_dataset.cache", True, why)
-    why = f"the decoded training split ({size / 2**30:.1f} GB) is over {CACHE_BYTES / 2**30:.0f} GB: read every crop"
+    why = f"the decoded training split ({size / 2**30:.1f} GiB) is over {CACHE_BYTES / 2**30:.0f} GiB: read every crop"
     return Decision("data.train_dataset.cache", False, why)
 
 

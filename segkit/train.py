@@ -93,12 +93,16 @@ def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModu
 
 @rank_zero_only
 def save_config(cfg: DictConfig, output_dir: Path) -> None:
-    """Write ``<run>/.hydra/config.yaml`` for runs started from Python (``compose_config`` + ``train``); the
-    command line's Hydra has written it already. ``segkit.eval`` reads the run's data config from it."""
+    """Write the config this run trains with as ``<run>/.hydra/config.yaml``; ``segkit.eval`` and
+    ``segkit.predict`` read the run's data config from it.
+
+    The command line's Hydra writes that file before the task starts, so for a planned run
+    (``+experiment=auto``) it holds the typed config, not the planned one: eval would then read 0/255 masks
+    without the plan's mapping and score the foreground as ignored. Written here, it is the trained config
+    for every run, from the command line or from Python; the typed overrides stay in ``overrides.yaml``."""
     path = output_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path)
 
 
 @rank_zero_only

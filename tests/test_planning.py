@@ -422,21 +422,23 @@ def test_auto_experiment_plans_saves_and_trains(tmp_path: Path, monkeypatch) -> 
 
 def test_the_run_directory_holds_the_planned_config(tmp_path: Path, monkeypatch) -> None:
     """``segkit.eval ckpt=<run>`` reads the data config from ``<run>/.hydra/config.yaml``, which Hydra writes
-    before the plan: unless the planner replaces it, eval reads 0/255 masks with 255 ignored and scores a
-    foreground IoU of 0."""
+    before the plan: unless training replaces it with the config it trains with, eval reads 0/255 masks with
+    255 ignored and scores a foreground IoU of 0."""
     from functools import partial
 
     from hydra import compose, initialize_config_module
 
     monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
     root = disc_folder(tmp_path / "data" / "train", n=6, size=(64, 64), foreground=255)
-    overrides = folder_overrides(root.parent, "trainer.max_time=00:00:01:00")
+    overrides = folder_overrides(root.parent, "trainer.max_time=00:00:01:00", "+debug=fast_dev_run")
     run = tmp_path / "run"
     with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
         typed = compose("train", overrides)
+        typed.paths.output_dir = str(run)
         (run / ".hydra").mkdir(parents=True)
         OmegaConf.save(typed, run / ".hydra" / "config.yaml")  # what the command line's Hydra writes
         planned = planned_config(typed, overrides, partial(compose, "train"), run)
+    train(planned)
     _, saved = run_config(run / "checkpoints" / "last.ckpt")
     assert saved.data.train_dataset.mask_mapping == {0: 0, 255: 1}
     assert saved.model.base_channels == planned.model.base_channels and saved.data.mean == planned.data.mean

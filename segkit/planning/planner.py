@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import yaml
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segkit.data.folder import FolderDataset
 from segkit.data.io import image_size
@@ -445,16 +445,4 @@ def planned_config(
     if launched_rank() == 0:  # once, not once per process
         for line in kept:
             log.info("Kept: %s", line)
-        save_run_config(planned, Path(output_dir))
     return planned
-
-
-def save_run_config(cfg: DictConfig, output_dir: Path) -> None:
-    """Write the planned config as the run's ``.hydra/config.yaml``, over the one Hydra wrote before the plan.
-
-    What reads a run's config later (``segkit.eval`` without ``data=``) must read the data as the run did: with
-    the plan's mask mapping, colour mode and intensity, not as typed (0/255 masks would lose their foreground
-    to the ignore value). The typed overrides stay in ``.hydra/overrides.yaml``."""
-    path = output_dir / ".hydra" / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, path)

@@ -11,7 +11,12 @@ one after the other, with the same budget and seed:
 - ``defaults``: the README's command with the data and the budget only (``trainer.max_epochs=100000``);
 - ``expert``: the overrides issue 21 quotes (epoch length 240, validation every 4 epochs, poly, bf16,
   channels-last);
-- ``auto``: ``+experiment=auto`` with the data and the budget only (it reads the 0/255 masks itself).
+- ``auto``: ``+experiment=auto`` with the data and the budget only (it reads the 0/255 masks itself);
+- ``auto_no_rare_rules`` (on request): the plan with its rare-class rules typed over (no class weights,
+  cosine instead of poly), to see what they add where the foreground is rare:
+
+    python benchmarks/unseen_folder.py --folder outputs/unseen_nuclei_rare --coverage 0.005 0.025 \
+        --sides expert auto auto_no_rare_rules --minutes 5 --seeds 42 7 3
 
 Each side's final weights (``last.ckpt``) are scored by ``python -m segkit.eval`` with its defaults on the
 11 validation images: pooled foreground IoU and the mean of the per-image foreground IoU, the issue's two
@@ -48,6 +53,8 @@ SIDES = {
     "defaults": (None, DEFAULTS),
     "expert": (None, [*DEFAULTS, *EXPERT.split()]),
     "auto": ("auto", ["data=folder"]),
+    # the plan with its rare-class rules typed over (no class weights, cosine instead of poly): what they add
+    "auto_no_rare_rules": ("auto", ["data=folder", "task.loss.class_weights=null", "scheduler=cosine"]),
 }
 
 
@@ -84,13 +91,16 @@ def centres(shape: tuple[int, int], count: int, rng: np.random.Generator) -> np.
     return np.where(rng.random((count, 1)) < 0.5, clustered, alone)
 
 
-def nuclei_image(size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One RGBA image and its 0/255 mask. What makes it hard is what makes real nuclei images hard: dim nuclei
-    at low signal to noise, uneven illumination, blur, clusters of touching nuclei, and things that look like
-    nuclei but are not annotated (out-of-focus nuclei, debris, cytoplasm)."""
+def nuclei_image(
+    size: tuple[int, int], rng: np.random.Generator, coverage: tuple[float, float] = (0.05, 0.3)
+) -> tuple[np.ndarray, np.ndarray]:
+    """One RGBA image and its 0/255 mask, nuclei covering a share of it drawn from ``coverage``. What makes it
+    hard is what makes real nuclei images hard: dim nuclei at low signal to noise, uneven illumination, blur,
+    clusters of touching nuclei, and things that look like nuclei but are not annotated (out-of-focus nuclei,
+    debris, cytoplasm)."""
     h, w = size
     radius = rng.uniform(5, 16) * (1.0 if h * w < 600_000 else 0.7)
-    count = max(1, int(rng.uniform(0.05, 0.3) * h * w / (math.pi * radius**2 * 0.8)))
+    count = max(1, int(rng.uniform(*coverage) * h * w / (math.pi * radius**2 * 0.8)))
     nuclei = blobs(size, centres(size, count, rng), radius, rng)
     mask = nuclei > 0
     ghosts = ndimage.gaussian_filter(blobs(size, centres(size, count // 3, rng), radius, rng), radius / 2) * 0.6
@@ -117,7 +127,9 @@ def nuclei_image(size: tuple[int, int], rng: np.random.Generator) -> tuple[np.nd
     return rgba, mask.astype(np.uint8) * 255
 
 
-def write_folder(root: Path, train: int = 48, val: int = 11, seed: int = 0) -> None:
+def write_folder(
+    root: Path, train: int = 48, val: int = 11, seed: int = 0, coverage: tuple[float, float] = (0.05, 0.3)
+) -> None:
     """``root/{train,val}/{images,masks}/*.png``; the first image of each split is one of the two largest sizes."""
     rng = np.random.default_rng(seed)
     sizes, weights = zip(*SIZES, strict=True)
@@ -126,7 +138,7 @@ def write_folder(root: Path, train: int = 48, val: int = 11, seed: int = 0) -> N
             (root / split / sub).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             size = first if i == 0 else sizes[rng.choice(len(sizes), p=np.asarray(weights) / sum(weights))]
-            image, mask = nuclei_image(size, rng)
+            image, mask = nuclei_image(size, rng, coverage)
             Image.fromarray(image, "RGBA").save(root / split / "images" / f"{split}_{i:03d}.png")
             Image.fromarray(mask).save(root / split / "masks" / f"{split}_{i:03d}.png")
     print(f"wrote {train} training and {val} validation images to {root}", flush=True)
@@ -150,12 +162,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 3])
-    parser.add_argument("--sides", nargs="+", choices=sorted(SIDES), default=list(SIDES))
+    parser.add_argument("--sides", nargs="+", choices=sorted(SIDES), default=["defaults", "expert", "auto"])
     parser.add_argument("--folder", type=Path, default=Path("outputs/unseen_nuclei"))
+    parser.add_argument("--coverage", type=float, nargs=2, default=[0.05, 0.3],
+                        help="share of each image the nuclei cover, drawn from this range")  # fmt: skip
     args = parser.parse_args()
     folder = args.folder.resolve()
     if not (folder / "val" / "masks").is_dir():
-        write_folder(folder)
+        write_folder(folder, coverage=tuple(args.coverage))
     results: dict[str, list[dict]] = {side: [] for side in args.sides}
     for seed in args.seeds:
         for side in args.sides:

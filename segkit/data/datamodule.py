@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -248,7 +249,7 @@ class ImageDataModule(pl.LightningDataModule):
         if not 0 < self.val_fraction < 1 or n_val >= n:
             raise ValueError(f"val_fraction={self.val_fraction} leaves no training data from {n} samples")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
-        val = self.train_factory(transform=self.val_transform)
+        val = self._read_with(train, self.val_transform)
         return Subset(train, sorted(order[n_val:])), Subset(val, sorted(order[:n_val]))
 
     def _fold(self, train: Dataset) -> tuple[Dataset, Dataset]:
@@ -259,8 +260,19 @@ class ImageDataModule(pl.LightningDataModule):
         if self.val_factory is not None:
             log.info("Fold %d of %d validates; data.val_dataset is not used (score it with segkit.eval data=...)",
                      self.fold, self.num_folds)  # fmt: skip
-        val = self.train_factory(transform=self.val_transform)
+        val = self._read_with(train, self.val_transform)
         return Subset(train, train_idx), Subset(val, val_idx)
+
+    def _read_with(self, dataset: Dataset, transform: Callable | None) -> Dataset:
+        """``dataset``'s samples through another transform, for the part of the training folder that validates.
+
+        A shallow copy shares what the dataset holds (its decoded cache, weight maps), so neither is read or
+        kept twice; a dataset without a ``transform`` attribute is built again from the factory."""
+        if not hasattr(dataset, "transform"):
+            return self.train_factory(transform=transform)
+        view = copy.copy(dataset)
+        view.transform = transform
+        return view
 
     def _on_gpu(self) -> bool:
         return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"

@@ -105,10 +105,12 @@ class FolderDataset(Dataset):
             through ``transform`` as the ``weight`` mask target, so it follows every geometric augmentation.
             Samples then hold ``"weight"``: a float ``(H, W)`` tensor, 0 on ignored pixels.
         transform: albumentations-style callable ``transform(image=..., mask=...) -> dict``.
-        cache: hold each decoded image and class-index mask in memory after its first read (in each loader
-            worker), so that later epochs decode nothing: on a few CPU cores, decoding a large PNG for every
-            training crop costs about as much as the training step. For splits that fit in memory; the
-            planner turns it on for them.
+        cache: decode every image once, at construction (beside the check that reads the masks anyway), and
+            hold the images and class-index masks in memory, so that no training crop decodes its image again:
+            on a few CPU cores, decoding a large PNG for every crop costs about as much as the training step.
+            Filled before the loader's workers start, the cache is one copy that forked workers share (each
+            worker filling its own would hold and decode the split once per worker). For splits that fit in
+            memory; the planner turns it on for them.
     """
 
     def __init__(
@@ -153,15 +155,14 @@ class FolderDataset(Dataset):
         maps = WeightMaps.from_spec(weight_map)
         self.weight_maps: list[np.ndarray] | None = [] if maps else None
         self.classes_present: list[tuple[int, ...]] = []  # per sample; stratifies k-fold splits
-        self.cached_masks: list[np.ndarray] | None = [] if cache else None  # the check reads them anyway
-        self.cached_images: dict[int, np.ndarray] | None = {} if cache else None  # filled on first read
+        self.cached: list[tuple[np.ndarray, np.ndarray]] | None = [] if cache else None  # (image, mask)
         for _, image_path, mask_path in self.samples:
             mask = self._check(image_path, mask_path)
             self.classes_present.append(tuple(int(c) for c in np.unique(mask) if c != ignore_index))
             if maps:
                 self.weight_maps.append(maps(mask, ignore_index))
-            if self.cached_masks is not None:
-                self.cached_masks.append(mask.astype(np.uint8))
+            if self.cached is not None:
+                self.cached.append((read_image(image_path, self.color_mode, self.intensity), mask.astype(np.uint8)))
 
     def _check(self, image_path: Path, mask_path: Path) -> np.ndarray:
         """Raise on a bad pair, naming the file; return the mask as class indices."""
@@ -179,13 +180,10 @@ class FolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         name, image_path, mask_path = self.samples[index]
-        if self.cached_images is None or self.cached_masks is None:
+        if self.cached is None:
             sample = {"image": read_image(image_path, self.color_mode, self.intensity), "mask": self._mask(mask_path)}
-        else:
-            if index not in self.cached_images:
-                self.cached_images[index] = read_image(image_path, self.color_mode, self.intensity)
-            # copies: a transform may write into its input, and the cache must stay as read
-            sample = {"image": self.cached_images[index].copy(), "mask": self.cached_masks[index].copy()}
+        else:  # copies: a transform may write into its input, and the cache must stay as read
+            sample = {"image": self.cached[index][0].copy(), "mask": self.cached[index][1].copy()}
         if self.weight_maps is not None:
             sample["weight"] = self.weight_maps[index]
         if self.transform is not None:

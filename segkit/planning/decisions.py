@@ -220,7 +220,7 @@ def decide_augmentation(color_mode: str, planned_steps: float) -> Decision:
     return Decision("aug", "strong", "colour images: flips, scale/rotation, colour jitter")
 
 
-CACHE_BYTES = 2**30  # one copy per loader worker: 2 GiB with the CPU's two, 8 with a GPU's eight
+CACHE_BYTES = 2**30  # one copy, shared by forked loader workers (spawned ones, as on macOS, each hold one)
 
 
 def decide_cache(fp: dict, in_channels: int) -> Decision:

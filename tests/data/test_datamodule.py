@@ -49,6 +49,30 @@ def test_hold_out_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
     assert len(val_idx) == 3 and not set(train_idx) & set(val_idx)
 
 
+def test_a_cached_folder_split_in_two_decodes_each_image_once(tmp_path: Path, monkeypatch) -> None:
+    """The held-out part reads the training dataset's cache through the validation transform: building a
+    second cached dataset would decode (and hold) the whole folder twice."""
+    import segkit.data.folder as folder
+    from tests.conftest import write_pairs
+
+    root = write_pairs(tmp_path, n=10)
+    reads: list[Path] = []
+    real_read = folder.read_image
+    monkeypatch.setattr(folder, "read_image", lambda path, *a: reads.append(path) or real_read(path, *a))
+
+    def factory(transform):
+        return FolderDataset(root, num_classes=3, mask_mapping={0: 0, 1: 1, 2: 2}, transform=transform, cache=True)
+
+    flip = A.Compose([A.HorizontalFlip(p=1.0)])
+    dm = SegmentationDataModule(factory, num_classes=3, val_fraction=0.3, train_transform=flip)
+    dm.setup("fit")
+    assert sorted(reads) == sorted(root / "images" / f"{i}.png" for i in range(10))
+    i = dm.val_set.indices[0]
+    held_out, as_trained = dm.val_set[0]["image"], dm.train_set.dataset[i]["image"]
+    assert torch.equal(held_out, as_trained.flip(-1))  # validation reads it without the training flip
+    assert not torch.equal(held_out, as_trained)
+
+
 @pytest.mark.parametrize("aug", AUG_FILES)
 def test_every_aug_config_keeps_masks_in_the_class_set(compose_cfg, aug: str) -> None:
     cfg = compose_cfg(f"aug={aug}")

@@ -36,9 +36,11 @@ def test_cache_decodes_each_image_once_and_returns_the_same_samples(tmp_path: Pa
         return {"image": image, "mask": mask}
 
     cached = FolderDataset(root, num_classes=3, mask_mapping={0: 0, 1: 1, 2: 2}, cache=True, transform=scribble)
+    # decoded once, at construction: before the loader's workers fork, so that they share one copy
+    assert reads == [root / "images" / f"{i}.png" for i in range(3)]
     for _ in range(3):
         cached[1]
-    assert reads == [root / "images" / "1.png"]  # decoded once; the masks come from the check at start-up
+    assert len(reads) == 3  # no crop decodes again; the masks come from the check at start-up
     cached.transform = None
     for i in range(3):
         assert np.array_equal(cached[i]["image"], plain[i]["image"])

@@ -170,7 +170,8 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
 
     device = device_of(cfg)
     object_side = rules.typical_object_side(stats["classes"])
-    patch, patch_why = rules.decide_patch(fp, object_side, device)
+    rare_side = rules.rare_object_side(stats["classes"], num_classes, fp["pixels"])
+    patch, patch_why = rules.decide_patch(fp, object_side, device, rare_side)
     depth, depth_why = rules.decide_depth(patch, object_side)
     patch = [rules.round_up(p, 2**depth) for p in patch]
     smallest = min(fp["height"]["min"], fp["width"]["min"])

@@ -12,8 +12,8 @@ one after the other, with the same budget and seed:
 - ``expert``: the overrides issue 21 quotes (epoch length 240, validation every 4 epochs, poly, bf16,
   channels-last);
 - ``auto``: ``+experiment=auto`` with the data and the budget only (it reads the 0/255 masks itself);
-- ``auto_no_rare_rules`` (on request): the plan with its rare-class rules typed over (no class weights,
-  cosine instead of poly), to see what they add where the foreground is rare:
+- ``auto_no_rare_rules`` and ``auto_no_class_weights`` (on request): the plan with its rare-class rules
+  typed over (no class weights, and cosine instead of poly), to see what they add where the foreground is rare:
 
     python benchmarks/unseen_folder.py --folder outputs/unseen_nuclei_rare --coverage 0.005 0.025 \
         --sides expert auto auto_no_rare_rules --minutes 5 --seeds 42 7 3
@@ -55,6 +55,7 @@ SIDES = {
     "auto": ("auto", ["data=folder"]),
     # the plan with its rare-class rules typed over (no class weights, cosine instead of poly): what they add
     "auto_no_rare_rules": ("auto", ["data=folder", "task.loss.class_weights=null", "scheduler=cosine"]),
+    "auto_no_class_weights": ("auto", ["data=folder", "task.loss.class_weights=null"]),
 }
 
 

@@ -3,7 +3,7 @@
     python benchmarks/cache_memory.py --data-dir ../shared/data            # CamVid's training split
     python benchmarks/cache_memory.py --root outputs/unseen_nuclei/train --num-classes 2 --mapping 0:0 255:1
 
-Builds the dataset without and with the cache, reads every sample twice through a ``DataLoader`` with
+Builds the dataset without and with the cache, reads every sample 4 times, shuffled, through a ``DataLoader`` with
 ``--workers`` forked workers, and prints each process's memory from ``/proc/<pid>/smaps_rollup`` (Linux):
 ``Pss`` (shared pages split between the processes that map them) and ``Private_Dirty`` (pages only that
 process wrote). The cache is filled before the workers fork, so its pages should stay shared: the workers'
@@ -20,6 +20,8 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from segkit.data import FolderDataset
+
+PASSES = 4
 
 
 def memory_mib(pid: int) -> dict[str, int] | None:
@@ -49,8 +51,10 @@ def measure(make, workers: int) -> None:
         start = time.perf_counter()
         dataset = make(cache)
         built = time.perf_counter() - start
-        loader = DataLoader(dataset, batch_size=1, num_workers=workers, persistent_workers=True, collate_fn=shape_only)
-        for _ in range(2):  # every sample, twice: each worker has read (and, cached, kept) what it was given
+        loader = DataLoader(
+            dataset, batch_size=1, num_workers=workers, shuffle=True, persistent_workers=True, collate_fn=shape_only
+        )
+        for _ in range(PASSES):  # shuffled, as in training: each worker comes to read (and keep) most samples
             for _ in loader:
                 pass
         rows = [("main", memory_mib(os.getpid()))]

@@ -12,11 +12,12 @@ one after the other, with the same budget and seed:
 - ``expert``: the overrides issue 21 quotes (epoch length 240, validation every 4 epochs, poly, bf16,
   channels-last);
 - ``auto``: ``+experiment=auto`` with the data and the budget only (it reads the 0/255 masks itself);
-- ``auto_no_rare_rules`` and ``auto_no_class_weights`` (on request): the plan with its rare-class rules
-  typed over (no class weights, and cosine instead of poly), to see what they add where the foreground is rare:
+- on request, to see what the plan's rare-class rules add where the foreground is rare:
+  ``auto_no_class_weights`` (the plan, class weights typed off) and ``auto_no_rare_rules`` (class weights off
+  and cosine instead of poly):
 
     python benchmarks/unseen_folder.py --folder outputs/unseen_nuclei_rare --coverage 0.005 0.025 \
-        --sides expert auto auto_no_rare_rules --minutes 5 --seeds 42 7 3
+        --sides expert auto auto_no_class_weights --minutes 5 --seeds 42 7 3
 
 Each side's final weights (``last.ckpt``) are scored by ``python -m segkit.eval`` with its defaults on the
 11 validation images: pooled foreground IoU and the mean of the per-image foreground IoU, the issue's two
@@ -45,6 +46,7 @@ from budget_runs import mean_std, run_experiment  # noqa: E402
 # (H, W) and how often the 2018 Data Science Bowl's training images have it, roughly
 SIZES = [((256, 256), 0.45), ((256, 320), 0.15), ((360, 360), 0.13), ((520, 696), 0.15), ((512, 640), 0.05),
          ((1024, 1024), 0.04), ((1040, 1388), 0.03)]  # fmt: skip
+COVERAGE = (0.05, 0.3)  # share of an image its nuclei cover, drawn per image; (0.005, 0.025): a rare foreground
 DEFAULTS = ["data=folder", "data.train_dataset.mask_threshold=127", "trainer.max_epochs=100000"]  # 255: foreground
 EXPERT = (
     "data.samples_per_epoch=240 trainer.check_val_every_n_epoch=4 scheduler=poly trainer=cpu task.channels_last=true"
@@ -53,7 +55,6 @@ SIDES = {
     "defaults": (None, DEFAULTS),
     "expert": (None, [*DEFAULTS, *EXPERT.split()]),
     "auto": ("auto", ["data=folder"]),
-    # the plan with its rare-class rules typed over (no class weights, cosine instead of poly): what they add
     "auto_no_rare_rules": ("auto", ["data=folder", "task.loss.class_weights=null", "scheduler=cosine"]),
     "auto_no_class_weights": ("auto", ["data=folder", "task.loss.class_weights=null"]),
 }
@@ -93,7 +94,7 @@ def centres(shape: tuple[int, int], count: int, rng: np.random.Generator) -> np.
 
 
 def nuclei_image(
-    size: tuple[int, int], rng: np.random.Generator, coverage: tuple[float, float] = (0.05, 0.3)
+    size: tuple[int, int], rng: np.random.Generator, coverage: tuple[float, float] = COVERAGE
 ) -> tuple[np.ndarray, np.ndarray]:
     """One RGBA image and its 0/255 mask, nuclei covering a share of it drawn from ``coverage``. What makes it
     hard is what makes real nuclei images hard: dim nuclei at low signal to noise, uneven illumination, blur,
@@ -129,7 +130,7 @@ def nuclei_image(
 
 
 def write_folder(
-    root: Path, train: int = 48, val: int = 11, seed: int = 0, coverage: tuple[float, float] = (0.05, 0.3)
+    root: Path, train: int = 48, val: int = 11, seed: int = 0, coverage: tuple[float, float] = COVERAGE
 ) -> None:
     """``root/{train,val}/{images,masks}/*.png``; the first image of each split is one of the two largest sizes."""
     rng = np.random.default_rng(seed)
@@ -165,7 +166,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 3])
     parser.add_argument("--sides", nargs="+", choices=sorted(SIDES), default=["defaults", "expert", "auto"])
     parser.add_argument("--folder", type=Path, default=Path("outputs/unseen_nuclei"))
-    parser.add_argument("--coverage", type=float, nargs=2, default=[0.05, 0.3],
+    parser.add_argument("--coverage", type=float, nargs=2, default=list(COVERAGE),
                         help="share of each image the nuclei cover, drawn from this range")  # fmt: skip
     args = parser.parse_args()
     folder = args.folder.resolve()

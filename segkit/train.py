@@ -93,8 +93,8 @@ def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModu
 
 @rank_zero_only
 def save_config(cfg: DictConfig, output_dir: Path) -> None:
-    """Write the config this run trains with as ``<run>/.hydra/config.yaml``; ``segkit.eval`` and
-    ``segkit.predict`` read the run's data config from it.
+    """Write the config this run trains with as ``<run>/.hydra/config.yaml``; ``segkit.eval`` reads the run's
+    data config from it.
 
     The command line's Hydra writes that file before the task starts, so for a planned run
     (``+experiment=auto``) it holds the typed config, not the planned one: eval would then read 0/255 masks

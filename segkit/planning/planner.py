@@ -183,12 +183,13 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
     budget = budget_seconds(cfg)
     batch = rules.BATCH[device]
     probe: dict = {"device": device, "patch": patch, "batch": batch}
+    norm = rules.decide_norm(batch, stats["classes"])
 
     def net(width: int | str) -> UNet:
         """A candidate: a plain U-Net of ``width`` base channels, or the encoder named by ``width``."""
         if isinstance(width, str):
             return UNet(num_classes=num_classes, in_channels=in_channels, encoder=width, up_mode="bilinear")
-        return UNet(num_classes=num_classes, in_channels=in_channels, depth=depth, base_channels=width)
+        return UNet(num_classes=num_classes, in_channels=in_channels, depth=depth, base_channels=width, norm=norm.value)
 
     peaks: dict[int | str, int | None] = {}
 
@@ -238,6 +239,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None) -> Plan:
     plan += [
         Decision("model", "unet", "segkit's U-Net, trained from scratch (nothing to download)"),
         *model_plan,
+        *([] if isinstance(chosen, str) else [norm]),  # an encoder keeps its own norm layers
         Decision("data.batch_size", batch, batch_why),
         Decision(
             "data.samples_per_epoch",

@@ -20,6 +20,7 @@ from PIL import Image
 
 from segkit.inference.model_files import run_config
 from segkit.planning import decisions as rules
+from segkit.planning import planner
 from segkit.planning.fingerprint import fingerprint
 from segkit.planning.planner import Plan, apply_plan, plan_run, planned_config, save_plan
 from segkit.planning.probe import time_training_step
@@ -345,7 +346,15 @@ def test_plan_of_a_variable_size_colour_folder_with_many_classes(tmp_path: Path,
             (root / kind).mkdir(parents=True, exist_ok=True)
             (tmp_path / f"part{i}" / kind / "0.png").rename(root / kind / f"{i}.png")
     overrides = unplanned(root.parent, "data.num_classes=4", "trainer.max_time=00:00:01:00")
+    probed_norms = []  # the norm layers of every network the probe timed: it must time the planned norm
+
+    def spy(net, *args, **kwargs):
+        probed_norms.append({type(m).__name__ for m in net.modules() if type(m).__name__.endswith("Norm2d")})
+        return time_training_step(net, *args, **kwargs)
+
+    monkeypatch.setattr(planner, "time_training_step", spy)
     plan = plan_run(compose_config(overrides, output_dir=tmp_path / "r"))
+    assert probed_norms and all(norms == {"InstanceNorm2d"} for norms in probed_norms)
     chosen = {d.key: d.value for d in plan.decisions}
     assert chosen["data.train_dataset.color_mode"] == "rgb" and chosen["model.in_channels"] == 3
     # images too big to take whole; 3 x 41 px discs alone would ask for 128, but each class is rare with one or

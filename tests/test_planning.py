@@ -22,7 +22,7 @@ from segkit.inference.model_files import run_config
 from segkit.planning import decisions as rules
 from segkit.planning import planner
 from segkit.planning.fingerprint import fingerprint
-from segkit.planning.planner import Plan, apply_plan, plan_run, planned_config, save_plan
+from segkit.planning.planner import Plan, apply_plan, plan_run, planned_config, save_plan, training_pairs
 from segkit.planning.probe import time_training_step
 from segkit.train import compose_config, train
 
@@ -335,6 +335,15 @@ def test_plan_of_a_0_255_grey_folder(tmp_path: Path, monkeypatch) -> None:
     assert chosen["data.samples_per_epoch"] % chosen["data.batch_size"] == 0
     assert plan.probe["val_images"] == 1  # val_fraction 0.2 of 6
     assert len(plan.table().splitlines()) == len(plan.decisions) + 1
+
+
+def test_the_planner_does_not_decode_a_cached_split_twice(tmp_path: Path) -> None:
+    """A typed ``cache=true`` is for the run's dataset; the planner only lists the pairs."""
+    root = disc_folder(tmp_path / "data" / "train", n=2, size=(64, 64))
+    cfg = compose_config(unplanned(root.parent, "data.train_dataset.cache=true"), output_dir=tmp_path / "r")
+    dataset, listed = training_pairs(cfg)
+    assert dataset.cached is None and len(listed) == 2
+    assert hydra.utils.instantiate(cfg.data.train_dataset)().cached is not None  # the run's dataset caches
 
 
 def test_plan_of_a_variable_size_colour_folder_with_many_classes(tmp_path: Path, monkeypatch) -> None:

@@ -104,8 +104,11 @@ def _yaml_lines(tree: dict, indent: int) -> list[str]:
 
 
 def training_pairs(cfg: DictConfig) -> tuple[FolderDataset, list[tuple[Path, Path]]]:
-    """The training split's files, as the run would read them (every pair checked)."""
-    dataset = instantiate(cfg.data.train_dataset)()  # a _partial_ factory, as the datamodule gets it
+    """The training split's files, as the run would read them (every pair checked). Never decoded into a
+    cache here, even when ``data.train_dataset.cache=true``: the run's own dataset does that once."""
+    factory = instantiate(cfg.data.train_dataset)  # a _partial_ factory, as the datamodule gets it
+    folder = isinstance(getattr(factory, "func", None), type) and issubclass(factory.func, FolderDataset)
+    dataset = factory(cache=False) if folder else factory()
     if not isinstance(dataset, FolderDataset):
         raise ValueError(
             f"the planner reads image/mask folders (data=folder, isbi2012, camvid); data.train_dataset is a "

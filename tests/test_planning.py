@@ -346,6 +346,25 @@ def test_the_planner_does_not_decode_a_cached_split_twice(tmp_path: Path) -> Non
     assert hydra.utils.instantiate(cfg.data.train_dataset)().cached is not None  # the run's dataset caches
 
 
+def test_validation_is_timed_for_the_pixels_it_scores(tmp_path: Path, monkeypatch) -> None:
+    """The probe times the median validation image; a pass over two 64² images and one 128² costs 6 of them."""
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    disc_folder(tmp_path / "data" / "train", n=4, size=(64, 64))
+    for i, size in enumerate([(64, 64), (64, 64), (128, 128)]):
+        disc_folder(tmp_path / f"val{i}", n=1, size=size)
+        for kind in ("images", "masks"):
+            (tmp_path / "data" / "val" / kind).mkdir(parents=True, exist_ok=True)
+            (tmp_path / f"val{i}" / kind / "0.png").rename(tmp_path / "data" / "val" / kind / f"{i}.png")
+    timed = []
+    monkeypatch.setattr(planner, "time_forward", lambda net, c, size, *a: timed.append(size) or 0.1)
+    overrides = [o for o in unplanned(tmp_path / "data", "trainer.max_time=00:00:01:00") if "val_dataset" not in o]
+    plan = plan_run(compose_config(overrides, output_dir=tmp_path / "r"))
+    assert timed == [(64, 64)] and plan.probe["val_images"] == 3
+    assert plan.probe["val_seconds"] == pytest.approx(0.6)  # 0.1 s x (2 x 4096 + 16384) / 4096
+    # without a val/ folder: the held-out share of the training images, at their mean size
+    assert planner.validation_pixels([], 2, {"pixels": 3 * 4096, "images": 3}) == 2 * 4096
+
+
 def test_plan_of_a_variable_size_colour_folder_with_many_classes(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
     root = tmp_path / "data" / "train"

@@ -24,8 +24,8 @@ split to check a rule on that it was not chosen on.
 
 Each side's final weights (``last.ckpt``) are scored by ``python -m segkit.eval`` with its defaults on the
 11 validation images: pooled foreground IoU and the mean of the per-image foreground IoU, the issue's two
-figures. One rule was chosen on the rare folder (``decide_norm``, checked on ``--draw 1``); the rest of
-segkit was not chosen on this data. It is a stand-in for the shape of the held-out folder,
+figures. One rule was chosen on the rare folder (``decide_norm``, checked against BatchNorm on ``--draw 1``);
+the rest of segkit was not chosen on this data. It is a stand-in for the shape of the held-out folder,
 not for its content.
 """
 

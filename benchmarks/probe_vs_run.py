@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from train_loop import TrainingWindow  # benchmarks/, first on sys.path when run as a script
 
 from segkit.planning.probe import autocast, time_training_step
 from segkit.quiet import silence_known_noise
@@ -62,28 +63,14 @@ def real_batch_ms(net, task, batch, precision: str, steps: int = 5) -> float:
     return min(seconds[1:]) * 1000
 
 
-class StepClock(pl.Callback):
-    """Mean wall time of the training steps after the first ``skip``."""
-
-    def __init__(self, skip: int = 10) -> None:
-        self.skip, self.start, self.ms = skip, 0.0, float("nan")
-
-    def on_train_batch_start(self, trainer, *args) -> None:
-        if trainer.global_step == self.skip:
-            self.start = time.perf_counter()
-
-    def on_train_end(self, trainer, *args) -> None:
-        self.ms = (time.perf_counter() - self.start) / (trainer.global_step - self.skip) * 1000
-
-
 def fit_ms(cfg, workers: int, precision: str, steps: int = 60) -> float:
     _, datamodule, task = build(cfg, workers)
-    clock = StepClock()
+    clock = TrainingWindow(skip=10)  # the steps after a warm-up
     trainer = pl.Trainer(accelerator="cpu", max_steps=steps, limit_val_batches=0, logger=False, precision=precision,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[clock])  # fmt: skip
     trainer.fit(task, datamodule=datamodule)
-    return clock.ms
+    return (clock.end - clock.start) / clock.steps * 1000
 
 
 def main() -> None:

@@ -29,12 +29,13 @@ from segkit.train import compose_config, train
 
 
 class TrainingWindow(pl.Callback):
-    """Wall time from the first training batch to the end of fitting, the steps taken in it, and how much of
-    it went to in-training validation."""
+    """Wall time from the first training batch (after ``skip`` steps of warm-up) to the end of fitting, the
+    steps taken in it, and how much of it went to in-training validation."""
 
-    def __init__(self) -> None:
+    def __init__(self, skip: int = 0) -> None:
         self.start = self.end = self.validating = self._val_start = 0.0
         self.first_step = self.steps = 0
+        self.skip = skip
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._val_start = time.perf_counter()
@@ -44,7 +45,7 @@ class TrainingWindow(pl.Callback):
             self.validating += time.perf_counter() - self._val_start
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
-        if not self.start:
+        if not self.start and trainer.global_step >= self.skip:
             self.start, self.first_step = time.perf_counter(), trainer.global_step
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

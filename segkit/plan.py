@@ -16,14 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from segkit.cli import check_overrides, clear_errors
-from segkit.planning.planner import Plan, plan_run, save_plan
+from segkit.planning.planner import Plan, plan_run, save_plan, user_keys
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> Plan:
     """Plan for ``cfg`` (the training config with ``+experiment=auto``) and save the plan in its output dir."""
-    plan = plan_run(cfg)
+    plan = plan_run(cfg, typed=user_keys([o for o in overrides or [] if not o.startswith("hydra")]))
     out = Path(cfg.paths.output_dir)
     typed = " ".join(overrides or [])
     save_plan(plan, out, f"planned by: python -m segkit.plan {typed}")

@@ -292,6 +292,35 @@ def test_probe_is_not_fooled_by_one_busy_moment() -> None:
     assert StallsOnce.calls == 4 and seconds < 0.1  # a mean would be over 0.2 s
 
 
+def scripted_probe(readings: dict) -> tuple[list, object]:
+    """A ``step_time`` for :func:`planner.plan_network` that hands out ``readings[candidate]`` in turn."""
+    calls = []
+
+    def step_time(candidate, precision):
+        calls.append(candidate)
+        return readings[candidate].pop(0)
+
+    return calls, step_time
+
+
+def test_a_network_taken_on_one_fast_reading_is_read_again() -> None:
+    """ISBI at 10 minutes, seed 42: 32 channels read 801 ms at a fast moment (637 steps, 6 % over the floor)
+    and the run made 512 steps. A second reading decides: when it misses the floor the plan takes 16."""
+    isbi = {"precision": "bf16-mixed", "depth": 5, "data_pixels": 6.3e6, "budget": 600,
+            "pixels_per_step": 4 * 256 * 256, "settings": {"encoder": None}}  # fmt: skip
+    calls, step_time = scripted_probe({16: [0.45, 0.50], 32: [0.801, 1.1]})
+    chosen, seconds, decisions = planner.plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)
+    assert (chosen, seconds, calls) == (16, 0.50, [16, 32, 32, 16])
+    assert "32: 801 then 1100 ms" in decisions[-1].reason and "16: 450 then 500 ms" in decisions[-1].reason
+    calls, step_time = scripted_probe({16: [0.45], 32: [0.801, 0.82]})  # both readings clear the floor
+    assert planner.plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)[:2] == (32, 0.82)
+    # The encoder too: ~2180 steps in 30 minutes on its first reading, ~1090 (< 1200) on its second.
+    camvid = {**isbi, "data_pixels": 63e6, "budget": 1800, "settings": {}}
+    calls, step_time = scripted_probe({"resnet34": [0.70, 1.4], 16: [0.5, 0.5], 32: [1.6]})
+    chosen, _, decisions = planner.plan_network(step_time, {8: 0.2}, [8, 16, 32], **camvid)
+    assert chosen == 16 and calls[:2] == ["resnet34", "resnet34"] and "1400 ms" in decisions[0].reason
+
+
 def test_batch_from_the_probes_memory() -> None:
     gib = 2**30
     assert rules.decide_batch("cpu", 4, None, None)[0] == 4
@@ -396,6 +425,48 @@ def test_plan_of_a_variable_size_colour_folder_with_many_classes(tmp_path: Path,
     net = hydra.utils.instantiate(cfg.model)
     assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_the_probe_times_the_network_the_user_typed(tmp_path: Path, monkeypatch) -> None:
+    """Typed network settings win over the plan, and the epoch length, validation cadence and augmentation
+    strength must be planned for them: a BatchNorm run typed over an InstanceNorm plan was timed as the
+    plan's network and made 167 % of the steps it was promised. Every network the probe times is the one the
+    composed run trains (or, with only the norm typed, a candidate width with that norm)."""
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=4, size=(64, 64), discs=1)  # 97 % background
+    timed = []
+
+    def spy(net, *args, **kwargs):
+        norms = {type(m).__name__ for m in net.modules() if type(m).__name__.endswith("Norm2d")}
+        timed.append((sum(p.numel() for p in net.parameters()), norms))
+        return time_training_step(net, *args, **kwargs)
+
+    monkeypatch.setattr(planner, "time_training_step", spy)
+
+    def planned(*typed: str):
+        timed.clear()
+        overrides = unplanned(root.parent, "trainer.max_time=00:00:01:00", *typed)
+        plan = plan_run(compose_config(overrides, output_dir=tmp_path / "r"), typed=planner.user_keys(typed))
+        cfg, _ = apply_plan(plan, overrides, lambda o: compose_config(o, output_dir=tmp_path / "r"))
+        return plan, {d.key: d.value for d in plan.decisions}, hydra.utils.instantiate(cfg.model)
+
+    plan, chosen, _ = planned()
+    assert chosen["model.norm"] == "instance" and all(norms == {"InstanceNorm2d"} for _, norms in timed)
+    plan, chosen, _ = planned("model.norm=batch")  # the width is still the plan's, timed with BatchNorm
+    assert "model.base_channels" in chosen and "typed_network" not in plan.probe
+    assert timed and all(norms == {"BatchNorm2d"} for _, norms in timed)
+    plan, chosen, net = planned("model.base_channels=12", "model.norm=batch")
+    trained = sum(p.numel() for p in net.parameters())
+    assert timed and all(timed_net == (trained, {"BatchNorm2d"}) for timed_net in timed)
+    assert plan.probe["typed_network"] == ["model.base_channels=12"] and list(plan.probe["step_seconds"]) == ["typed"]
+    assert plan.probe["planned_steps"] == pytest.approx(0.85 * 60 / plan.probe["step_seconds"]["typed"], rel=0.01)
+    assert "model.base_channels" not in chosen and "model.depth" in chosen
+    # a model group: the probe times it without its ImageNet weights (no download); this test trains none
+    plan, chosen, net = planned("model=unet_resnet34", "model.weights=null")
+    overrides = unplanned(root.parent, "trainer.max_time=00:00:01:00", "model=unet_resnet34")  # imagenet
+    plan_run(compose_config(overrides, output_dir=tmp_path / "r"), typed={"model": "model=unet_resnet34"})
+    assert all(n == sum(p.numel() for p in net.parameters()) > 20e6 for n, _ in timed)
+    assert "model.depth" not in chosen and "model.norm" not in chosen
 
 
 def test_a_long_budget_plans_the_resnet34_encoder(tmp_path: Path, monkeypatch) -> None:

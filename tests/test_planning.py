@@ -305,20 +305,25 @@ def scripted_probe(readings: dict) -> tuple[list, object]:
 
 def test_a_network_taken_on_one_fast_reading_is_read_again() -> None:
     """ISBI at 10 minutes, seed 42: 32 channels read 801 ms at a fast moment (637 steps, 6 % over the floor)
-    and the run made 512 steps. A second reading decides: when it misses the floor the plan takes 16."""
+    and the run made 512 steps. The mean of two readings decides: when it misses the floor the plan takes 16.
+    One stalled reading must not undo a clear pick: CamVid at 30 minutes read ResNet-34 at 1.6 s once, against
+    0.6-0.9 s in four other plans."""
     isbi = {"precision": "bf16-mixed", "depth": 5, "data_pixels": 6.3e6, "budget": 600,
             "pixels_per_step": 4 * 256 * 256, "settings": {"encoder": None}}  # fmt: skip
-    calls, step_time = scripted_probe({16: [0.45, 0.50], 32: [0.801, 1.1]})
+    calls, step_time = scripted_probe({16: [0.45, 0.50], 32: [0.801, 1.1]})  # 32: ~537 steps on the mean
     chosen, seconds, decisions = planner.plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)
-    assert (chosen, seconds, calls) == (16, 0.50, [16, 32, 32, 16])
-    assert "32: 801 then 1100 ms" in decisions[-1].reason and "16: 450 then 500 ms" in decisions[-1].reason
+    assert (chosen, seconds, calls) == (16, pytest.approx(0.475), [16, 32, 32, 16])
+    assert "32: 801 and 1100 ms" in decisions[-1].reason and "16: 450 and 500 ms" in decisions[-1].reason
     calls, step_time = scripted_probe({16: [0.45], 32: [0.801, 0.82]})  # both readings clear the floor
-    assert planner.plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)[:2] == (32, 0.82)
-    # The encoder too: ~2180 steps in 30 minutes on its first reading, ~1090 (< 1200) on its second.
+    assert planner.plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)[:2] == (32, pytest.approx(0.8105))
+    # The encoder too: ~2190 steps in 30 minutes on its first reading; 1.4 s (~1090 steps) is one stall, and
+    # the mean (~1460 steps) still clears the 1200-step floor; a second reading of 2 s takes it under.
     camvid = {**isbi, "data_pixels": 63e6, "budget": 1800, "settings": {}}
-    calls, step_time = scripted_probe({"resnet34": [0.70, 1.4], 16: [0.5, 0.5], 32: [1.6]})
+    calls, step_time = scripted_probe({"resnet34": [0.70, 1.4]})
+    assert planner.plan_network(step_time, {8: 0.2}, [8, 16, 32], **camvid)[:2] == ("resnet34", pytest.approx(1.05))
+    calls, step_time = scripted_probe({"resnet34": [0.70, 2.0], 16: [0.5, 0.5], 32: [1.6]})
     chosen, _, decisions = planner.plan_network(step_time, {8: 0.2}, [8, 16, 32], **camvid)
-    assert chosen == 16 and calls[:2] == ["resnet34", "resnet34"] and "1400 ms" in decisions[0].reason
+    assert chosen == 16 and calls[:2] == ["resnet34", "resnet34"] and "1350 ms" in decisions[0].reason
 
 
 def test_batch_from_the_probes_memory() -> None:
@@ -491,7 +496,7 @@ def test_a_long_budget_plans_the_resnet34_encoder(tmp_path: Path, monkeypatch) -
     chosen = {d.key: d.value for d in plan.decisions}
     assert chosen["model.encoder"] == "resnet34" and chosen["model.up_mode"] == "bilinear"
     assert "model.base_channels" not in chosen and "model.depth" not in chosen and "model.norm" not in chosen
-    assert chosen["data.patch_size"] == [256, 256] and plan.probe["encoder_step_seconds"]["resnet34"] > 0
+    assert chosen["data.patch_size"] == [256, 256] and min(plan.probe["encoder_step_seconds"]["resnet34"]) > 0
     cfg, _ = apply_plan(plan, overrides, lambda o: compose_config(o, output_dir=tmp_path / "r"))
     net = hydra.utils.instantiate(cfg.model)
     assert sum(p.numel() for p in net.parameters()) > 20e6  # U-Net-ResNet-34, not the plain 4-8-channel one

@@ -326,6 +326,20 @@ def test_a_network_taken_on_one_fast_reading_is_read_again() -> None:
     assert chosen == 16 and calls[:2] == ["resnet34", "resnet34"] and "1350 ms" in decisions[0].reason
 
 
+def test_a_wider_width_is_probed_only_when_it_could_clear_the_floors() -> None:
+    """A width is at least 1.15x slower a step than its narrower neighbour (past the first): when 32 channels
+    clear the 600-step floor by under 15 %, 48 cannot, and its probe (12-15 s on CamVid) is skipped."""
+    isbi = {"precision": "bf16-mixed", "depth": 5, "data_pixels": 6.3e6, "budget": 600,
+            "pixels_per_step": 4 * 256 * 256, "settings": {"encoder": None}}  # fmt: skip
+    widths = [8, 16, 32, 48]
+    calls, step_time = scripted_probe({16: [0.45, 0.45], 32: [0.80, 0.80]})  # 32: ~637 steps, x1.15: ~554
+    assert planner.plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 32]
+    calls, step_time = scripted_probe({16: [0.45], 32: [0.60, 0.60], 48: [1.8]})  # 32 x1.15: ~739 steps
+    assert planner.plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 48, 32]
+    calls, step_time = scripted_probe({16: [0.9]})  # the first width is always followed (16/8: 0.84x seen)
+    assert planner.plan_network(step_time, {8: 0.8}, widths, **isbi)[0] == 8 and calls == [16]
+
+
 def test_batch_from_the_probes_memory() -> None:
     gib = 2**30
     assert rules.decide_batch("cpu", 4, None, None)[0] == 4

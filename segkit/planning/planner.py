@@ -345,11 +345,14 @@ def plan_network(
                 Decision("model.encoder", encoder, encoder_why),
                 Decision("model.up_mode", "bilinear", up_why),
             ]  # fmt: skip
-    for width in widths:
+    for i, width in enumerate(widths):
         if width not in timings:
             timings[width] = step_time(width, precision)
-        if not rules.trains_enough(timings[width], budget, min_steps, pixels_per_step, min_pixels):
+        floors = (budget, min_steps, pixels_per_step, min_pixels)
+        if not rules.trains_enough(timings[width], *floors):
             break  # wider ones only get fewer steps
+        if i > 0 and not rules.worth_probing_wider(timings[width], *floors):
+            break  # the next is too slow to clear the floors: its probe would only cost time
     chosen, width_why = rules.choose_width(timings, budget, min_steps, pixels_per_step, min_pixels)
     # A probe reads a width at one moment, and a 2-core machine's speed moves by a quarter within minutes: a
     # width taken on one fast reading made 80 % of the steps it promised (ISBI, 10 minutes, 32 channels). So

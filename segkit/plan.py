@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> Plan:
     """Plan for ``cfg`` (the training config with ``+experiment=auto``) and save the plan in its output dir."""
-    plan = plan_run(cfg, typed=user_keys([o for o in overrides or [] if not o.startswith("hydra")]))
+    plan = plan_run(cfg, typed=user_keys(overrides or []))
     out = Path(cfg.paths.output_dir)
     typed = " ".join(overrides or [])
     save_plan(plan, out, f"planned by: python -m segkit.plan {typed}")

@@ -213,8 +213,8 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
     norm = rules.decide_norm(batch, stats["classes"])
 
     yours = typed_network(typed)
-    timed_model = {k: v for k, v in typed.items() if k.replace("/", ".").split(".")[0] == "model"
-                   and k.replace("/", ".") not in UNTIMED_MODEL_KEYS}  # fmt: skip
+    model_keys = [k.replace("/", ".") for k in typed if k.replace("/", ".").split(".")[0] == "model"]
+    timed_model = any(k not in UNTIMED_MODEL_KEYS for k in model_keys)  # typed settings that change the network
 
     def net(width: int | str) -> torch.nn.Module:
         """A candidate: a plain U-Net of ``width`` base channels, the encoder named by ``width``, or (``TYPED``)
@@ -374,11 +374,13 @@ def plan_network(
 
 
 def user_keys(overrides: Sequence[str]) -> dict[str, str]:
-    """Key -> override for what the user typed (``+``/``++``/``~`` prefixes removed)."""
+    """Key -> override for what the user typed (``+``/``++``/``~`` prefixes removed), less ``hydra.*``: those
+    apply to the running app only, never to a planned key."""
     keys = {}
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
-        keys[key] = item
+        if key.split(".")[0] != "hydra":
+            keys[key] = item
     return keys
 
 
@@ -504,7 +506,7 @@ def planned_config(
         log.info("Taking the plan an earlier job of this multirun saved in %s", shared_dir)
         save_plan(plan, Path(output_dir), f"planned by segkit for {' '.join(overrides)}")
     else:
-        plan = plan_run(cfg, typed=user_keys([o for o in overrides if not o.startswith("hydra")]))
+        plan = plan_run(cfg, typed=user_keys(overrides))
         title = f"planned by segkit for {' '.join(overrides)}"
         if shared_dir is not None:
             save_plan(plan, shared_dir, title)

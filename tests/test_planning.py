@@ -266,7 +266,7 @@ def test_encoder_only_when_its_steps_clear_the_floor() -> None:
     assert rules.choose_encoder(5, 0.671, 600)[0] == "unet"  # ISBI, 10 minutes: ~760 steps
     encoder, why = rules.choose_encoder(4, 0.1, 3600)  # plenty of steps, but a 128² patch: depth 4
     assert encoder == "unet" and "depth-4" in why
-    assert rules.choose_encoder(5, None, 1800)[0] == "unet"  # not probed: the narrowest U-Net was too slow
+    assert rules.choose_encoder(5, None, 1800)[0] == "unet"  # not probed: the narrowest U-Net is too slow
     assert rules.choose_encoder(5, 0.5, 1800, name="resnet18")[0] == "resnet18"
     camvid, isbi = 367 * 360 * 480, 24 * 512 * 512  # training pixels: 63 M and 6.3 M
     assert rules.choose_encoder(5, 0.646, 1800, data_pixels=camvid)[0] == "resnet34"
@@ -338,6 +338,19 @@ def test_a_wider_width_is_probed_only_when_it_could_clear_the_floors() -> None:
     assert planner.plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 48, 32]
     calls, step_time = scripted_probe({16: [0.9]})  # the first width is always followed (16/8: 0.84x seen)
     assert planner.plan_network(step_time, {8: 0.8}, widths, **isbi)[0] == 8 and calls == [16]
+
+
+def test_the_encoder_is_probed_only_when_it_could_clear_its_floor() -> None:
+    """ResNet-34 is at least 1.4x the 8-channel U-Net's step (1.47-6.1x measured): on CamVid at 10 minutes an
+    8-channel reading of 330 ms leaves it under 1200 steps, so its probe (~6 s of planning) is skipped."""
+    camvid = {"precision": "bf16-mixed", "depth": 5, "data_pixels": 63e6, "budget": 600,
+              "pixels_per_step": 4 * 256 * 256, "settings": {}}  # fmt: skip
+    calls, step_time = scripted_probe({16: [0.45, 0.45], 32: [1.2]})  # 8 x 1.4: 462 ms, ~1100 steps
+    chosen, _, decisions = planner.plan_network(step_time, {8: 0.33}, [8, 16, 32], **camvid)
+    assert chosen == 16 and "resnet34" not in calls and "not probed" in decisions[0].reason
+    calls, step_time = scripted_probe({"resnet34": [0.9], 16: [0.45, 0.45], 32: [1.2]})  # 8 x 1.4: ~1460 steps
+    chosen, _, decisions = planner.plan_network(step_time, {8: 0.25}, [8, 16, 32], **camvid)
+    assert chosen == 16 and calls[0] == "resnet34" and "900 ms a step" in decisions[0].reason
 
 
 def test_batch_from_the_probes_memory() -> None:

@@ -380,6 +380,7 @@ ENCODER = "resnet34"
 ENCODER_DEPTH = 5  # its stride-2 stages: plans whose patch or objects ask for fewer keep the plain U-Net
 ENCODER_MIN_STEPS = 1200
 ENCODER_MIN_DATA_PIXELS = 20e6  # training images x median area: ISBI's 24 slices (6.3 M) gained nothing
+ENCODER_SLOWDOWN = 1.4  # its step over the narrowest U-Net's (same patch and batch): at least 1.47x here
 
 
 def training_pixels(fp: dict) -> float:
@@ -395,6 +396,15 @@ def encoder_eligible(depth: int, data_pixels: float) -> str | None:
         floor = ENCODER_MIN_DATA_PIXELS / 1e6
         return f"{data_pixels / 1e6:.1f} M training pixels (< {floor:.0f} M): too little data for its capacity"
     return None
+
+
+def worth_probing_encoder(narrowest_seconds: float, budget_seconds: float) -> bool:
+    """Whether the encoder could get ``ENCODER_MIN_STEPS`` steps, given the narrowest U-Net's step time: it is
+    at least ``ENCODER_SLOWDOWN`` x slower a step. Measured on 2 CPU cores (256² crops x 4, bf16), ResNet-34
+    read 1.47-5x the 8-channel U-Net's step over 55 CamVid plans (1.86-6.1x in the 36 whose fingerprints are
+    kept). Its probe (a warm-up and timed steps at 1-1.5 s each, read twice when it clears) cost ~6 s of
+    planning CamVid at 10 minutes, where it never cleared its floor."""
+    return trains_enough(narrowest_seconds * ENCODER_SLOWDOWN, budget_seconds, ENCODER_MIN_STEPS, 0, 0)
 
 
 def choose_encoder(
@@ -417,7 +427,10 @@ def choose_encoder(
     if excluded:
         return "unet", f"not {name}: {excluded}"
     if step_seconds is None:
-        return "unet", f"the narrowest U-Net gets under {ENCODER_MIN_STEPS} steps: no time for {name}"
+        return "unet", (
+            f"not probed: at {ENCODER_SLOWDOWN}x the narrowest U-Net's step time (the least seen), {name} "
+            f"would get under {ENCODER_MIN_STEPS} steps"
+        )
     steps = TRAINING_SHARE * budget_seconds / step_seconds
     probed = f"{name} (from scratch, {step_seconds * 1000:.0f} ms a step) gets ~{steps:.0f} steps"
     if steps >= ENCODER_MIN_STEPS:

@@ -331,10 +331,8 @@ def plan_network(
         encoder, encoder_why = "unet", "planner.encoder=null: only plain U-Nets are weighed"
     else:
         encoder_seconds = None
-        # The encoder is slower a step than the narrowest U-Net: probe it only when that one clears its floor.
-        if rules.encoder_eligible(depth, data_pixels) is None and rules.trains_enough(
-            timings[widths[0]], budget, rules.ENCODER_MIN_STEPS, 0, 0
-        ):
+        eligible = rules.encoder_eligible(depth, data_pixels) is None
+        if eligible and rules.worth_probing_encoder(timings[widths[0]], budget):
             encoder_seconds = step_time(candidate, precision)
             if rules.trains_enough(encoder_seconds, budget, rules.ENCODER_MIN_STEPS, 0, 0):
                 encoder_seconds = (encoder_seconds + step_time(candidate, precision)) / 2  # read twice: below

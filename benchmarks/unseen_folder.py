@@ -19,6 +19,8 @@ one after the other, with the same budget and seed:
     python benchmarks/unseen_folder.py --folder outputs/unseen_nuclei_rare --coverage 0.005 0.025 \
         --sides expert auto auto_no_class_weights --minutes 5 --seeds 42 7 3
 
+Overrides after ``--`` go to every side (``-- task.optimizer.lr=0.003``: a lever typed over the plan).
+
 ``--draw N`` writes another folder of the same kind (``--folder outputs/unseen_nuclei_rare_s1 --draw 1``): a
 split to check a rule on that it was not chosen on.
 
@@ -173,6 +175,7 @@ def main() -> None:
     parser.add_argument("--coverage", type=float, nargs=2, default=list(COVERAGE),
                         help="share of each image the nuclei cover, drawn from this range")  # fmt: skip
     parser.add_argument("--draw", type=int, default=0, help="seed of the folder's random draw (a new folder)")
+    parser.add_argument("overrides", nargs="*", help="overrides for every side (after --), e.g. a lever to screen")
     args = parser.parse_args()
     folder = args.folder.resolve()
     if not (folder / "val" / "masks").is_dir():
@@ -183,7 +186,7 @@ def main() -> None:
             experiment, overrides = SIDES[side]
             print(f"[{side}] seed {seed}, {args.minutes:g} min", flush=True)
             _, steps, run_dir = run_experiment(
-                experiment, folder, args.minutes, [*overrides, f"seed={seed}"], name=f"unseen_{side}"
+                experiment, folder, args.minutes, [*overrides, *args.overrides, f"seed={seed}"], name=f"unseen_{side}"
             )
             row = score(run_dir) | {"steps": steps}
             results[side].append(row)

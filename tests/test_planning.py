@@ -351,6 +351,9 @@ def test_the_encoder_is_probed_only_when_it_could_clear_its_floor() -> None:
     calls, step_time = scripted_probe({"resnet34": [0.9], 16: [0.45, 0.45], 32: [1.2]})  # 8 x 1.4: ~1460 steps
     chosen, _, decisions = planner.plan_network(step_time, {8: 0.25}, [8, 16, 32], **camvid)
     assert chosen == 16 and calls[0] == "resnet34" and "900 ms a step" in decisions[0].reason
+    calls, step_time = scripted_probe({"resnet18": [0.4, 0.4]})  # not measured: only the narrowest's floor
+    lighter = {**camvid, "settings": {"encoder": "resnet18"}}
+    assert planner.plan_network(step_time, {8: 0.33}, [8, 16, 32], **lighter)[0] == "resnet18"
 
 
 def test_batch_from_the_probes_memory() -> None:

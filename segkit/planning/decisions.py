@@ -398,13 +398,15 @@ def encoder_eligible(depth: int, data_pixels: float) -> str | None:
     return None
 
 
-def worth_probing_encoder(narrowest_seconds: float, budget_seconds: float) -> bool:
-    """Whether the encoder could get ``ENCODER_MIN_STEPS`` steps, given the narrowest U-Net's step time: it is
-    at least ``ENCODER_SLOWDOWN`` x slower a step. Measured on 2 CPU cores (256² crops x 4, bf16), ResNet-34
-    read 1.47-5x the 8-channel U-Net's step over 55 CamVid plans (1.86-6.1x in the 36 whose fingerprints are
-    kept). Its probe (a warm-up and timed steps at 1-1.5 s each, read twice when it clears) cost ~6 s of
-    planning CamVid at 10 minutes, where it never cleared its floor."""
-    return trains_enough(narrowest_seconds * ENCODER_SLOWDOWN, budget_seconds, ENCODER_MIN_STEPS, 0, 0)
+def worth_probing_encoder(narrowest_seconds: float, budget_seconds: float, name: str = ENCODER) -> bool:
+    """Whether the encoder could get ``ENCODER_MIN_STEPS`` steps, given the narrowest U-Net's step time:
+    ResNet-34 (``ENCODER``) is at least ``ENCODER_SLOWDOWN`` x slower a step; another ``planner.encoder``, not
+    measured, at least as slow. On 2 CPU cores (256² crops x 4, bf16) ResNet-34 read 1.47-5x the 8-channel
+    U-Net's step over 55 CamVid plans (1.86-6.1x in the 36 whose fingerprints are kept). Its probe (a warm-up
+    and timed steps at 1-1.5 s each, read twice when it clears) cost ~6 s of planning CamVid at 10 minutes,
+    where it never cleared its floor."""
+    slowdown = ENCODER_SLOWDOWN if name == ENCODER else 1.0
+    return trains_enough(narrowest_seconds * slowdown, budget_seconds, ENCODER_MIN_STEPS, 0, 0)
 
 
 def choose_encoder(
@@ -428,8 +430,8 @@ def choose_encoder(
         return "unet", f"not {name}: {excluded}"
     if step_seconds is None:
         return "unet", (
-            f"not probed: at {ENCODER_SLOWDOWN}x the narrowest U-Net's step time (the least seen), {name} "
-            f"would get under {ENCODER_MIN_STEPS} steps"
+            f"not probed: at {ENCODER_SLOWDOWN if name == ENCODER else 1}x the narrowest U-Net's step time (the "
+            f"least seen), {name} would get under {ENCODER_MIN_STEPS} steps"
         )
     steps = TRAINING_SHARE * budget_seconds / step_seconds
     probed = f"{name} (from scratch, {step_seconds * 1000:.0f} ms a step) gets ~{steps:.0f} steps"

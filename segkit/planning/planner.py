@@ -332,7 +332,7 @@ def plan_network(
     else:
         encoder_seconds = None
         eligible = rules.encoder_eligible(depth, data_pixels) is None
-        if eligible and rules.worth_probing_encoder(timings[widths[0]], budget):
+        if eligible and rules.worth_probing_encoder(timings[widths[0]], budget, candidate):
             encoder_seconds = step_time(candidate, precision)
             if rules.trains_enough(encoder_seconds, budget, rules.ENCODER_MIN_STEPS, 0, 0):
                 encoder_seconds = (encoder_seconds + step_time(candidate, precision)) / 2  # read twice: below

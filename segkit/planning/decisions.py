@@ -398,6 +398,11 @@ def encoder_eligible(depth: int, data_pixels: float) -> str | None:
     return None
 
 
+def encoder_slowdown(name: str) -> float:
+    """The least step-time ratio of encoder ``name`` to the narrowest U-Net: measured for ``ENCODER`` only."""
+    return ENCODER_SLOWDOWN if name == ENCODER else 1.0
+
+
 def worth_probing_encoder(narrowest_seconds: float, budget_seconds: float, name: str = ENCODER) -> bool:
     """Whether the encoder could get ``ENCODER_MIN_STEPS`` steps, given the narrowest U-Net's step time:
     ResNet-34 (``ENCODER``) is at least ``ENCODER_SLOWDOWN`` x slower a step; another ``planner.encoder``, not
@@ -405,8 +410,7 @@ def worth_probing_encoder(narrowest_seconds: float, budget_seconds: float, name:
     U-Net's step over 55 CamVid plans (1.86-6.1x in the 36 whose fingerprints are kept). Its probe (a warm-up
     and timed steps at 1-1.5 s each, read twice when it clears) cost ~6 s of planning CamVid at 10 minutes,
     where it never cleared its floor."""
-    slowdown = ENCODER_SLOWDOWN if name == ENCODER else 1.0
-    return trains_enough(narrowest_seconds * slowdown, budget_seconds, ENCODER_MIN_STEPS, 0, 0)
+    return trains_enough(narrowest_seconds * encoder_slowdown(name), budget_seconds, ENCODER_MIN_STEPS, 0, 0)
 
 
 def choose_encoder(
@@ -430,8 +434,8 @@ def choose_encoder(
         return "unet", f"not {name}: {excluded}"
     if step_seconds is None:
         return "unet", (
-            f"not probed: at {ENCODER_SLOWDOWN if name == ENCODER else 1}x the narrowest U-Net's step time (the "
-            f"least seen), {name} would get under {ENCODER_MIN_STEPS} steps"
+            f"not probed: at {encoder_slowdown(name):g}x the narrowest U-Net's step time (the least seen), "
+            f"{name} would get under {ENCODER_MIN_STEPS} steps"
         )
     steps = TRAINING_SHARE * budget_seconds / step_seconds
     probed = f"{name} (from scratch, {step_seconds * 1000:.0f} ms a step) gets ~{steps:.0f} steps"

@@ -303,6 +303,29 @@ def scripted_probe(readings: dict) -> tuple[list, object]:
     return calls, step_time
 
 
+def test_fp32_is_taken_only_when_a_second_reading_agrees() -> None:
+    """One stalled bf16 reading (ISBI: 1150 ms against fp32's 1041, where the hour's other plans read bf16 at
+    485-608 ms) planned an fp32 run with half the steps. Where fp32 reads faster, both are read again and the
+    faster reading of each decides; a CPU whose bf16 really is slower still gets fp32."""
+
+    def probe(readings: dict) -> tuple[tuple, list]:
+        calls = []
+
+        def step_time(width, precision):
+            calls.append((width, precision))
+            return readings[precision].pop(0)
+
+        return planner.choose_cpu_precision(step_time, 8), calls
+
+    (precision, seconds, why), calls = probe({"32-true": [1.041, 1.06], "bf16-mixed": [1.150, 0.55]})
+    assert (precision, seconds) == ("bf16-mixed", 0.55) and len(calls) == 4 and {w for w, _ in calls} == {8}
+    assert "bf16 1150 ms vs fp32 1041 ms" in why and "read again: bf16 550 ms vs fp32 1060 ms" in why
+    (precision, seconds, why), calls = probe({"32-true": [0.9], "bf16-mixed": [0.5]})  # clear: read once each
+    assert (precision, seconds, len(calls)) == ("bf16-mixed", 0.5, 2) and "again" not in why
+    (precision, seconds, _), calls = probe({"32-true": [0.5, 0.52], "bf16-mixed": [0.9, 0.85]})  # no bf16 kernels
+    assert (precision, seconds, len(calls)) == ("32-true", 0.5, 4)
+
+
 def test_a_network_taken_on_one_fast_reading_is_read_again() -> None:
     """ISBI at 10 minutes, seed 42: 32 channels read 801 ms at a fast moment (637 steps, 6 % over the floor)
     and the run made 512 steps. The mean of two readings decides: when it misses the floor the plan takes 16.

@@ -5,6 +5,10 @@ same data, one scoring function.
     NO_ALBUMENTATIONS_UPDATE=1 python benchmarks/nnunet_vs_segkit.py --dataset isbi2012 --minutes 5 \\
         --seeds 42 7 3 [--data-dir ../shared/data] [--device cpu]
 
+    # a folder of your own (data=folder: <folder>/<train|val>/{images,masks}), data overrides after --
+    python benchmarks/nnunet_vs_segkit.py --dataset folder --folder outputs/unseen_nuclei --minutes 5 \
+        -- data.train_dataset.mask_threshold=127
+
 Once per dataset: the data config's training split is written in nnU-Net's raw format (PNG, one file a case,
 labels as segkit maps them; CamVid's void becomes nnU-Net's ``ignore`` label), and nnU-Net runs its own
 fingerprint, 2d plan and preprocessing (``nnUNetv2_plan_and_preprocess -c 2d``), as segkit plans before it
@@ -19,8 +23,9 @@ Then for each seed, one after the other (never two runs at once):
 - segkit: ``python -m segkit.train +experiment=auto data=<dataset> trainer.max_time=... seed=...``; its final
   weights predicted by ``Predictor`` with its defaults.
 Both are scored on the data config's validation split (ISBI slices 24-29, CamVid's val) by :func:`score`:
-one confusion matrix pooled over the images (pixel error, IoU per class, mIoU) and, for ISBI, the adapted
-Rand error per image.
+one confusion matrix pooled over the images (pixel error, IoU per class, mIoU); for ISBI the adapted Rand
+error per image; for a two-class folder the foreground IoU pooled and its mean over the images (issue 21's two
+figures for a folder nobody tuned for, ``benchmarks/unseen_folder.py``).
 """
 
 from __future__ import annotations
@@ -46,16 +51,31 @@ from segkit.inference import Predictor  # noqa: E402
 from segkit.inference.evaluation import confusion  # noqa: E402
 from segkit.metrics import ImageMetricMean, segmentation_scores  # noqa: E402
 
-KEYS = {"isbi2012": ("pixel_error", "iou_membrane", "adapted_rand_error"), "camvid": ("miou", "pixel_error")}
-SCORING = {"isbi2012": ["task.image_metrics=[adapted_rand_error]"], "camvid": []}
-DATASET_ID = {"isbi2012": 501, "camvid": 502}
+KEYS = {
+    "isbi2012": ("pixel_error", "iou_membrane", "adapted_rand_error"),
+    "camvid": ("miou", "pixel_error"),
+    "folder": ("foreground_iou", "image_foreground_iou", "pixel_error"),
+}
+SCORING = {"isbi2012": ["task.image_metrics=[adapted_rand_error]"], "camvid": [], "folder": []}
+DATASET_ID = {"isbi2012": 501, "camvid": 502, "folder": 503}
 DEFAULT_DEVICE = torch.device("cuda")  # nnU-Net's trainer default
 
 
-def data_config(dataset: str, data_dir: Path):  # noqa: ANN201
+def data_config(dataset: str, data_dir: Path, overrides: list[str]):  # noqa: ANN201
     with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"data={dataset}", f"paths.data_dir={data_dir}"])
+        cfg = compose(config_name="train", overrides=[f"data={dataset}", f"paths.data_dir={data_dir}", *overrides])
     return cfg.data
+
+
+def class_names(data) -> list[str]:  # noqa: ANN001
+    """The data config's class names; ``background`` and ``class<i>`` where it names none (``data=folder``)."""
+    return list(data.class_names or ["background", *(f"class{c}" for c in range(1, int(data.num_classes)))])
+
+
+def foreground_iou(matrix: torch.Tensor) -> float:
+    """Class 1's IoU from a 2x2 confusion matrix; NaN where neither mask nor prediction holds any of it."""
+    union = int(matrix[1, :].sum() + matrix[:, 1].sum() - matrix[1, 1])
+    return float(matrix[1, 1]) / union if union else float("nan")
 
 
 def score(preds: list[np.ndarray], samples, data) -> dict:  # noqa: ANN001
@@ -63,23 +83,27 @@ def score(preds: list[np.ndarray], samples, data) -> dict:  # noqa: ANN001
     k, ignore = int(data.num_classes), int(data.ignore_index)
     total = torch.zeros(k, k, dtype=torch.int64)
     rand = ImageMetricMean("adapted_rand_error", 1, ignore)
-    rand_scores = []
+    rand_scores, image_ious = [], []
     for pred, sample in zip(preds, samples, strict=True):
         target = np.asarray(sample["mask"])
-        total += confusion(target, pred, k, ignore)
+        matrix = confusion(target, pred, k, ignore)
+        total += matrix
         if data.num_classes == 2:
             rand_scores.append(rand.image_score(pred, target))
-    scores = {
-        key.split("/", 1)[1]: value for key, value in segmentation_scores(total, list(data.class_names), "val").items()
-    }
+            image_ious.append(foreground_iou(matrix))
+    pooled = segmentation_scores(total, class_names(data), "val")
+    scores = {key.split("/", 1)[1]: value for key, value in pooled.items()}
     scores["pixel_error"] = 1.0 - float(total.diag().sum()) / max(int(total.sum()), 1)
     if rand_scores:
         scores["adapted_rand_error"] = float(np.mean(rand_scores))
+        scores["foreground_iou"] = foreground_iou(total)
+        scores["image_foreground_iou"] = float(np.nanmean(image_ious))
     return scores
 
 
 def write_raw(dataset: str, data, root: Path) -> tuple[str, list[Path]]:
-    """The training split in nnU-Net's raw format and the validation images as PNG files to predict."""
+    """The training split in nnU-Net's raw format and the validation images as PNG files to predict (RGB or
+    grey, as the data config reads them: a folder's alpha channel is dropped on both sides)."""
     name = f"Dataset{DATASET_ID[dataset]}_{dataset}"
     raw = root / "nnUNet_raw" / name
     train = instantiate(data.train_dataset)(transform=None)
@@ -106,7 +130,7 @@ def write_raw(dataset: str, data, root: Path) -> tuple[str, list[Path]]:
         Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(path)
         val_paths.append(path)
     channels = {"0": "EM"} if train[0]["image"].shape[2] == 1 else {"0": "R", "1": "G", "2": "B"}
-    labels = {"background" if c == 0 else str(n): c for c, n in enumerate(data.class_names)}
+    labels = {"background" if c == 0 else str(n): c for c, n in enumerate(class_names(data))}
     if has_ignore:
         labels["ignore"] = k
     spec = {"channel_names": channels, "labels": labels, "numTraining": len(train), "file_ending": ".png"}
@@ -220,13 +244,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 3])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=os.environ.get("SEGKIT_DATA_DIR", "../shared/data"))
+    parser.add_argument("--folder", type=Path, help="--dataset folder: <folder>/<train|val>/{images,masks}")
     parser.add_argument("--skip-segkit", action="store_true")
     parser.add_argument("--prepare-only", action="store_true", help="convert, plan and preprocess; train nothing")
+    parser.add_argument("overrides", nargs="*", help="data overrides for both sides (after --)")
     args = parser.parse_args()
-    data_dir = Path(args.data_dir).resolve()
+    if (args.dataset == "folder") != (args.folder is not None):
+        parser.error("--folder goes with --dataset folder, and only with it")
+    data_dir = (args.folder or Path(args.data_dir)).resolve()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}", flush=True)
-    data = data_config(args.dataset, data_dir)
-    root = Path("outputs") / "benchmark_nnunet" / args.dataset
+    data = data_config(args.dataset, data_dir, args.overrides)
+    root = Path("outputs") / "benchmark_nnunet" / (data_dir.name if args.folder else args.dataset)
     os.environ.update(nnunet_env(root.resolve(), args.device))
     name, val_paths = write_raw(args.dataset, data, root)
     if not (root / "nnUNet_preprocessed" / name / "nnUNetPlans.json").is_file():
@@ -252,7 +280,7 @@ def main() -> None:
         if args.skip_segkit:
             continue
         print(f"segkit auto, seed {seed}, {args.minutes:g} min", flush=True)
-        overrides = [f"data={args.dataset}", *SCORING[args.dataset], f"seed={seed}"]
+        overrides = [f"data={args.dataset}", *args.overrides, *SCORING[args.dataset], f"seed={seed}"]
         if args.device.startswith("cuda"):
             overrides.append("trainer=gpu")
         _, steps, run_dir = run_experiment("auto", data_dir, args.minutes, overrides)
@@ -261,7 +289,8 @@ def main() -> None:
         row = score(preds, val, data) | {"steps": steps}
         results["segkit auto"].append(row)
         print(f"  {run_dir}: {steps} steps: " + ", ".join(f"{k} {row[k]:.4f}" for k in keys), flush=True)
-    print(f"\n{args.dataset}, {args.minutes:g} min a run, seeds {args.seeds}, final weights, scored alike")
+    title = data_dir.name if args.folder else args.dataset
+    print(f"\n{title}, {args.minutes:g} min a run, seeds {args.seeds}, final weights, scored alike")
     print("| side | steps | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 2) + "|")
     for side, rows in results.items():

@@ -267,7 +267,7 @@ def main() -> None:
     if args.prepare_only:
         return
     val = instantiate(data.val_dataset)(transform=None)
-    keys = KEYS[args.dataset]
+    keys = KEYS[args.dataset] if args.dataset != "folder" or data.num_classes == 2 else ("miou", "pixel_error")
     results: dict[str, list[dict]] = {"nnU-Net v2 2d": [], "segkit auto": []}
     for seed in args.seeds:
         print(f"nnU-Net v2 2d, seed {seed}, {args.minutes:g} min", flush=True)

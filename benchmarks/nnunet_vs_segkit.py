@@ -49,7 +49,7 @@ from budget_runs import mean_std, run_experiment  # noqa: E402
 
 from segkit.inference import Predictor  # noqa: E402
 from segkit.inference.evaluation import confusion  # noqa: E402
-from segkit.metrics import ImageMetricMean, segmentation_scores  # noqa: E402
+from segkit.metrics import ImageMetricMean, iou_per_class, segmentation_scores  # noqa: E402
 
 KEYS = {
     "isbi2012": ("pixel_error", "iou_membrane", "adapted_rand_error"),
@@ -72,12 +72,6 @@ def class_names(data) -> list[str]:  # noqa: ANN001
     return list(data.class_names or ["background", *(f"class{c}" for c in range(1, int(data.num_classes)))])
 
 
-def foreground_iou(matrix: torch.Tensor) -> float:
-    """Class 1's IoU from a 2x2 confusion matrix; NaN where neither mask nor prediction holds any of it."""
-    union = int(matrix[1, :].sum() + matrix[:, 1].sum() - matrix[1, 1])
-    return float(matrix[1, 1]) / union if union else float("nan")
-
-
 def score(preds: list[np.ndarray], samples, data) -> dict:  # noqa: ANN001
     """The same figures for either side, from predicted class-index masks."""
     k, ignore = int(data.num_classes), int(data.ignore_index)
@@ -90,13 +84,13 @@ def score(preds: list[np.ndarray], samples, data) -> dict:  # noqa: ANN001
         total += matrix
         if data.num_classes == 2:
             rand_scores.append(rand.image_score(pred, target))
-            image_ious.append(foreground_iou(matrix))
+            image_ious.append(float(iou_per_class(matrix)[1]))  # NaN: no foreground either side
     pooled = segmentation_scores(total, class_names(data), "val")
     scores = {key.split("/", 1)[1]: value for key, value in pooled.items()}
     scores["pixel_error"] = 1.0 - float(total.diag().sum()) / max(int(total.sum()), 1)
     if rand_scores:
         scores["adapted_rand_error"] = float(np.mean(rand_scores))
-        scores["foreground_iou"] = foreground_iou(total)
+        scores["foreground_iou"] = float(iou_per_class(total)[1])
         scores["image_foreground_iou"] = float(np.nanmean(image_ious))
     return scores
 
@@ -254,7 +248,8 @@ def main() -> None:
     data_dir = (args.folder or Path(args.data_dir)).resolve()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}", flush=True)
     data = data_config(args.dataset, data_dir, args.overrides)
-    root = Path("outputs") / "benchmark_nnunet" / (data_dir.name if args.folder else args.dataset)
+    label = data_dir.name if args.folder else args.dataset  # a folder's own name: two folders, two roots
+    root = Path("outputs") / "benchmark_nnunet" / label
     os.environ.update(nnunet_env(root.resolve(), args.device))
     name, val_paths = write_raw(args.dataset, data, root)
     if not (root / "nnUNet_preprocessed" / name / "nnUNetPlans.json").is_file():
@@ -289,8 +284,7 @@ def main() -> None:
         row = score(preds, val, data) | {"steps": steps}
         results["segkit auto"].append(row)
         print(f"  {run_dir}: {steps} steps: " + ", ".join(f"{k} {row[k]:.4f}" for k in keys), flush=True)
-    title = data_dir.name if args.folder else args.dataset
-    print(f"\n{title}, {args.minutes:g} min a run, seeds {args.seeds}, final weights, scored alike")
+    print(f"\n{label}, {args.minutes:g} min a run, seeds {args.seeds}, final weights, scored alike")
     print("| side | steps | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 2) + "|")
     for side, rows in results.items():

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from segkit.inference import Predictor
+from segkit.inference import Predictor, load_model
 from segkit.inference.model_files import LoadedModel
 from segkit.inference.sliding_window import SlidingWindow, gaussian_importance, tile_starts
 from segkit.models import UNet
+from segkit.tasks import SegmentationTask
 
 
 def test_one_tile_covering_the_image_equals_whole_image_prediction() -> None:
@@ -41,9 +42,29 @@ def test_tta_of_a_flip_equivariant_network_equals_no_tta() -> None:
         k.copy_((k + k.transpose(-2, -1)) / 2)
     image = torch.randn(3, 40, 52)
     plain = SlidingWindow(conv, (24, 24), precision="fp32", channels_last=False)(image)
-    for mode in ("flips", "d4"):
+    for mode in ("hflip", "flips", "d4"):
         tta = SlidingWindow(conv, (24, 24), tta=mode, precision="fp32", channels_last=False)(image)
         torch.testing.assert_close(tta, plain, atol=1e-5, rtol=0)
+
+
+def test_hflip_averages_the_image_and_its_mirror() -> None:
+    conv = nn.Conv2d(3, 2, 3, padding=1)  # not mirror-symmetric: the mirror's logits differ
+    image = torch.randn(3, 40, 52)
+    window = SlidingWindow(conv, (40, 52), tta="hflip", precision="fp32", channels_last=False)
+    with torch.no_grad():
+        by_hand = (conv(image[None]) + conv(image[None].flip(-1)).flip(-1))[0] / 2
+        torch.testing.assert_close(window(image), by_hand, atol=1e-5, rtol=0)
+        assert not torch.allclose(conv(image[None])[0], by_hand, atol=1e-3)
+
+
+def test_a_model_runs_the_tta_its_run_recorded_unless_told(trained_run: Path) -> None:
+    model = load_model(trained_run)
+    assert model.metadata["tta"] is None and len(Predictor(model).window.tta) == 1  # quickstart records none
+    planned = LoadedModel(model.net, {**model.metadata, "tta": "flips"}, model.source)
+    assert len(Predictor(planned).window.tta) == 4 and "as the model's run recorded" in Predictor(planned).describe()
+    assert len(Predictor(planned, tta="none").window.tta) == 1 and len(Predictor(planned, tta="d4").window.tta) == 8
+    with pytest.raises(ValueError, match="task.tta must be one of"):
+        SegmentationTask(model.net, nn.CrossEntropyLoss(), torch.optim.SGD, num_classes=4, tta="mirror")
 
 
 def test_a_tile_below_the_valid_networks_minimum_is_refused() -> None:

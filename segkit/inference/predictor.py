@@ -45,7 +45,8 @@ class Predictor:
             valid-padding model the whole image as one mirrored tile when it has at most
             ``WHOLE_IMAGE_PIXELS`` pixels (what validation scored).
         overlap: share of a tile shared with its neighbours.
-        tta: ``None``, ``"flips"`` or ``"d4"``.
+        tta: ``"none"``, ``"hflip"``, ``"flips"`` or ``"d4"``; ``None``: the model's own (the ``tta`` its run
+            recorded, which the planner chooses from the data's symmetry; none when it recorded none).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast); ``None``: the precision the model was trained
             in (its metadata; fp32 when it does not say), so a model is run as it was trained.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -94,6 +95,8 @@ class Predictor:
             if trained
             else "the model does not say how it was trained"
         )
+        self.tta_reason = "as given" if tta else "as the model's run recorded" if meta.get("tta") else "none recorded"
+        tta = None if tta == "none" else tta or meta.get("tta")
         self.tile_given = bool(tile)
         tile = tuple(tile) if tile else tuple(meta.get("patch_size") or DEFAULT_TILE)
         window = (net, overlap, 0.125, tile_batch_size, tta, self.device, self.precision)
@@ -113,8 +116,8 @@ class Predictor:
         if self.whole is not None:
             tile = f"whole images up to {WHOLE_IMAGE_PIXELS} pixels as one mirrored tile, else {tile}"
         models = f"ensemble of {len(self.members)} models, " if len(self.members) > 1 else ""
-        return (f"{models}{self.device}, {tile}, overlap {self.window.overlap}, tta {len(self.window.tta)}x, "
-                f"precision {self.precision} ({self.precision_reason})")  # fmt: skip
+        return (f"{models}{self.device}, {tile}, overlap {self.window.overlap}, tta {len(self.window.tta)}x "
+                f"({self.tta_reason}), precision {self.precision} ({self.precision_reason})")  # fmt: skip
 
     @property
     def class_names(self) -> list[str]:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-TTA_MODES = (None, "flips", "d4")
+TTA_MODES = (None, "hflip", "flips", "d4")
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -71,9 +71,7 @@ def _tta_pairs(mode: str | None) -> list[tuple[Callable, Callable]]:
     """(forward, inverse) transforms on ``(B, C, H, W)`` tensors; the identity first."""
     if mode not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, got {mode!r}")
-    flips = [(), (-1,), (-2,), (-2, -1)]
-    if mode is None:
-        flips = [()]
+    flips = {None: [()], "hflip": [(), (-1,)]}.get(mode, [(), (-1,), (-2,), (-2, -1)])
     pairs = [((lambda x, d=d: x.flip(d) if d else x), (lambda x, d=d: x.flip(d) if d else x)) for d in flips]
     if mode == "d4":  # the 4 flips of the transposed image complete the 8 symmetries of the square
         pairs += [
@@ -94,7 +92,8 @@ class SlidingWindow:
         overlap: share of a tile shared with its neighbour (0.5: each pixel is seen by about 4 tiles).
         sigma_scale: Gaussian σ as a fraction of the tile (1/8, as nnU-Net and MONAI); ``None``: flat weights.
         tile_batch_size: tiles per forward pass.
-        tta: ``None``, ``"flips"`` (the 4 flips) or ``"d4"`` (the 8 rotations/flips), logits averaged.
+        tta: ``None``, ``"hflip"`` (the image and its mirror), ``"flips"`` (the 4 flips) or ``"d4"`` (the 8
+            rotations/flips), logits averaged.
         device: where the network runs; accumulators stay on the CPU.
         precision: ``"bf16"`` (autocast), ``"fp16"`` (autocast, GPUs) or ``"fp32"``.
         channels_last: feed tiles in channels-last memory format.

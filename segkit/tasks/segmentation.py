@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelF1Score
 
-from segkit.inference.sliding_window import mirror_pad_for_valid
+from segkit.inference.sliding_window import TTA_MODES, mirror_pad_for_valid
 from segkit.metrics import segmentation_scores
 from segkit.metrics.binary import two_class_logits
 from segkit.metrics.per_image import ImageMetricMean
@@ -84,6 +84,9 @@ class SegmentationTask(Task):
         image_metrics: per-image scores logged at validation and test: ``"adapted_rand_error"`` (cells
             separated by ``foreground_class``, e.g. EM membranes) and/or ``"hd95"`` (of ``foreground_class``).
         foreground_class: the class the image metrics are about.
+        tta: the test-time augmentation recorded for this model (``"hflip"``, ``"flips"``, ``"d4"``; ``None``:
+            none): ``segkit.predict``, ``eval`` and ``serve`` use it unless told otherwise. The planner chooses
+            it from the data's symmetry; validation during training does not use it.
     """
 
     def __init__(
@@ -101,7 +104,10 @@ class SegmentationTask(Task):
         compile: bool = False,
         image_metrics: Sequence[str] = (),
         foreground_class: int = 1,
+        tta: str | None = None,
     ) -> None:
+        if tta not in TTA_MODES:
+            raise ValueError(f"task.tta must be one of {[m for m in TTA_MODES if m]} or null, got {tta!r}")
         if loss is None:
             raise ValueError(
                 "SegmentationTask needs a loss; pick one from the loss group: loss=dice_ce, loss=ce, loss=dice or "
@@ -115,6 +121,7 @@ class SegmentationTask(Task):
         self.loss = loss
         self.ignore_index = ignore_index
         self.foreground_class = foreground_class
+        self.tta = tta
         self.image_metric_names = list(image_metrics)
         # validate_args=False: no per-step checks (and host syncs); masks were checked when the data was read
         self.confmat = nn.ModuleDict(
@@ -236,8 +243,9 @@ class SegmentationTask(Task):
             metric.update(pred, mask)
 
     def metadata_extras(self) -> dict:
-        """Which per-image scores the run logged, so evaluation reports the same ones."""
-        return {"image_metrics": self.image_metric_names, "foreground_class": int(self.foreground_class)}
+        """Which per-image scores the run logged, so evaluation reports the same ones, and the recorded TTA."""
+        return {"image_metrics": self.image_metric_names, "foreground_class": int(self.foreground_class),
+                "tta": self.tta}  # fmt: skip
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Per-pixel class indices ``(B, H', W')``."""

@@ -18,6 +18,7 @@ import yaml
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
+from segkit.inference import Predictor, load_model
 from segkit.inference.model_files import run_config
 from segkit.planning import decisions as rules
 from segkit.planning import planner
@@ -105,6 +106,23 @@ def test_fingerprint_is_cached_by_content(tmp_path: Path) -> None:
     assert again["from_the_cache"] and again["key"] == first["key"] and again["mask_values"] == first["mask_values"]
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(root / "masks" / "0.png")
     assert fingerprint(pairs(root), tmp_path / "cache")["key"] != first["key"]
+
+
+def test_fingerprint_counts_each_value_in_the_image_halves(tmp_path: Path) -> None:
+    """A band of sky over the top 10 of 33 rows and a strip in the left 5 of 20 columns, counted by hand
+    (the middle row, 16, is in neither vertical half)."""
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    mask = np.zeros((33, 20), np.uint8)
+    mask[:10] = 1
+    mask[10:, :5] = 2
+    Image.fromarray(np.full((33, 20), 99, np.uint8)).save(root / "images" / "0.png")
+    Image.fromarray(mask).save(root / "masks" / "0.png")
+    fp = fingerprint(pairs(root), tmp_path / "cache")
+    assert fp["mask_values"]["1"]["halves"] == {"top": 200, "bottom": 0, "left": 100, "right": 100}
+    assert fp["mask_values"]["2"]["halves"] == {"top": 30, "bottom": 80, "left": 115, "right": 0}
+    assert fp["mask_values"]["0"]["halves"] == {"top": 90, "bottom": 240, "left": 115, "right": 230}
 
 
 # --- each decision --------------------------------------------------------------------------------------------
@@ -224,9 +242,41 @@ def test_instance_norm_only_for_a_sparse_foreground_in_a_small_batch() -> None:
 
 
 def test_augmentation_family_and_strength() -> None:
+    """Vertical flips and rotations only where the images have no up (microscopy, EM)."""
     assert rules.decide_augmentation("gray", 1000).value == "em"
     assert rules.decide_augmentation("rgb", 1000).value == "strong"
     assert rules.decide_augmentation("rgb", 100).value == "light"
+    up = "sky lies 98% in the top half"
+    assert (
+        rules.decide_augmentation("rgb", 1000, up).value == "strong"
+        and up in rules.decide_augmentation("gray", 1000, up).reason
+    )
+    assert rules.decide_augmentation("gray", 1000, up).value == "strong"
+    assert rules.decide_augmentation("rgb", 100, up).value == "hflip"
+
+
+def test_test_time_flips_follow_the_symmetry_of_the_labels() -> None:
+    """Flips at prediction time only where the masks look the same flipped: microscopy and EM (classes spread
+    evenly) get the 4 flips, street scenes (sky above road) left-right mirrors, a class in one corner none."""
+
+    def classes(*halves: tuple[int, int, int, int], shares=None) -> dict:
+        shares = shares or [1 / len(halves)] * len(halves)
+        rules_halves = ("top", "bottom", "left", "right")
+        return {c: {"pixel_share": shares[c], "halves": dict(zip(rules_halves, h, strict=True))}
+                for c, h in enumerate(halves)}  # fmt: skip
+
+    nuclei = classes((4400, 4600, 4500, 4500), (520, 480, 510, 490), shares=[0.9, 0.1])
+    # CamVid's pavement lies 67 % on the left (traffic on the left): mirrored streets are still streets
+    street = classes((500, 500, 670, 330), (10, 990, 490, 510), (980, 20, 500, 500))
+    corner = classes((900, 100, 900, 100), (100, 900, 100, 900))
+    assert rules.decide_tta(nuclei).value == "flips"
+    up = rules.decide_tta(street, ["pavement", "road", "sky"])
+    assert up.value == "hflip" and "road lies 99% in the bottom half" in up.reason
+    assert rules.decide_tta(nuclei, topology=True).value is None  # ISBI: flips broke faint membranes
+    none = rules.decide_tta(corner)
+    assert none.value is None and "class 0 lies 90% in the left half" in none.reason
+    # a class under 1 % of the pixels does not orient the images (a few objects fall where they fall)
+    assert rules.decide_tta(classes((495, 505, 500, 500), (9, 1, 5, 5), shares=[0.995, 0.005])).value == "flips"
 
 
 def test_width_is_the_widest_that_gets_enough_steps() -> None:
@@ -617,6 +667,10 @@ def test_auto_experiment_plans_saves_and_trains(tmp_path: Path, monkeypatch) -> 
     assert json.loads((tmp_path / "run" / "fingerprint.json").read_text())["probe"]["device"] == "cpu"
     metrics = train(cfg)
     assert metrics["val/iou_class_1"] > 0.5  # bright discs: learnt within the budget
+    # the planned test-time flips travel with the model: predict uses them unless told otherwise
+    assert load_model(tmp_path / "run" / "model").metadata["tta"] == "flips"
+    run = tmp_path / "run"
+    assert len(Predictor(run).window.tta) == 4 and len(Predictor(run, tta="none").window.tta) == 1
 
 
 def test_the_run_directory_holds_the_planned_config(tmp_path: Path, monkeypatch) -> None:
@@ -641,6 +695,7 @@ def test_the_run_directory_holds_the_planned_config(tmp_path: Path, monkeypatch)
     _, saved = run_config(run / "checkpoints" / "last.ckpt")
     assert saved.data.train_dataset.mask_mapping == {0: 0, 255: 1}
     assert saved.model.base_channels == planned.model.base_channels and saved.data.mean == planned.data.mean
+    assert planned.task.tta == "flips"  # discs on the diagonal: no up, no left
 
 
 def test_plan_command_writes_an_experiment_file_that_trains(tmp_path: Path) -> None:

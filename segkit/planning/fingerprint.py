@@ -2,7 +2,8 @@
 
 nnU-Net plans from a fingerprint of sizes, spacings and intensities; segkit's adds what 2-D folders vary in:
 channels and alpha, bit depth, the stored mask values (0/255 masks are common), class shares and presence,
-and object sizes per mask value (connected components), so patch and depth can be chosen to see whole objects.
+and object sizes per mask value (connected components), so patch and depth can be chosen to see whole objects,
+and how each value's pixels split between the image halves, so test-time flips follow the data's symmetry.
 
 Everything is computed on the raw files of the training split. Object and share statistics are kept per
 *stored mask value*, so the planner can still change the value -> class mapping after fingerprinting.
@@ -27,7 +28,7 @@ from segkit.data.io import TIFF_SUFFIXES, read_image, read_mask
 
 log = logging.getLogger(__name__)
 
-VERSION = 2
+VERSION = 3  # 3: pixels per mask value in each half of the image (the data's symmetry)
 PIXELS_PER_IMAGE = 20_000  # intensity statistics from a fixed random sample of each image's pixels
 MAX_COMPONENTS = 200  # object sizes kept per image and value (a random sample beyond that)
 _PERCENTILES = IntensityNormalization("percentile", 0.5, 99.5)  # what read_image applies to high-bit images
@@ -100,6 +101,22 @@ def _summary(values: Sequence[float]) -> dict:
             "max": float(array.max()), "count": int(array.size)}  # fmt: skip
 
 
+HALVES = ("top", "bottom", "left", "right")
+
+
+def _half_counts(mask: np.ndarray) -> dict[str, dict[int, int]]:
+    """Pixels of each stored value in the top, bottom, left and right halves (a middle row or column in
+    neither): a class found mostly in one half (sky above, road below) says the images have an up."""
+    h, w = mask.shape[:2]
+    parts = {"top": mask[: h // 2], "bottom": mask[h - h // 2 :], "left": mask[:, : w // 2],
+             "right": mask[:, w - w // 2 :]}  # fmt: skip
+    out = {}
+    for half, part in parts.items():
+        stored, counts = np.unique(part, return_counts=True)
+        out[half] = dict(zip(stored.tolist(), counts.tolist(), strict=True))
+    return out
+
+
 def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> dict:
     """Read every pair once and summarise it (see the module docstring for what and why)."""
     rng = np.random.default_rng(seed)
@@ -133,9 +150,13 @@ def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> di
             raw_samples.append(raw[rng.choice(raw.shape[0], min(PIXELS_PER_IMAGE, raw.shape[0]), replace=False)])
         mask = read_mask(mask_path)
         stored, counts = np.unique(mask, return_counts=True)
+        halves = _half_counts(mask)
         for value, count in zip(stored.tolist(), counts.tolist(), strict=True):
-            entry = values.setdefault(int(value), {"pixels": 0, "images": [], "areas": [], "sides": []})
+            entry = values.setdefault(int(value), {"pixels": 0, "images": [], "areas": [], "sides": [],
+                                                   "halves": dict.fromkeys(HALVES, 0)})  # fmt: skip
             entry["pixels"] += int(count)
+            for half in HALVES:
+                entry["halves"][half] += halves[half].get(int(value), 0)
             entry["images"].append(index)
             areas, sides = _component_sizes(mask, value, rng)
             entry["areas"] += areas
@@ -174,6 +195,7 @@ def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> di
                 "image_share": round(len(entry["images"]) / len(pairs), 4),
                 "object_area": _summary(entry["areas"]),
                 "object_side": _summary(entry["sides"]),
+                "halves": entry["halves"],
             }
             for value, entry in sorted(values.items())
         },

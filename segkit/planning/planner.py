@@ -182,6 +182,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
     to_class = rules.class_of_value(num_classes, ignore_index, mapping[0].value if mapping else enc.mapping,
                                     enc.threshold)  # fmt: skip
     stats = rules.class_statistics(fp, num_classes, ignore_index, to_class)
+    names = cfg.data.get("class_names")
     present = [c for c, s in stats["classes"].items() if s["pixel_share"] > 0]
     if len(present) < 2:
         raise ValueError(
@@ -300,8 +301,9 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
         Decision("task.channels_last", True, "faster convolutions on CPU (with bf16) and GPU"),
         rules.decide_schedule(stats["classes"], num_classes),
         Decision("callbacks.export_weights", "final", "the annealed final weights, not a pick on validation"),
-        rules.decide_augmentation(color_mode, planned_steps),
-        *rules.decide_loss(stats["classes"], num_classes, cfg.data.get("class_names")),
+        rules.decide_augmentation(color_mode, planned_steps, rules.upright(stats["classes"], names)),
+        rules.decide_tta(stats["classes"], names, "adapted_rand_error" in (cfg.task.get("image_metrics") or [])),
+        *rules.decide_loss(stats["classes"], num_classes, names),
     ]
     if mapping:
         plan.append(Decision("data.ignore_index", ignore_index, "unchanged; 255 is now a class value"))

@@ -22,7 +22,8 @@ Then for each seed, one after the other (never two runs at once):
   Predicted with nnU-Net's defaults (sliding window, step 0.5, Gaussian, mirroring).
 - segkit: ``python -m segkit.train +experiment=auto data=<dataset> trainer.max_time=... seed=...``; its final
   weights predicted by ``Predictor`` with its defaults: the test-time flips the plan recorded (``task.tta``: the
-  4 flips for the folder stand-in; none for ISBI, whose runs score topology), as nnU-Net mirrors.
+  4 flips for the folder stand-in, the mirror for CamVid, none for ISBI, whose runs score topology), as
+  nnU-Net mirrors.
 Both are scored on the data config's validation split (ISBI slices 24-29, CamVid's val) by :func:`score`:
 one confusion matrix pooled over the images (pixel error, IoU per class, mIoU); for ISBI the adapted Rand
 error per image; for a two-class folder the foreground IoU pooled and its mean over the images (issue 21's two

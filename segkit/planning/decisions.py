@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from segkit.planning.fingerprint import HALVES
+
 # Largest training patch (pixels) per device kind: whole images up to this size, crops beyond it. On two
 # CPU cores a 256x256 crop at batch 4 is about one step a second for a 16-channel U-Net.
 PATCH_CAP = {"cpu": 256 * 256, "cuda": 512 * 512}
@@ -68,7 +70,7 @@ def class_statistics(fp: dict, num_classes: int, ignore_index: int, to_class: Ca
     its pixels in each image half."""
     stats = {
         c: {"pixel_share": 0.0, "image_share": 0.0, "object_side_p90": 0.0, "objects": 0,
-            "halves": {"top": 0, "bottom": 0, "left": 0, "right": 0}}
+            "halves": dict.fromkeys(HALVES, 0)}
         for c in range(num_classes)
     }  # fmt: skip
     ignored = 0.0

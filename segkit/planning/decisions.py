@@ -238,7 +238,7 @@ def decide_loss(classes: dict, num_classes: int, names: Sequence[str] | None = N
     of the Dice term, as in nnU-Net: counting CamVid's sky in it (17 % of the pixels) did not help (30 CPU
     minutes: val mIoU 0.466 against 0.479, one seed). Two classes keep two softmax channels: binary mode (one
     sigmoid, ``model.num_classes=1``) lost ISBI's pixel error on each of three seeds (0.0792 against 0.0777
-    at 5 CPU minutes) and tied the nuclei stand-in's pooled IoU (0.759 against 0.748, +-0.02)."""
+    at 5 CPU minutes) and tied the nuclei stand-in's pooled IoU (0.759 +- 0.017 against 0.748 +- 0.020)."""
     shares = {c: s["pixel_share"] for c, s in classes.items()}
     rare = rare_classes(classes, num_classes)
     decisions = [Decision("loss", "dice_ce", "Dice + cross-entropy: robust to imbalance, smooth early on")]

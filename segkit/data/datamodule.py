@@ -18,6 +18,7 @@ import torch.distributed as dist
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate, get_worker_info
 
+from segkit.data.crops import ForegroundCrop
 from segkit.data.folder import check_ignore_index
 from segkit.data.folds import fold_indices, sample_strata
 from segkit.data.normalize import NormalizeAnyDepth
@@ -32,10 +33,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def patch_sampler(
-    patch_size: Sequence[int], ignore_index: int, scale: Sequence[float] | None = None
+    patch_size: Sequence[int], ignore_index: int, scale: Sequence[float] | None = None, foreground: float = 0.0
 ) -> list[A.BasicTransform]:
     """Zoom the whole image by a random factor in ``scale`` (when given), pad to at least ``patch_size``
-    (image 0, mask ``ignore_index``), then take a random ``patch_size`` crop.
+    (image 0, mask ``ignore_index``), then take a random ``patch_size`` crop, which holds a foreground pixel
+    in a ``foreground`` share of the crops (:class:`~segkit.data.crops.ForegroundCrop`).
 
     Zooming before the crop keeps every pixel of the patch labelled and gives it the context of the whole
     image; an affine zoom after the crop fills a zoomed-out patch's borders with ignored pixels instead.
@@ -50,7 +52,7 @@ def patch_sampler(
     return [
         *zoom,
         A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
-        A.RandomCrop(height=h, width=w),
+        ForegroundCrop(h, w, foreground, ignore_index) if foreground else A.RandomCrop(height=h, width=w),
     ]
 
 
@@ -153,6 +155,9 @@ class ImageDataModule(pl.LightningDataModule):
         patch_scale: ``[low, high]`` zoom factors: each training image is scaled by a random factor in that
             range before its ``patch_size`` crop is taken (e.g. ``[0.75, 1.25]`` for street scenes);
             ``None``: no zoom. Needs ``patch_size``.
+        foreground_crops: the share of training crops placed on a random pixel of a random foreground class
+            the image holds (nnU-Net's foreground oversampling: 0.33); the rest are uniform. Needs
+            ``patch_size``.
         val_batch_size: validation/test samples per batch on each device; ``None``: 1 with ``patch_size`` (whole
             images of any size), else ``batch_size``.
         samples_per_epoch: training samples per epoch over all processes, drawn with replacement
@@ -184,6 +189,7 @@ class ImageDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         patch_size: Sequence[int] | None = None,
         patch_scale: Sequence[float] | None = None,
+        foreground_crops: float = 0.0,
         val_batch_size: int | None = None,
         samples_per_epoch: int | None = None,
         num_workers: int | str = 0,
@@ -217,7 +223,13 @@ class ImageDataModule(pl.LightningDataModule):
         self.patch_size = tuple(int(n) for n in patch_size) if patch_size is not None else None
         if patch_scale is not None and patch_size is None:
             raise ValueError("data.patch_scale zooms images before their patch_size crop: set data.patch_size too")
-        head = patch_sampler(self.patch_size, ignore_index, patch_scale) if self.patch_size is not None else []
+        if foreground_crops and patch_size is None:
+            raise ValueError("data.foreground_crops places training crops: set data.patch_size too")
+        head = (
+            patch_sampler(self.patch_size, ignore_index, patch_scale, foreground_crops)
+            if self.patch_size is not None
+            else []
+        )
         self.train_transform = with_tail(train_transform, mean, std, seed, head)
         self.val_transform = with_tail(val_transform, mean, std, seed)
         self.batch_size = batch_size

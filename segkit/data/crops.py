@@ -18,7 +18,7 @@ from albumentations.augmentations.crops.transforms import BaseCrop
 
 class ForegroundCrop(BaseCrop):
     """A ``height x width`` crop of an image at least that large that holds foreground with probability
-    ``foreground`` (when the mask has any): classes ``1 .. 254``, never 0 (background) or ``ignore_index``.
+    ``foreground`` (when the mask has any): a class other than 0 (background), never ``ignore_index``.
 
     Args:
         height, width: the crop's size; the image must be at least that large (pad it first).

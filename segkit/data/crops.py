@@ -6,6 +6,9 @@ forces a third of each batch's patches to contain foreground (``oversample_foreg
 crop does so with probability ``foreground``: it picks one of the foreground classes present in the mask
 (uniformly, so a rare class is found as often as a common one), one of that class's pixels at random, and
 places the crop at a random offset that keeps the pixel inside. Other crops are uniform, as ``RandomCrop``.
+albumentations' ``CropNonEmptyMaskIfExists`` is close but not this: it crops on any non-zero pixel every
+time (padding's ignore value included unless listed), with no share, and picks pixels, not classes, so a
+common class crowds out a rare one.
 """
 
 from __future__ import annotations

@@ -341,7 +341,7 @@ def plan_network(
     """The network, its step time and its decisions: the encoder when it trains enough in the budget
     (``choose_encoder``), else the widest plain U-Net that does (``choose_width``). ``step_time(width or encoder
     name, precision)`` probes one candidate; ``timings`` holds the widths already probed and gains the new ones."""
-    min_steps = rules.step_floor(int(settings.get("min_steps", 600)), budget)
+    min_steps = rules.step_floor(int(settings.get("min_steps", 700)), budget)
     min_pixels = float(settings.get("min_pixels", 120e6))
     candidate = settings.get("encoder", rules.ENCODER)
     if not candidate:

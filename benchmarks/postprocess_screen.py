@@ -23,8 +23,9 @@ import numpy as np
 from omegaconf import OmegaConf
 from scipy import ndimage
 
-from segkit.inference.evaluation import split_samples
+from segkit.inference.evaluation import confusion, split_samples
 from segkit.inference.predictor import Predictor
+from segkit.metrics import iou_per_class
 from segkit.quiet import silence_known_noise
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -57,20 +58,20 @@ def score(run: Path) -> dict[str, tuple[float, float]]:
     predictor = Predictor(str(run / "checkpoints" / "last.ckpt"), device="cpu")
     classes = json.loads((run / "fingerprint.json").read_text())["mask_values"]
     foreground_value = max(classes, key=lambda value: int(value))  # the binary folder's 255 (class 1)
+    ignore = int(predictor.model.metadata.get("ignore_index", 255))
     images = []
     for sample in split_samples(cfg.data, "val"):
-        mask = np.asarray(sample["mask"])
-        images.append((predictor.probabilities(np.asarray(sample["image"]))[1], mask == 1, mask != 255))
+        probability = predictor.probabilities(np.asarray(sample["image"]))[1]
+        images.append((probability, np.asarray(sample["mask"])))
     results = {}
     for name, predict in variants(classes[foreground_value]["object_area"]["p10"]).items():
-        inter = union = 0
+        pooled = 0
         per_image = []
-        for probability, target, valid in images:
-            pred = predict(probability) & valid
-            i, u = int((pred & target).sum()), int(((pred | target) & valid).sum())
-            inter, union = inter + i, union + u
-            per_image.append(i / u if u else np.nan)
-        results[name] = (inter / max(union, 1), float(np.nanmean(per_image)))
+        for probability, target in images:  # segkit.eval's counting: one confusion matrix per image, summed
+            cm = confusion(target, predict(probability).astype(np.uint8), 2, ignore)
+            pooled = pooled + cm
+            per_image.append(float(iou_per_class(cm)[1]))
+        results[name] = (float(iou_per_class(pooled)[1]), float(np.nanmean(per_image)))
     return results
 
 

@@ -281,9 +281,9 @@ def test_test_time_flips_follow_the_symmetry_of_the_labels() -> None:
 
 def test_width_is_the_widest_that_gets_enough_steps() -> None:
     timings = {8: 0.1, 16: 0.2, 32: 0.5}  # 255 usable seconds: 2550, 1275 and 510 steps
-    assert rules.choose_width(timings, budget_seconds=300, min_steps=600)[0] == 16
-    assert rules.choose_width(timings, budget_seconds=300, min_steps=500)[0] == 32
-    width, why = rules.choose_width(timings, budget_seconds=10, min_steps=600)
+    assert rules.choose_width(timings, rules.Floors(300, 600))[0] == 16
+    assert rules.choose_width(timings, rules.Floors(300, 500))[0] == 32
+    width, why = rules.choose_width(timings, rules.Floors(10, 600))
     assert width == 8 and "no width" in why
 
 
@@ -293,19 +293,18 @@ def test_the_step_floor_grows_with_the_square_root_of_a_long_budget() -> None:
     floor = rules.step_floor(700, 1800)
     assert floor == 1037  # as the old floor (600 up to 10 minutes, then growing) had it: 1039
     isbi = {8: 0.151, 16: 0.356, 32: 1.182, 48: 2.412}
-    assert rules.choose_width(isbi, 1800, 600)[0] == 48
-    assert rules.choose_width(isbi, 1800, floor)[0] == 32  # ~1290 steps
+    assert rules.choose_width(isbi, rules.Floors(1800, 600))[0] == 48
+    assert rules.choose_width(isbi, rules.Floors(1800, floor))[0] == 32  # ~1290 steps
 
 
 def test_small_images_get_a_narrower_network_that_sees_enough_pixels() -> None:
     """The 96² shapes case: 48 channels got 1200 steps (44 M pixels) and could not fit the training set."""
     timings = {8: 0.024, 16: 0.042, 32: 0.132, 48: 0.213}  # probed on 96² x 4 on this CPU
-    shapes = {"budget_seconds": 300, "min_steps": 600, "pixels_per_step": 4 * 96 * 96}
-    assert rules.choose_width(timings, **shapes, min_pixels=0)[0] == 48  # the step floor alone
-    width, why = rules.choose_width(timings, **shapes, min_pixels=120e6)
+    assert rules.choose_width(timings, rules.Floors(300, 600, 4 * 96 * 96, 0))[0] == 48  # the step floor alone
+    width, why = rules.choose_width(timings, rules.Floors(300, 600, 4 * 96 * 96, 120e6))
     assert width == 16 and "M pixels" in why  # 32 channels: 1932 steps, 71 M pixels
     isbi = {8: 0.17, 16: 0.38, 32: 1.28}  # 256² x 4: 16 channels get ~670 steps, 176 M pixels
-    assert rules.choose_width(isbi, 300, 600, pixels_per_step=4 * 256 * 256, min_pixels=120e6)[0] == 16
+    assert rules.choose_width(isbi, rules.Floors(300, 600, 4 * 256 * 256, 120e6))[0] == 16
 
 
 def test_encoder_only_when_its_steps_clear_the_floor() -> None:
@@ -346,11 +345,19 @@ def scripted_probe(readings: dict) -> tuple[list, object]:
     """A ``step_time`` for :func:`planner.plan_network` that hands out ``readings[candidate]`` in turn."""
     calls = []
 
-    def step_time(candidate, precision):
+    def step_time(candidate):
         calls.append(candidate)
         return readings[candidate].pop(0)
 
     return calls, step_time
+
+
+def plan_network(step_time, timings, widths, *, depth, data_pixels, budget, pixels_per_step, settings):
+    """:func:`planner.plan_network` with the floors and encoder candidate ``plan_run`` builds from
+    ``planner`` settings."""
+    floors = rules.Floors.planned(settings, budget, pixels_per_step)
+    candidate = planner.Candidate(settings.get("encoder", rules.ENCODER), depth, data_pixels)
+    return planner.plan_network(step_time, timings, widths, floors, candidate)
 
 
 def test_fp32_is_taken_only_when_a_second_reading_agrees() -> None:
@@ -381,21 +388,21 @@ def test_a_network_taken_on_one_fast_reading_is_read_again() -> None:
     and the run made 512 steps. The mean of two readings decides: when it misses the floor the plan takes 16.
     One stalled reading must not undo a clear pick: CamVid at 30 minutes read ResNet-34 at 1.6 s once, against
     0.6-0.9 s in four other plans."""
-    isbi = {"precision": "bf16-mixed", "depth": 5, "data_pixels": 6.3e6, "budget": 600,
+    isbi = {"depth": 5, "data_pixels": 6.3e6, "budget": 600,
             "pixels_per_step": 4 * 256 * 256, "settings": {"encoder": None, "min_steps": 600}}  # fmt: skip
     calls, step_time = scripted_probe({16: [0.45, 0.50], 32: [0.801, 1.1]})  # 32: ~537 steps on the mean
-    chosen, seconds, decisions = planner.plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)
+    chosen, seconds, decisions = plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)
     assert (chosen, seconds, calls) == (16, pytest.approx(0.475), [16, 32, 32, 16])
     assert "32: 801 and 1100 ms" in decisions[-1].reason and "16: 450 and 500 ms" in decisions[-1].reason
     calls, step_time = scripted_probe({16: [0.45], 32: [0.801, 0.82]})  # both readings clear the floor
-    assert planner.plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)[:2] == (32, pytest.approx(0.8105))
+    assert plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)[:2] == (32, pytest.approx(0.8105))
     # The encoder too: ~2190 steps in 30 minutes on its first reading; 1.4 s (~1090 steps) is one stall, and
     # the mean (~1460 steps) still clears the 1200-step floor; a second reading of 2 s takes it under.
     camvid = {**isbi, "data_pixels": 63e6, "budget": 1800, "settings": {}}  # the default floor: 1037 steps
     calls, step_time = scripted_probe({"resnet34": [0.70, 1.4]})
-    assert planner.plan_network(step_time, {8: 0.2}, [8, 16, 32], **camvid)[:2] == ("resnet34", pytest.approx(1.05))
+    assert plan_network(step_time, {8: 0.2}, [8, 16, 32], **camvid)[:2] == ("resnet34", pytest.approx(1.05))
     calls, step_time = scripted_probe({"resnet34": [0.70, 2.0], 16: [0.5, 0.5], 32: [1.6]})
-    chosen, _, decisions = planner.plan_network(step_time, {8: 0.2}, [8, 16, 32], **camvid)
+    chosen, _, decisions = plan_network(step_time, {8: 0.2}, [8, 16, 32], **camvid)
     assert chosen == 16 and calls[:2] == ["resnet34", "resnet34"] and "1350 ms" in decisions[0].reason
 
 
@@ -405,43 +412,45 @@ def test_a_width_just_over_600_steps_is_not_taken() -> None:
     same hour. The floor users get (``+experiment=auto``'s ``planner.min_steps``) sits where a wider network
     was measured to tie a narrower one: 16 channels with ~670-700 steps against 8 with ~1000."""
     settings = OmegaConf.load(Path(planner.__file__).parents[1] / "conf" / "experiment" / "auto.yaml").planner
-    camvid = {"precision": "bf16-mixed", "depth": 5, "data_pixels": 63e6, "budget": 300,
+    camvid = {"depth": 5, "data_pixels": 63e6, "budget": 300,
               "pixels_per_step": 4 * 256 * 256, "settings": {**settings, "encoder": None}}  # fmt: skip
     calls, step_time = scripted_probe({16: [0.396, 0.430]})
-    chosen, _, decisions = planner.plan_network(step_time, {8: 0.222}, [8, 16, 32], **camvid)
+    chosen, _, decisions = plan_network(step_time, {8: 0.222}, [8, 16, 32], **camvid)
     assert (chosen, calls) == (8, [16]) and ">= 700 steps" in decisions[-1].reason
     calls, step_time = scripted_probe({16: [0.35, 0.36]})  # ~728 steps on the mean: 16 channels clear it
-    assert planner.plan_network(step_time, {8: 0.222}, [8, 16, 32], **camvid)[0] == 16
+    assert plan_network(step_time, {8: 0.222}, [8, 16, 32], **camvid)[0] == 16
+    # a config without planner.min_steps or min_pixels (plan_run called on another experiment) gets the same
+    assert rules.Floors.planned({}, 300, 1) == rules.Floors.planned(settings, 300, 1)
 
 
 def test_a_wider_width_is_probed_only_when_it_could_clear_the_floors() -> None:
     """A width is at least 1.15x slower a step than its narrower neighbour (past the first): when 32 channels
     clear the 600-step floor by under 15 %, 48 cannot, and its probe (12-15 s on CamVid) is skipped."""
-    isbi = {"precision": "bf16-mixed", "depth": 5, "data_pixels": 6.3e6, "budget": 600,
+    isbi = {"depth": 5, "data_pixels": 6.3e6, "budget": 600,
             "pixels_per_step": 4 * 256 * 256, "settings": {"encoder": None, "min_steps": 600}}  # fmt: skip
     widths = [8, 16, 32, 48]
     calls, step_time = scripted_probe({16: [0.45, 0.45], 32: [0.80, 0.80]})  # 32: ~637 steps, x1.15: ~554
-    assert planner.plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 32]
+    assert plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 32]
     calls, step_time = scripted_probe({16: [0.45], 32: [0.60, 0.60], 48: [1.8]})  # 32 x1.15: ~739 steps
-    assert planner.plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 48, 32]
+    assert plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 48, 32]
     calls, step_time = scripted_probe({16: [0.9]})  # the first width is always followed (16/8: 0.84x seen)
-    assert planner.plan_network(step_time, {8: 0.8}, widths, **isbi)[0] == 8 and calls == [16]
+    assert plan_network(step_time, {8: 0.8}, widths, **isbi)[0] == 8 and calls == [16]
 
 
 def test_the_encoder_is_probed_only_when_it_could_clear_its_floor() -> None:
     """ResNet-34 is at least 1.4x the 8-channel U-Net's step (1.47-6.1x measured): on CamVid at 10 minutes an
     8-channel reading of 330 ms leaves it under 1200 steps, so its probe (~6 s of planning) is skipped."""
-    camvid = {"precision": "bf16-mixed", "depth": 5, "data_pixels": 63e6, "budget": 600,
+    camvid = {"depth": 5, "data_pixels": 63e6, "budget": 600,
               "pixels_per_step": 4 * 256 * 256, "settings": {"min_steps": 600}}  # fmt: skip
     calls, step_time = scripted_probe({16: [0.45, 0.45], 32: [1.2]})  # 8 x 1.4: 462 ms, ~1100 steps
-    chosen, _, decisions = planner.plan_network(step_time, {8: 0.33}, [8, 16, 32], **camvid)
+    chosen, _, decisions = plan_network(step_time, {8: 0.33}, [8, 16, 32], **camvid)
     assert chosen == 16 and "resnet34" not in calls and "not probed" in decisions[0].reason
     calls, step_time = scripted_probe({"resnet34": [0.9], 16: [0.45, 0.45], 32: [1.2]})  # 8 x 1.4: ~1460 steps
-    chosen, _, decisions = planner.plan_network(step_time, {8: 0.25}, [8, 16, 32], **camvid)
+    chosen, _, decisions = plan_network(step_time, {8: 0.25}, [8, 16, 32], **camvid)
     assert chosen == 16 and calls[0] == "resnet34" and "900 ms a step" in decisions[0].reason
     calls, step_time = scripted_probe({"resnet18": [0.4, 0.4]})  # not measured: only the narrowest's floor
     lighter = {**camvid, "settings": {"encoder": "resnet18"}}
-    assert planner.plan_network(step_time, {8: 0.33}, [8, 16, 32], **lighter)[0] == "resnet18"
+    assert plan_network(step_time, {8: 0.33}, [8, 16, 32], **lighter)[0] == "resnet18"
 
 
 def test_batch_from_the_probes_memory() -> None:
@@ -657,6 +666,10 @@ def test_typed_keys_win_over_the_plan() -> None:
     seen.clear()
     _, kept = apply_plan(plan, ["model/encoder=resnet18"], lambda overrides: seen.append(overrides) or None)
     assert seen[0] == ["++model.up_mode=bilinear", "model/encoder=resnet18"] and "model.encoder=resnet34" in kept[0]
+    # Hydra's own overrides, with any prefix, run the app and never reach the training config
+    seen.clear()
+    apply_plan(plan, ["hydra.run.dir=x", "++hydra.job.chdir=false", "~hydra.sweep"], seen.append)
+    assert seen[0] == ["++model.encoder=resnet34", "++model.up_mode=bilinear"]
 
 
 def test_other_ranks_take_rank_zeros_plan(tmp_path: Path, monkeypatch) -> None:

@@ -388,6 +388,10 @@ def decide_batch(device: str, batch: int, peak_bytes: int | None, total_bytes: i
 TRAINING_SHARE = 0.85  # of the budget left for optimizer steps: the rest goes to validations and start-up
 
 
+# ``planner.min_steps`` and ``planner.min_pixels`` when a config leaves them out; +experiment=auto states both
+# (tests/test_planning.py checks they agree).
+MIN_STEPS = 700
+MIN_PIXELS = 120e6
 # planner.min_steps (700) is the floor up to this budget (~14 minutes); it grows beyond. Where the floor was
 # 600 up to 10 minutes, this keeps every floor past ~14 minutes as it was (~1040 at 30 minutes).
 STEP_FLOOR_BUDGET_SECONDS = 820
@@ -411,34 +415,51 @@ def step_floor(min_steps: int, budget_seconds: float) -> int:
     return round(min_steps * max(1.0, math.sqrt(budget_seconds / STEP_FLOOR_BUDGET_SECONDS)))
 
 
-def trains_enough(
-    step_seconds: float, budget_seconds: float, min_steps: int, pixels_per_step: int, min_pixels: float
-) -> bool:
-    """Whether a network of this step time gets both floors of :func:`choose_width` in 85 % of the budget."""
-    steps = TRAINING_SHARE * budget_seconds / step_seconds
-    return steps >= min_steps and steps * pixels_per_step >= min_pixels
+@dataclass(frozen=True)
+class Floors:
+    """What a network must get in 85 % of ``budget_seconds`` (the rest: start-up, loading, validation):
+    ``min_steps`` optimizer steps and ``min_pixels`` training pixels, counted as steps x ``pixels_per_step``
+    (batch x patch area). :func:`choose_width` takes the widest network that meets both."""
+
+    budget_seconds: float
+    min_steps: int
+    pixels_per_step: int = 0
+    min_pixels: float = 0.0
+
+    @classmethod
+    def planned(cls, settings, budget_seconds: float, pixels_per_step: int) -> Floors:
+        """The floors of a plan: ``planner.min_steps`` (grown for long budgets, :func:`step_floor`) and
+        ``planner.min_pixels`` from ``settings``."""
+        min_steps = step_floor(int(settings.get("min_steps", MIN_STEPS)), budget_seconds)
+        return cls(budget_seconds, min_steps, pixels_per_step, float(settings.get("min_pixels", MIN_PIXELS)))
+
+    def steps(self, step_seconds: float) -> float:
+        return TRAINING_SHARE * self.budget_seconds / step_seconds
+
+    def met_by(self, step_seconds: float) -> bool:
+        """Whether a network of this step time gets both floors in the budget."""
+        steps = self.steps(step_seconds)
+        return steps >= self.min_steps and steps * self.pixels_per_step >= self.min_pixels
+
+    def __str__(self) -> str:
+        return f">= {self.min_steps} steps" + (f" and {self.min_pixels / 1e6:.0f} M pixels" if self.min_pixels else "")
 
 
 WIDER_SLOWDOWN = 1.15  # a width's step time over the next narrower one's, past the first: at least 1.19x here
 
 
-def worth_probing_wider(
-    step_seconds: float, budget_seconds: float, min_steps: int, pixels_per_step: int, min_pixels: float
-) -> bool:
+def worth_probing_wider(step_seconds: float, floors: Floors) -> bool:
     """Whether the next wider network could still clear the floors, given this one's step time: it is at
     least ``WIDER_SLOWDOWN`` x slower a step. Measured on 2 CPU cores over 110 plans of ISBI, CamVid and the
     stand-in: 16 -> 32 channels 1.19-4.7x, 32 -> 48 1.7-3.7x (8 -> 16 as little as 0.84x, so the first width
     is always followed). Probing 48 channels after 32 had cleared by under 15 % cost 12-15 s and could not
     win; it took planning CamVid at 10 minutes to 44-47 s."""
-    return trains_enough(step_seconds * WIDER_SLOWDOWN, budget_seconds, min_steps, pixels_per_step, min_pixels)
+    return floors.met_by(step_seconds * WIDER_SLOWDOWN)
 
 
-def choose_width(
-    timings: dict[int, float], budget_seconds: float, min_steps: int, pixels_per_step: int = 0, min_pixels: float = 0
-) -> tuple[int, str]:
-    """The widest network (``base_channels``) whose probed step time, in 85 % of the budget (the rest:
-    start-up, loading, validation), still gives ``min_steps`` optimizer steps and shows it ``min_pixels``
-    training pixels (steps x ``pixels_per_step``, i.e. batch x patch area); the narrowest when none does.
+def choose_width(timings: dict[int, float], floors: Floors) -> tuple[int, str]:
+    """The widest network (``base_channels``) whose probed step time meets the :class:`Floors` (enough
+    optimizer steps and training pixels in the budget); the narrowest when none does.
 
     Both floors come from measurements (benchmarks/README.md): on ISBI (512² slices, 256² crops x 4) a
     16-channel network with ~700 steps (~180 M pixels) ties an 8-channel one with ~1000; on 96² colour
@@ -447,17 +468,14 @@ def choose_width(
     alone let the planner pick a network it could not train in the budget. Its known miss, CamVid at 30 CPU
     minutes (48 channels got 646 steps and scored below 16 channels' 10-minute run), is why
     :func:`choose_encoder` runs first: where it takes ResNet-34, this rule is not asked."""
-    usable = TRAINING_SHARE * budget_seconds
-    fits = [w for w, t in sorted(timings.items())
-            if trains_enough(t, budget_seconds, min_steps, pixels_per_step, min_pixels)]  # fmt: skip
+    fits = [w for w, t in sorted(timings.items()) if floors.met_by(t)]
     width = max(fits) if fits else min(timings)
     measured = ", ".join(f"{w}: {t * 1000:.0f} ms" for w, t in sorted(timings.items()))
-    steps = usable / timings[width]
-    seen = f", {steps * pixels_per_step / 1e6:.0f} M pixels" if pixels_per_step else ""
-    floor = f">= {min_steps} steps" + (f" and {min_pixels / 1e6:.0f} M pixels" if min_pixels else "")
-    why = f"probed step times ({measured}); widest with {floor} in the budget: ~{steps:.0f} steps{seen}"
+    steps = floors.steps(timings[width])
+    seen = f", {steps * floors.pixels_per_step / 1e6:.0f} M pixels" if floors.pixels_per_step else ""
+    why = f"probed step times ({measured}); widest with {floors} in the budget: ~{steps:.0f} steps{seen}"
     if not fits:
-        why = f"no width reaches {floor} ({measured}); the narrowest gets ~{steps:.0f} steps{seen}"
+        why = f"no width reaches {floors} ({measured}); the narrowest gets ~{steps:.0f} steps{seen}"
     return width, why
 
 
@@ -498,7 +516,11 @@ def worth_probing_encoder(narrowest_seconds: float, budget_seconds: float, name:
     U-Net's step over 55 CamVid plans (1.86-6.1x in the 36 whose fingerprints are kept). Its probe (a warm-up
     and timed steps at 1-1.5 s each, read twice when it clears) cost ~6 s of planning CamVid at 10 minutes,
     where it never cleared its floor."""
-    return trains_enough(narrowest_seconds * encoder_slowdown(name), budget_seconds, ENCODER_MIN_STEPS, 0, 0)
+    return encoder_trains_enough(narrowest_seconds * encoder_slowdown(name), budget_seconds)
+
+
+def encoder_trains_enough(step_seconds: float, budget_seconds: float) -> bool:
+    return Floors(budget_seconds, ENCODER_MIN_STEPS).met_by(step_seconds)
 
 
 def choose_encoder(
@@ -525,9 +547,9 @@ def choose_encoder(
             f"not probed: at {encoder_slowdown(name):g}x the narrowest U-Net's step time (the least seen), "
             f"{name} would get under {ENCODER_MIN_STEPS} steps"
         )
-    steps = TRAINING_SHARE * budget_seconds / step_seconds
+    steps = Floors(budget_seconds, ENCODER_MIN_STEPS).steps(step_seconds)
     probed = f"{name} (from scratch, {step_seconds * 1000:.0f} ms a step) gets ~{steps:.0f} steps"
-    if steps >= ENCODER_MIN_STEPS:
+    if encoder_trains_enough(step_seconds, budget_seconds):
         return name, f"{probed} >= {ENCODER_MIN_STEPS}: more capacity per second than a wider plain U-Net"
     return "unet", f"{probed} < {ENCODER_MIN_STEPS}: the plain U-Net's extra steps matter more"
 

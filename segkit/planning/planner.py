@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -257,9 +258,10 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
         encoder = str(cfg.model.get("encoder", "other"))  # smp's models and others: not segkit's plain U-Net
         log.info("The network is yours (%s): the plan times it instead of choosing one", " ".join(yours))
     else:
-        chosen, step_seconds, model_plan = plan_network(
-            step_time, timings, widths, precision, depth, rules.training_pixels(fp), budget, pixels_per_step, settings
-        )
+        floors = rules.Floors.planned(settings, budget, pixels_per_step)
+        candidate = Candidate(settings.get("encoder", rules.ENCODER), depth, rules.training_pixels(fp))
+        chosen, step_seconds, model_plan = plan_network(partial(step_time, precision=precision), timings, widths,
+                                                        floors, candidate)  # fmt: skip
         encoder = chosen if isinstance(chosen, str) else "unet"
     if encoder != "unet":
         plan = [d for d in plan if d.key != "model.depth"]  # the encoder's stages set the depth
@@ -327,48 +329,53 @@ def choose_cpu_precision(step_time: Callable[[int | str, str], float], width: in
     return ("bf16-mixed" if bf16 < fp32 else "32-true"), min(bf16, fp32), why
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """The encoder weighed against the plain U-Net (``planner.encoder``; ``None``: none) and the plan's facts
+    that can rule it out whatever its speed: the depth and the training split's pixels."""
+
+    name: str | None
+    depth: int
+    data_pixels: float
+
+
 def plan_network(
-    step_time: Callable[[int | str, str], float],
+    step_time: Callable[[int | str], float],
     timings: dict[int | str, float],
     widths: list[int],
-    precision: str,
-    depth: int,
-    data_pixels: float,
-    budget: float,
-    pixels_per_step: int,
-    settings,
+    floors: rules.Floors,
+    encoder: Candidate,
 ) -> tuple[int | str, float, list[Decision]]:
     """The network, its step time and its decisions: the encoder when it trains enough in the budget
-    (``choose_encoder``), else the widest plain U-Net that does (``choose_width``). ``step_time(width or encoder
-    name, precision)`` probes one candidate; ``timings`` holds the widths already probed and gains the new ones."""
-    min_steps = rules.step_floor(int(settings.get("min_steps", 700)), budget)
-    min_pixels = float(settings.get("min_pixels", 120e6))
-    candidate = settings.get("encoder", rules.ENCODER)
-    if not candidate:
-        encoder, encoder_why = "unet", "planner.encoder=null: only plain U-Nets are weighed"
+    (``choose_encoder``), else the widest plain U-Net that meets the ``floors`` (``choose_width``).
+    ``step_time(width or encoder name)`` probes one candidate; ``timings`` holds the widths already probed and
+    gains the new ones."""
+    budget = floors.budget_seconds
+    if not encoder.name:
+        encoder_why = "planner.encoder=null: only plain U-Nets are weighed"
     else:
         encoder_seconds = None
-        eligible = rules.encoder_eligible(depth, data_pixels) is None
-        if eligible and rules.worth_probing_encoder(timings[widths[0]], budget, candidate):
-            encoder_seconds = step_time(candidate, precision)
-            if rules.trains_enough(encoder_seconds, budget, rules.ENCODER_MIN_STEPS, 0, 0):
-                encoder_seconds = (encoder_seconds + step_time(candidate, precision)) / 2  # read twice: below
-        encoder, encoder_why = rules.choose_encoder(depth, encoder_seconds, budget, candidate, data_pixels)
-        if encoder != "unet":
+        eligible = rules.encoder_eligible(encoder.depth, encoder.data_pixels) is None
+        if eligible and rules.worth_probing_encoder(timings[widths[0]], budget, encoder.name):
+            encoder_seconds = step_time(encoder.name)
+            if rules.encoder_trains_enough(encoder_seconds, budget):
+                encoder_seconds = (encoder_seconds + step_time(encoder.name)) / 2  # read twice: below
+        chosen, encoder_why = rules.choose_encoder(encoder.depth, encoder_seconds, budget, encoder.name,
+                                                   encoder.data_pixels)  # fmt: skip
+        if chosen != "unet":
             up_why = "learns faster from scratch than 2x2 up-convolutions (CamVid)"
-            return encoder, encoder_seconds, [
-                Decision("model.encoder", encoder, encoder_why),
+            return chosen, encoder_seconds, [
+                Decision("model.encoder", chosen, encoder_why),
                 Decision("model.up_mode", "bilinear", up_why),
             ]  # fmt: skip
     for i, width in enumerate(widths):
         if width not in timings:
-            timings[width] = step_time(width, precision)
-        floors = (budget, min_steps, pixels_per_step, min_pixels)
-        if not rules.trains_enough(timings[width], *floors):
+            timings[width] = step_time(width)
+        if not floors.met_by(timings[width]):
             break  # wider ones only get fewer steps
-        if i > 0 and not rules.worth_probing_wider(timings[width], *floors):
+        if i > 0 and not rules.worth_probing_wider(timings[width], floors):
             break  # the next is too slow to clear the floors: its probe would only cost time
-    chosen, width_why = rules.choose_width(timings, budget, min_steps, pixels_per_step, min_pixels)
+    chosen, width_why = rules.choose_width(timings, floors)
     # A probe reads a width at one moment, and a 2-core machine's speed moves by a quarter within minutes: a
     # width taken on one fast reading made 80 % of the steps it promised (ISBI, 10 minutes, 32 channels). So
     # a network wider than the fallback is read once more and the mean of the two readings decides; when it
@@ -376,9 +383,9 @@ def plan_network(
     # one stalled reading (1.6 s against 0.6-0.9 s) once turned CamVid's clear ResNet-34 pick into 16 channels.
     readings: dict[int, tuple[float, float]] = {}
     while chosen != widths[0] and chosen not in readings:
-        readings[chosen] = (timings[chosen], step_time(chosen, precision))
+        readings[chosen] = (timings[chosen], step_time(chosen))
         timings[chosen] = sum(readings[chosen]) / 2
-        chosen, width_why = rules.choose_width(timings, budget, min_steps, pixels_per_step, min_pixels)
+        chosen, width_why = rules.choose_width(timings, floors)
     if readings:
         reads = ", ".join(f"{w}: {a * 1000:.0f} and {b * 1000:.0f} ms" for w, (a, b) in readings.items())
         width_why += f"; read twice, the mean counts ({reads})"
@@ -388,15 +395,20 @@ def plan_network(
     ]  # fmt: skip
 
 
+def override_key(item: str) -> str:
+    """The key an override sets: ``model.depth`` for ``++model.depth=4``, ``~model.depth`` and so on."""
+    return item.split("=", 1)[0].lstrip("+~")
+
+
+def for_the_app(item: str) -> bool:
+    """Whether an override is Hydra's own (``hydra.*``, with any prefix): it applies to the running app only,
+    never to a planned key, and is not composed into the training config."""
+    return override_key(item).split(".")[0] == "hydra"
+
+
 def user_keys(overrides: Sequence[str]) -> dict[str, str]:
-    """Key -> override for what the user typed (``+``/``++``/``~`` prefixes removed), less ``hydra.*``: those
-    apply to the running app only, never to a planned key."""
-    keys = {}
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        if key.split(".")[0] != "hydra":
-            keys[key] = item
-    return keys
+    """Key -> override for what the user typed, less Hydra's own (:func:`for_the_app`)."""
+    return {override_key(item): item for item in overrides if not for_the_app(item)}
 
 
 def _conflicts(plan_key: str, typed: dict[str, str]) -> str | None:
@@ -424,7 +436,7 @@ def apply_plan(
 ) -> tuple[DictConfig, list[str]]:
     """Compose the planned config: the plan's overrides first, then the user's, dropping every planned key
     the user set (a parent or child key counts). Returns the config and one line per kept user setting."""
-    user = [o for o in overrides if not o.startswith("hydra")]  # hydra.* applies to the running app only
+    user = [o for o in overrides if not for_the_app(o)]
     typed = user_keys(user)
     kept, planned = [], []
     for decision, item in zip(plan.decisions, plan.overrides(), strict=True):

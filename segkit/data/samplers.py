@@ -4,7 +4,7 @@ fixed-length training epochs drawn with replacement."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -65,10 +65,11 @@ class EpochSampler(DistributedSampler):
     rank draws ``samples_per_epoch / world_size`` indices from its own stream, seeded by (seed, rank, epoch):
     a run repeats for a fixed seed and world size, ranks see different samples, and every epoch differs.
     Subclassing ``DistributedSampler`` makes Lightning keep it (and call ``set_epoch``) under DDP.
+    ``weights``: draw sample ``i`` in proportion to ``weights[i]`` instead of uniformly.
     """
 
     def __init__(self, dataset: Dataset, samples_per_epoch: int, seed: int = 0, num_replicas: int | None = None,
-                 rank: int | None = None) -> None:  # fmt: skip
+                 rank: int | None = None, weights: Sequence[float] | None = None) -> None:  # fmt: skip
         distributed = dist.is_available() and dist.is_initialized()
         num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if distributed else 1)
         rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
@@ -76,12 +77,18 @@ class EpochSampler(DistributedSampler):
         if samples_per_epoch < num_replicas:
             raise ValueError(f"samples_per_epoch={samples_per_epoch} is less than the {num_replicas} processes")
         self.dataset_size = len(dataset)  # type: ignore[arg-type]
+        if weights is not None and len(weights) != self.dataset_size:
+            raise ValueError(f"{len(weights)} sampling weights for {self.dataset_size} samples")
+        self.weights = torch.as_tensor(weights, dtype=torch.float64) if weights is not None else None
         self.num_samples = samples_per_epoch // num_replicas
         self.total_size = self.num_samples * num_replicas
 
     def __iter__(self) -> Iterator[int]:
         seed = int(np.random.SeedSequence([self.seed % 2**32, self.rank, self.epoch]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
+        if self.weights is not None:
+            drawn = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
+            return iter(drawn.tolist())
         return iter(torch.randint(self.dataset_size, (self.num_samples,), generator=generator).tolist())
 
     def __len__(self) -> int:

@@ -147,3 +147,41 @@ def test_16_bit_folder_feeds_normalised_tensors(tmp_path: Path) -> None:
     torch.testing.assert_close(image, torch.full((1, 24, 24), (0.25 - 0.5) / 0.25))
     with pytest.raises(ValueError, match="unknown keys"):
         FolderDataset(tmp_path, 2, intensity={"mode": "range", "lo": 0})
+
+
+def test_sample_by_area_draws_each_image_as_often_as_its_pixels(tmp_path: Path) -> None:
+    """A 100x72 image holds 8x the pixels of a 30x30 one: drawn by area it comes 8x as often, so every pixel is
+    as likely to fall in a crop; by default every image comes equally often. A held-out subset weighs its own."""
+    data = write_rgba_folder(tmp_path / "cells")  # train: 40x56, 64x64, 100x72, 30x30
+
+    def factory(transform):
+        return FolderDataset(data / "train", 2, mask_mapping={0: 0, 255: 1}, transform=transform)
+
+    def counts(dm: SegmentationDataModule) -> np.ndarray:
+        dm.setup("fit")
+        drawn = list(dm.train_dataloader().sampler)
+        return np.bincount(drawn, minlength=len(dm.train_set)) / len(drawn)
+
+    areas = np.array([40 * 56, 64 * 64, 100 * 72, 30 * 30])
+    common = {"val_dataset": factory, "patch_size": (48, 48), "batch_size": 2, "seed": 0}
+    by_area = counts(SegmentationDataModule(factory, 2, samples_per_epoch=20000, sample_by_area=True, **common))
+    np.testing.assert_allclose(by_area, areas / areas.sum(), atol=0.01)
+    uniform = counts(SegmentationDataModule(factory, 2, samples_per_epoch=20000, **common))
+    np.testing.assert_allclose(uniform, 0.25, atol=0.01)
+    # no samples_per_epoch: an epoch is one training set's worth of draws, still by area
+    dm = SegmentationDataModule(factory, 2, sample_by_area=True, **common)
+    dm.setup("fit")
+    assert len(dm.train_dataloader().sampler) == 4
+    held_out = SegmentationDataModule(factory, 2, val_fraction=0.25, patch_size=(48, 48), sample_by_area=True,
+                                      samples_per_epoch=20000)  # fmt: skip
+    held_out.setup("fit")
+    kept = areas[held_out.train_set.indices]
+    drawn = np.bincount(list(held_out.train_dataloader().sampler), minlength=3) / 20000
+    np.testing.assert_allclose(drawn, kept / kept.sum(), atol=0.01)
+
+
+def test_sample_by_area_needs_image_files() -> None:
+    from segkit.data.datamodule import image_areas
+
+    with pytest.raises(ValueError, match="sample_by_area weighs image files"):
+        image_areas(list(range(3)))

@@ -23,13 +23,24 @@ log = logging.getLogger(__name__)
 EXPECTED_ERRORS = (FileNotFoundError, ValueError)
 
 
+def override_key(item: str) -> str:
+    """The key an override sets: ``model.depth`` for ``++model.depth=4``, ``~model.depth`` and so on."""
+    return item.split("=", 1)[0].lstrip("+~")
+
+
+def for_the_app(item: str) -> bool:
+    """Whether an override is Hydra's own (``hydra.run.dir=…``, ``hydra/job_logging=…``, with any prefix): it
+    configures the running app, not the composed config a command runs with."""
+    return re.split(r"[./]", override_key(item), maxsplit=1)[0] == "hydra"
+
+
 def close_key(config_name: str, overrides: Sequence[str]) -> str | None:
     """A message naming a key that ``overrides`` set but the composed config lacks, and its close match;
     ``None`` when the overrides compose (or fail for another reason, which Hydra then reports itself)."""
     from hydra import compose, initialize_config_module
     from hydra.errors import ConfigCompositionException
 
-    plain = [o for o in overrides if "=" in o and not o.startswith(("-", "hydra.", "hydra/"))]
+    plain = [o for o in overrides if "=" in o and not o.startswith("-") and not for_the_app(o)]
     if not plain:
         return None
     with initialize_config_module(config_module="segkit.conf", version_base="1.3"):

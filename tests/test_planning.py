@@ -668,7 +668,8 @@ def test_typed_keys_win_over_the_plan() -> None:
     assert seen[0] == ["++model.up_mode=bilinear", "model/encoder=resnet18"] and "model.encoder=resnet34" in kept[0]
     # Hydra's own overrides, with any prefix, run the app and never reach the training config
     seen.clear()
-    apply_plan(plan, ["hydra.run.dir=x", "++hydra.job.chdir=false", "~hydra.sweep"], seen.append)
+    apply_plan(plan, ["hydra.run.dir=x", "++hydra.job.chdir=false", "~hydra.sweep", "hydra/job_logging=none"],
+               seen.append)  # fmt: skip
     assert seen[0] == ["++model.encoder=resnet34", "++model.up_mode=bilinear"]
 
 

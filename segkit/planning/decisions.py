@@ -547,9 +547,9 @@ def choose_encoder(
             f"not probed: at {encoder_slowdown(name):g}x the narrowest U-Net's step time (the least seen), "
             f"{name} would get under {ENCODER_MIN_STEPS} steps"
         )
-    steps = Floors(budget_seconds, ENCODER_MIN_STEPS).steps(step_seconds)
-    probed = f"{name} (from scratch, {step_seconds * 1000:.0f} ms a step) gets ~{steps:.0f} steps"
-    if encoder_trains_enough(step_seconds, budget_seconds):
+    floors = Floors(budget_seconds, ENCODER_MIN_STEPS)
+    probed = f"{name} (from scratch, {step_seconds * 1000:.0f} ms a step) gets ~{floors.steps(step_seconds):.0f} steps"
+    if floors.met_by(step_seconds):
         return name, f"{probed} >= {ENCODER_MIN_STEPS}: more capacity per second than a wider plain U-Net"
     return "unet", f"{probed} < {ENCODER_MIN_STEPS}: the plain U-Net's extra steps matter more"
 

@@ -21,6 +21,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from segkit.cli import for_the_app, override_key
 from segkit.data.folder import FolderDataset
 from segkit.data.io import image_size
 from segkit.models import UNet
@@ -393,17 +394,6 @@ def plan_network(
         Decision("model.encoder", "unet", encoder_why),
         Decision("model.base_channels", chosen, width_why),
     ]  # fmt: skip
-
-
-def override_key(item: str) -> str:
-    """The key an override sets: ``model.depth`` for ``++model.depth=4``, ``~model.depth`` and so on."""
-    return item.split("=", 1)[0].lstrip("+~")
-
-
-def for_the_app(item: str) -> bool:
-    """Whether an override is Hydra's own (``hydra.*``, with any prefix): it applies to the running app only,
-    never to a planned key, and is not composed into the training config."""
-    return override_key(item).split(".")[0] == "hydra"
 
 
 def user_keys(overrides: Sequence[str]) -> dict[str, str]:

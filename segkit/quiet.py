@@ -1,18 +1,23 @@
 """Silence the messages of dependencies that are noise to a segkit user, by exact message, never by category.
 
-Lightning's hints about its paid services, and a deprecation inside Lightning that a user cannot act on, are
-filtered; any other warning still shows.
+Lightning's hints about its paid services, and deprecations inside Lightning and timm that a user cannot act
+on, are filtered; any other warning still shows.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 NOISY_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",  # torch deprecation triggered inside Lightning
     r"Precision .* is not supported by the model summary",  # the summary's size estimate; training is fine
 )
+# raised while a dependency is imported, so before any command runs: timm's HRNet declares a
+# torch.jit.interface, which torch >= 2.10 deprecates, and every segkit command would open with it
+NOISY_IMPORT_WARNINGS = (r"`torch.jit.interface` is deprecated",)
 NOISY_LOG_PREFIXES = ("💡 Tip:",)  # Lightning's adverts for litlogger / litmodels
 
 
@@ -28,3 +33,13 @@ def silence_known_noise() -> None:
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropPrefixes) for f in logger.filters):
         logger.addFilter(_DropPrefixes())
+
+
+@contextmanager
+def quiet_import() -> Iterator[None]:
+    """Import a dependency without the warnings it is known to raise at import time (``NOISY_IMPORT_WARNINGS``);
+    the filters are restored afterwards, so a user's own code still sees those warnings."""
+    with warnings.catch_warnings():
+        for pattern in NOISY_IMPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield

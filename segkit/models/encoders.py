@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import timm
 import torch
 from torch import nn
 
 from segkit.models.blocks import DoubleConv
 from segkit.models.weights import LoadReport, load_encoder_state, resolve_weights
+from segkit.quiet import quiet_import
+
+with quiet_import():
+    import timm
 
 log = logging.getLogger(__name__)
 

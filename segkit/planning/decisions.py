@@ -519,8 +519,13 @@ def worth_probing_encoder(narrowest_seconds: float, budget_seconds: float, name:
     return encoder_trains_enough(narrowest_seconds * encoder_slowdown(name), budget_seconds)
 
 
+def encoder_floors(budget_seconds: float) -> Floors:
+    """What an encoder must get in the budget: ``ENCODER_MIN_STEPS`` optimizer steps (see :func:`choose_encoder`)."""
+    return Floors(budget_seconds, ENCODER_MIN_STEPS)
+
+
 def encoder_trains_enough(step_seconds: float, budget_seconds: float) -> bool:
-    return Floors(budget_seconds, ENCODER_MIN_STEPS).met_by(step_seconds)
+    return encoder_floors(budget_seconds).met_by(step_seconds)
 
 
 def choose_encoder(
@@ -547,7 +552,7 @@ def choose_encoder(
             f"not probed: at {encoder_slowdown(name):g}x the narrowest U-Net's step time (the least seen), "
             f"{name} would get under {ENCODER_MIN_STEPS} steps"
         )
-    floors = Floors(budget_seconds, ENCODER_MIN_STEPS)
+    floors = encoder_floors(budget_seconds)
     probed = f"{name} (from scratch, {step_seconds * 1000:.0f} ms a step) gets ~{floors.steps(step_seconds):.0f} steps"
     if floors.met_by(step_seconds):
         return name, f"{probed} >= {ENCODER_MIN_STEPS}: more capacity per second than a wider plain U-Net"

@@ -377,10 +377,11 @@ def plan_network(step_time, timings, widths, *, depth, data_pixels, budget, pixe
     return planner.plan_network(step_time, timings, widths, floors, candidate)
 
 
-def test_fp32_is_taken_only_when_a_second_reading_agrees() -> None:
+def test_fp32_is_taken_only_when_a_second_reading_agrees(monkeypatch) -> None:
     """One stalled bf16 reading (ISBI: 1150 ms against fp32's 1041, where the hour's other plans read bf16 at
     485-608 ms) planned an fp32 run with half the steps. Where fp32 reads faster, both are read again and the
     faster reading of each decides; a CPU whose bf16 really is slower still gets fp32."""
+    monkeypatch.setattr(planner, "cpu_has_fast_bf16", lambda: True)
 
     def probe(readings: dict) -> tuple[tuple, list]:
         calls = []
@@ -398,6 +399,21 @@ def test_fp32_is_taken_only_when_a_second_reading_agrees() -> None:
     assert (precision, seconds, len(calls)) == ("bf16-mixed", 0.5, 2) and "again" not in why
     (precision, seconds, _), calls = probe({"32-true": [0.5, 0.52], "bf16-mixed": [0.9, 0.85]})  # no bf16 kernels
     assert (precision, seconds, len(calls)) == ("32-true", 0.5, 4)
+
+
+def test_a_cpu_without_bf16_kernels_plans_fp32_without_probing_bf16(monkeypatch) -> None:
+    """On an AVX2-only CPU bf16 autocast ran a step 8x slower than fp32: the plan takes fp32 and says why,
+    without spending probe time on bf16."""
+    monkeypatch.setattr(planner, "cpu_has_fast_bf16", lambda: False)
+    calls = []
+
+    def step_time(width, precision):
+        calls.append(precision)
+        return 0.04
+
+    precision, seconds, why = planner.choose_cpu_precision(step_time, 8)
+    assert (precision, seconds, calls) == ("32-true", 0.04, ["32-true"])
+    assert "no oneDNN bf16 kernels" in why
 
 
 def test_a_network_taken_on_one_fast_reading_is_read_again() -> None:

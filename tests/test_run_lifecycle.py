@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from segkit.inference import Predictor, evaluate, split_samples
-from segkit.inference.model_files import best_checkpoint, load_model
+from segkit.inference.model_files import best_checkpoint, load_model, precision_name
 from segkit.metrics import metric_mode
+from segkit.precision import cpu_precision
 from segkit.train import train
 
 TINY = [
@@ -111,10 +112,11 @@ def test_monitor_direction_follows_the_optimized_metric(compose_cfg) -> None:
 
 
 def test_inference_defaults_to_the_training_precision(trained_run: Path) -> None:
-    """The shared quickstart run trains in bf16 (trainer=cpu); an fp32 run's model predicts in fp32."""
+    """The shared quickstart run trains in trainer=cpu's precision (bf16 where the CPU has bf16 kernels, else
+    fp32) and predicts in it; an fp32 run's model predicts in fp32."""
     model = load_model(trained_run)
-    assert model.metadata["precision"] == "bf16"
-    assert Predictor(model).precision == "bf16"
+    assert model.metadata["precision"] == precision_name(cpu_precision())
+    assert Predictor(model).precision == precision_name(cpu_precision())
     model.metadata["precision"] = "fp32"
     fp32 = Predictor(model, tile=[64, 64])
     assert fp32.precision == "fp32" and "as the model was trained" in fp32.describe()

@@ -20,6 +20,7 @@ from segkit.inference.ensemble import Ensemble, check_members, member_paths
 from segkit.inference.model_files import LoadedModel, load_model, precision_name
 from segkit.inference.sliding_window import SlidingWindow
 from segkit.metrics.binary import two_class_logits
+from segkit.precision import NO_FAST_BF16, cpu_has_fast_bf16
 
 DEFAULT_TILE = (256, 256)
 WHOLE_IMAGE_PIXELS = 1024 * 1024  # a valid-padding model predicts an image up to this size as one mirrored tile
@@ -32,6 +33,18 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but no CUDA GPU is visible; use device=cpu or device=auto")
     return torch.device(device)
+
+
+def inference_precision(given: str | None, trained: str | None, device: torch.device) -> tuple[str, str]:
+    """The precision to predict in and why: as given, else as the model was trained (fp32 when it does not
+    say), except bf16 on a CPU without oneDNN bf16 kernels, where it runs several times slower than fp32."""
+    if given:
+        return given, "as given"
+    if not trained:
+        return "fp32", "the model does not say how it was trained"
+    if trained == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        return "fp32", f"trained in bf16, but {NO_FAST_BF16}; precision=bf16 forces it"
+    return trained, "as the model was trained"
 
 
 class Predictor:
@@ -48,7 +61,8 @@ class Predictor:
         tta: ``"none"``, ``"hflip"``, ``"flips"`` or ``"d4"``; ``None``: the model's own (the ``tta`` its run
             recorded, which the planner chooses from the data's symmetry; none when it recorded none).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast); ``None``: the precision the model was trained
-            in (its metadata; fp32 when it does not say), so a model is run as it was trained.
+            in (its metadata; fp32 when it does not say), so a model is run as it was trained, but a bf16 model
+            in fp32 on a CPU without bf16 kernels (:mod:`segkit.precision`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         tile_batch_size: tiles per forward pass.
     """
@@ -86,15 +100,7 @@ class Predictor:
         self.normalize = NormalizeAnyDepth(meta["mean"], meta["std"])
         self.device = resolve_device(device)
         net = self.model.net.to(self.device).to(memory_format=torch.channels_last).eval()
-        trained = meta.get("precision")
-        self.precision = precision or trained or "fp32"
-        self.precision_reason = (
-            "as given"
-            if precision
-            else "as the model was trained"
-            if trained
-            else "the model does not say how it was trained"
-        )
+        self.precision, self.precision_reason = inference_precision(precision, meta.get("precision"), self.device)
         self.tta_reason = "as given" if tta else "as the model's run recorded" if meta.get("tta") else "none recorded"
         tta = None if tta == "none" else tta or meta.get("tta")
         self.tile_given = bool(tile)

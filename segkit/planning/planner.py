@@ -29,6 +29,7 @@ from segkit.planning import decisions as rules
 from segkit.planning.decisions import Decision
 from segkit.planning.fingerprint import fingerprint
 from segkit.planning.probe import time_forward, time_training_step
+from segkit.precision import NO_FAST_BF16, cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
 
@@ -318,11 +319,14 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
 
 def choose_cpu_precision(step_time: Callable[[int | str, str], float], width: int) -> tuple[str, float, str]:
     """bf16 autocast or fp32 on the CPU, whichever trains the narrowest network faster; returns the precision,
-    its step time and the reason. A CPU without fast bf16 kernels runs it slower than fp32, so the probe
-    decides. Where fp32 reads faster, both are read once more and each one's faster reading counts: a stall
-    only adds time, and this is a comparison, not a forecast of the run's speed. On ISBI one stalled bf16
-    reading (1150 ms against fp32's 1041, where four plans of the same hour read bf16 at 485-608 ms and fp32
-    at 1036-1139) planned fp32 and flips-only augmentation: 184 steps, against 304-421 for its neighbours."""
+    its step time and the reason. A CPU without oneDNN bf16 kernels runs bf16 several times slower than fp32
+    (:mod:`segkit.precision`), so there it is not probed; elsewhere the probe decides. Where fp32 reads
+    faster, both are read once more and each one's faster reading counts: a stall only adds time, and this is
+    a comparison, not a forecast of the run's speed. On ISBI one stalled bf16 reading (1150 ms against fp32's
+    1041, where four plans of the same hour read bf16 at 485-608 ms and fp32 at 1036-1139) planned fp32 and
+    flips-only augmentation: 184 steps, against 304-421 for its neighbours."""
+    if not cpu_has_fast_bf16():
+        return "32-true", step_time(width, "32-true"), f"{NO_FAST_BF16} (not probed)"
     fp32, bf16 = step_time(width, "32-true"), step_time(width, "bf16-mixed")
     why = f"probe: bf16 {bf16 * 1000:.0f} ms vs fp32 {fp32 * 1000:.0f} ms a step"
     if bf16 >= fp32:

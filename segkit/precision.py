@@ -1,0 +1,39 @@
+"""Whether this CPU runs bf16 fast, and so which precision the CPU presets train and predict in.
+
+bf16 autocast trains conv nets about 2x faster than fp32 on CPUs whose oneDNN kernels handle bf16 (AVX-512
+cores, AVX512-BF16, AMX). Where they do not (AVX2-only CPUs, or a VM that hides AVX-512), torch falls back to
+reference kernels: on such a 2-core AMD EPYC, a ``unet_small`` step on 16 crops of 64² took 1545 ms in bf16
+with channels-last against 183 ms in fp32, so the quickstart would have run 8x longer. ``trainer=cpu``
+therefore asks for ``${cpu_precision:}``, and a model trained in bf16 predicts in fp32 on such a CPU.
+An explicit ``trainer.precision=bf16-mixed`` (or ``precision=bf16``) is still obeyed.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+import torch
+
+log = logging.getLogger(__name__)
+
+NO_FAST_BF16 = "this CPU has no oneDNN bf16 kernels, where bf16 autocast runs several times slower than fp32"
+
+
+@cache
+def cpu_has_fast_bf16() -> bool:
+    """oneDNN's own answer to whether it runs bf16 on this CPU (it needs at least AVX-512 cores)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
+@cache
+def cpu_precision() -> str:
+    """The Lightning precision the CPU presets train in: ``bf16-mixed`` where it is fast, else ``32-true``
+    (said once in the log: the config resolver asks at every read of the key)."""
+    if cpu_has_fast_bf16():
+        return "bf16-mixed"
+    log.info("Training in fp32: %s (trainer.precision=bf16-mixed forces it)", NO_FAST_BF16)
+    return "32-true"

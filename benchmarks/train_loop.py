@@ -25,6 +25,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from segkit.tasks.base import build_optimization
 from segkit.train import compose_config, train
 
 
@@ -67,7 +68,8 @@ def bare_step(cfg: DictConfig, seconds: float = 20.0) -> float:
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     task = instantiate(cfg.task, net=instantiate(cfg.model), class_names=datamodule.class_names, _convert_="all")
-    optimizer = task.configure_optimizers()["optimizer"]
+    # the configured optimizer without its scheduler: a budgeted schedule needs the trainer's run length
+    optimizer = build_optimization(task.net, task.optimizer_factory, scheduler=None)["optimizer"]
     bf16 = "bf16" in str(cfg.trainer.precision)
     image, mask = batch["image"], batch["mask"]
     task.train()

@@ -2,8 +2,8 @@
 
 bf16 autocast trains conv nets about 2x faster than fp32 on CPUs whose oneDNN kernels handle bf16 (AVX-512
 cores, AVX512-BF16, AMX). Where they do not (AVX2-only CPUs, or a VM that hides AVX-512), torch falls back to
-reference kernels: on such a 2-core AMD EPYC, a ``unet_small`` step on 16 crops of 64² took 1545 ms in bf16
-with channels-last against 183 ms in fp32, so the quickstart would have run 8x longer. ``trainer=cpu``
+reference kernels: on such a 2-core AMD EPYC the quickstart's training step ran 16x slower in bf16 than in
+fp32 (4.8 against 77 images/s; ``benchmarks/cpu_precision.py`` and ``train_loop.py``). ``trainer=cpu``
 therefore asks for ``${cpu_precision:}``, and a model trained in bf16 predicts in fp32 on such a CPU.
 An explicit ``trainer.precision=bf16-mixed`` (or ``precision=bf16``) is still obeyed.
 """

@@ -95,7 +95,9 @@ class SlidingWindow:
         tta: ``None``, ``"hflip"`` (the image and its mirror), ``"flips"`` (the 4 flips) or ``"d4"`` (the 8
             rotations/flips), logits averaged.
         device: where the network runs; accumulators stay on the CPU.
-        precision: ``"bf16"`` (autocast), ``"fp16"`` (autocast, GPUs) or ``"fp32"``.
+        precision: ``"fp32"`` (the network as it is), ``"bf16"`` (autocast) or ``"fp16"`` (autocast, GPUs).
+            fp32 by default because bf16 is only faster where the hardware has bf16 kernels (several times
+            slower on an AVX2-only CPU); :class:`~segkit.inference.predictor.Predictor` chooses per machine.
         channels_last: feed tiles in channels-last memory format.
     """
 
@@ -108,7 +110,7 @@ class SlidingWindow:
         tile_batch_size: int = 4,
         tta: str | None = None,
         device: str | torch.device = "cpu",
-        precision: str = "bf16",
+        precision: str = "fp32",
         channels_last: bool = True,
     ) -> None:
         if not 0 <= overlap < 1:

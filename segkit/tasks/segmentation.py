@@ -78,7 +78,7 @@ class SegmentationTask(Task):
         ignore_index: mask value left out of the metrics.
         scheduler: optional factory taking ``optimizer=``.
         scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
-        channels_last: run the network in channels-last memory format (faster on CPU with bf16 and on GPUs).
+        channels_last: run the network in channels-last memory format (faster on GPUs and CPUs, bf16 or fp32).
         compile: run the network through ``torch.compile`` (the first steps are slow while it compiles).
         encoder_lr_mult: learning rate of ``net.encoder`` relative to the rest (e.g. 0.1 for pretrained encoders).
         image_metrics: per-image scores logged at validation and test: ``"adapted_rand_error"`` (cells

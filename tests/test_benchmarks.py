@@ -8,7 +8,6 @@ their figures back."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -21,9 +20,10 @@ SCRIPTS = sorted(p for p in BENCHMARKS.glob("*.py") if 'if __name__ == "__main__
 
 
 def run_script(name: str, *args: str, cwd: Path, timeout: int = 600) -> str:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    done = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    """``python benchmarks/<name> <args>`` in ``cwd`` (its ``outputs/`` land there); the environment is this
+    process's, where conftest.py set NO_ALBUMENTATIONS_UPDATE."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
     assert done.returncode == 0, f"{name} {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 

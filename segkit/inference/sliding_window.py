@@ -96,8 +96,8 @@ class SlidingWindow:
             rotations/flips), logits averaged.
         device: where the network runs; accumulators stay on the CPU.
         precision: ``"fp32"`` (the network as it is), ``"bf16"`` (autocast) or ``"fp16"`` (autocast, GPUs).
-            fp32 by default because bf16 is only faster where the hardware has bf16 kernels (several times
-            slower on an AVX2-only CPU); :class:`~segkit.inference.predictor.Predictor` chooses per machine.
+            fp32 by default because bf16 is only faster where the hardware has bf16 kernels (9-16x slower
+            on an AVX2-only CPU); :class:`~segkit.inference.predictor.Predictor` chooses per machine.
         channels_last: feed tiles in channels-last memory format.
     """
 

@@ -479,34 +479,6 @@ def choose_width(timings: dict[int, float], floors: Floors) -> tuple[int, str]:
     return width, why
 
 
-# Widths up to this many base channels keep the configured peak rate; wider plain U-Nets get it scaled down.
-RATE_WIDTH = 16
-
-
-def decide_learning_rate(width: int, lr: float, device: str) -> Decision:
-    """AdamW's peak rate for a plain U-Net of ``width`` base channels: the configured rate up to
-    ``RATE_WIDTH``, and ``lr x RATE_WIDTH / width`` beyond it on the CPU.
-
-    Adam moves every weight by about the rate whatever its layer's fan-in. Under BatchNorm only the
-    direction of a filter counts, and a filter of ``9 x C`` weights turns by about ``lr x sqrt(9 x C)`` a step,
-    so the same rate turns a wider network's filters further. Measured at a fixed step count (1200 steps of
-    4 x 112² crops, the nuclei stand-in's plan, final weights; the rate does not change the step time, so
-    equal steps are equal budgets): 48 channels at 0.001 scored 0.565 pooled foreground IoU, below 16
-    channels' 0.626; at 0.00033 it scored 0.706; 32 channels scored 0.638 at 0.001 and 0.662 at 0.0005
-    (benchmarks/README.md). The 30-minute plan that took 48 channels and scored below 32 channels ran at
-    0.001. On a GPU the plans' 64 channels won ISBI at the configured rate and the rule is unmeasured there,
-    so it keeps that rate."""
-    if width <= RATE_WIDTH:
-        return Decision("task.optimizer.lr", lr, f"{width} channels: the configured rate")
-    if device != "cpu":
-        return Decision("task.optimizer.lr", lr, f"{width} channels on a GPU: the configured rate (the CPU's "
-                        "scaling for wide networks is unmeasured there)")  # fmt: skip
-    scaled = float(f"{lr * RATE_WIDTH / width:.3g}")
-    why = (f"{width} channels: {lr:g} x {RATE_WIDTH}/{width}; the configured rate over-steps wide filters "
-           "(48 channels at 1200 steps: 0.565 IoU at 0.001, 0.706 scaled)")  # fmt: skip
-    return Decision("task.optimizer.lr", scaled, why)
-
-
 # The one larger network the planner weighs against its plain U-Net: U-Net-ResNet-34 from scratch with a
 # bilinear decoder (the CamVid hand recipe's). Its stem and max-pool downsample 4x before any 3x3 conv, so
 # it holds 24 M parameters at about the step time of a 16-32-channel plain U-Net on 256² crops.

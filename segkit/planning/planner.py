@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 GROUPS = ("aug", "loss", "model", "scheduler", "trainer")  # keys that choose a config file, not a value
 # base_channels the probe may take. No CPU plan took 48 and won: CamVid at 30 minutes (646 steps) and 96² shapes
 # (1200 steps) lost to 16 channels, and the nuclei stand-in at 30 minutes, with both floors cleared (4742
-# steps, 259 M pixels), scored 0.672 pooled IoU against 0.786 for 32 channels (benchmarks/README.md). That run
-# had AdamW's 0.001, which a fixed-step check later found too high for 48 channels (decide_learning_rate now
-# scales it); 48 channels at the scaled rate are unmeasured at a budget, so the cap stays.
+# steps, 259 M pixels), scored 0.672 pooled IoU against 0.786 for 32 channels (benchmarks/README.md). It ran at
+# AdamW's 0.001, which over-steps 48 channels (0.565 at 1200 steps, 0.706 at 0.00033); 48 channels at a lower
+# rate are unmeasured at a budget, so the cap stays.
 WIDTHS = {"cpu": (8, 16, 32), "cuda": (16, 32, 64)}
 TYPED = "typed"  # the probe's name for the network the user typed (``model.base_channels=32``, ``model=...``)
 UNTIMED_MODEL_KEYS = ("model.in_channels", "model.num_classes", "model.weights", "model.strict_weights")
@@ -318,9 +318,6 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
         rules.decide_tta(stats["classes"], names, "adapted_rand_error" in (cfg.task.get("image_metrics") or [])),
         *rules.decide_loss(stats["classes"], num_classes, names),
     ]
-    if encoder == "unet" and str(cfg.task.optimizer.get("_target_", "")).endswith(("Adam", "AdamW")):
-        width = int(cfg.model.base_channels) if chosen == TYPED else int(chosen)
-        plan.append(rules.decide_learning_rate(width, float(cfg.task.optimizer.lr), device))
     if mapping:
         plan.append(Decision("data.ignore_index", ignore_index, "unchanged; 255 is now a class value"))
     return Plan(plan, fp, probe, round(time.perf_counter() - start, 1))

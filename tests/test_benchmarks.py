@@ -75,3 +75,10 @@ def test_unseen_folder_benchmark_runs(tmp_path: Path) -> None:
     assert row, out
     pooled, per_image, steps = float(row.group(1)), float(row.group(2)), int(row.group(3))
     assert 0 <= pooled <= 1 and 0 <= per_image <= 1 and steps > 0, out
+
+
+def test_width_step_times_prints_the_bound_beside_each_doubling(tmp_path: Path) -> None:
+    out = run_script("width_step_times.py", "--patch", "32", "--depth", "2", "--widths", "4", "8", "16", cwd=tmp_path)
+    row = re.search(r"^\s+16\s+\d+ \s+(\d+)\s+([\d.]+)$", out, re.MULTILINE)
+    assert row and int(row.group(1)) > 0 and float(row.group(2)) > 0, out
+    assert re.search(r"^\s+8\s+\d+\s*$", out, re.MULTILINE), out  # no bound without a quarter-width reading

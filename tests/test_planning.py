@@ -125,6 +125,50 @@ def test_fingerprint_counts_each_value_in_the_image_halves(tmp_path: Path) -> No
     assert fp["mask_values"]["0"]["halves"] == {"top": 90, "bottom": 240, "left": 115, "right": 230}
 
 
+def test_fingerprint_object_sizes_by_hand_in_a_16_bit_mask(tmp_path: Path) -> None:
+    """Areas and long sides of 8-connected objects, counted by hand, in a mask whose values need 16 bits."""
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    mask = np.zeros((32, 40), np.uint16)
+    mask[2:5, 3:13] = 1000  # a 3 x 10 bar: area 30, long side 10
+    mask[20, 20] = mask[21, 21] = 1000  # two pixels touching at a corner: one object, area 2, side 2
+    mask[25:30, 30:32] = 7  # a 5 x 2 bar of another value: area 10, side 5
+    Image.fromarray(np.full((32, 40), 99, np.uint8)).save(root / "images" / "0.png")
+    Image.fromarray(mask).save(root / "masks" / "0.png")
+    fp = fingerprint(pairs(root), tmp_path / "cache")
+    assert sorted(fp["mask_values"]) == ["0", "1000", "7"]
+    sizes = fp["mask_values"]["1000"]
+    assert (sizes["object_area"]["min"], sizes["object_area"]["max"], sizes["object_area"]["count"]) == (2, 30, 2)
+    assert (sizes["object_side"]["min"], sizes["object_side"]["max"]) == (2, 10)
+    assert fp["mask_values"]["7"]["object_area"]["max"] == 10 and fp["mask_values"]["7"]["object_side"]["max"] == 5
+    assert fp["mask_values"]["7"]["pixel_share"] == pytest.approx(10 / (32 * 40), abs=1e-6)
+
+
+def test_fingerprint_does_not_depend_on_how_many_threads_read_it(tmp_path: Path, monkeypatch) -> None:
+    """Pairs are read on a thread per core; each draws its pixel sample and its sample of objects (beyond
+    MAX_COMPONENTS) from its own generator, so one thread and four give the same fingerprint."""
+    fingerprint_module = sys.modules[fingerprint.__module__]
+    monkeypatch.setattr(fingerprint_module, "PIXELS_PER_IMAGE", 500)  # a sample of each 96 x 96 image's pixels
+    root = disc_folder(tmp_path / "d", n=5, size=(96, 96), mode="RGB")
+    bars = np.zeros((96, 96), np.uint8)  # 300 bars of 1 to 20 pixels: more objects than MAX_COMPONENTS
+    row, col = 0, 0
+    for k in range(300):
+        length = 1 + k * 7 % 20
+        if col + length > 96:
+            row, col = row + 2, 0
+        bars[row, col : col + length] = 1
+        col += length + 1
+    Image.fromarray(bars).save(root / "masks" / "0.png")
+    found = {}
+    for workers in (1, 4):
+        monkeypatch.setattr(fingerprint_module, "_workers", lambda count, w=workers: w)
+        found[workers] = fingerprint(pairs(root), tmp_path / f"cache{workers}")
+        found[workers].pop("seconds")
+    assert found[1] == found[4]
+    assert found[1]["mask_values"]["1"]["object_area"]["count"] == fingerprint_module.MAX_COMPONENTS + 4 * 2
+
+
 # --- each decision --------------------------------------------------------------------------------------------
 
 
@@ -423,11 +467,11 @@ def test_a_network_taken_on_one_fast_reading_is_read_again() -> None:
     0.6-0.9 s in four other plans."""
     isbi = {"depth": 5, "data_pixels": 6.3e6, "budget": 600,
             "pixels_per_step": 4 * 256 * 256, "settings": {"encoder": None, "min_steps": 600}}  # fmt: skip
-    calls, step_time = scripted_probe({16: [0.45, 0.50], 32: [0.801, 1.1]})  # 32: ~537 steps on the mean
+    calls, step_time = scripted_probe({8: [0.3], 16: [0.45, 0.50], 32: [0.801, 1.1]})  # 32: ~537 steps on the mean
     chosen, seconds, decisions = plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)
-    assert (chosen, seconds, calls) == (16, pytest.approx(0.475), [16, 32, 32, 16])
+    assert (chosen, seconds, calls) == (16, pytest.approx(0.475), [16, 8, 32, 32, 16])
     assert "32: 801 and 1100 ms" in decisions[-1].reason and "16: 450 and 500 ms" in decisions[-1].reason
-    calls, step_time = scripted_probe({16: [0.45], 32: [0.801, 0.82]})  # both readings clear the floor
+    calls, step_time = scripted_probe({8: [0.3], 16: [0.45], 32: [0.801, 0.82]})  # both readings clear the floor
     assert plan_network(step_time, {8: 0.3}, [8, 16, 32], **isbi)[:2] == (32, pytest.approx(0.8105))
     # The encoder too: ~2190 steps in 30 minutes on its first reading; 1.4 s (~1090 steps) is one stall, and
     # the mean (~1460 steps) still clears the 1200-step floor; a second reading of 2 s takes it under.
@@ -480,10 +524,11 @@ def test_a_wider_width_is_probed_only_when_it_could_clear_the_floors() -> None:
     isbi = {"depth": 5, "data_pixels": 6.3e6, "budget": 600,
             "pixels_per_step": 4 * 256 * 256, "settings": {"encoder": None, "min_steps": 600}}  # fmt: skip
     widths = [8, 16, 32, 48]
-    calls, step_time = scripted_probe({16: [0.45, 0.45], 32: [0.80, 0.80]})  # 48: >= 1.06 s, ~480 steps
-    assert plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 32]
-    calls, step_time = scripted_probe({16: [0.45], 32: [0.60, 0.60], 48: [1.8]})  # 48: >= 0.71 s, ~716 steps
-    assert plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 32, 48, 32]
+    # 8 is read again before 32 is probed: a faster reading of it could rule 32 out (below)
+    calls, step_time = scripted_probe({8: [0.3], 16: [0.45, 0.45], 32: [0.80, 0.80]})  # 48: >= 1.06 s
+    assert plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 8, 32, 32]
+    calls, step_time = scripted_probe({8: [0.3], 16: [0.45, 0.45], 32: [0.60, 0.60], 48: [1.8]})  # 48: >= 0.71 s
+    assert plan_network(step_time, {8: 0.3}, widths, **isbi)[0] == 32 and calls == [16, 8, 32, 16, 48, 32]
     calls, step_time = scripted_probe({16: [0.9]})  # the first width is always followed (16/8: 0.84x seen)
     assert plan_network(step_time, {8: 0.8}, widths, **isbi)[0] == 8 and calls == [16]
     camvid = {**isbi, "data_pixels": 63e6, "budget": 1800, "settings": {"encoder": None}}  # floor: 1037 steps
@@ -505,15 +550,31 @@ def test_one_stalled_reading_does_not_rule_out_a_wider_width() -> None:
     assert "16: 1300 and 600 ms" in decisions[-1].reason and "not probed" not in decisions[-1].reason
 
 
+def test_a_slow_first_reading_of_the_narrowest_width_is_read_again_before_it_lets_a_wider_one_through() -> None:
+    """The other way round: a slow reading of 8 channels lowers the bound on 32. The first probe of a cold
+    CamVid plan read 8 at 342 ms (260 ms when warm): 2.5 x 788 - 1.5 x 342 = 1457 ms, under the floors'
+    1475, so 32 channels were probed for 16 s. 8 is read again first, since a faster reading could rule 32
+    out; where even the fastest 8 channels could be would not, 8 is not read again."""
+    camvid = {"depth": 5, "data_pixels": 63e6, "budget": 1800, "pixels_per_step": 4 * 256 * 256,
+              "settings": {"encoder": None}}  # fmt: skip
+    calls, step_time = scripted_probe({8: [0.26], 16: [0.795, 0.782], 32: [3.617]})
+    chosen, _, decisions = plan_network(step_time, {8: 0.342}, [8, 16, 32], **camvid)
+    assert (chosen, calls) == (16, [16, 8, 16])
+    assert "32 not probed" in decisions[-1].reason
+    # 8 is at least (8/16)^2 x 650 ms (a step is c + l w + q w^2): 32 at least 2.5 x 650 - 1.5 x 163 = 1381 ms
+    calls, step_time = scripted_probe({16: [0.65, 0.65], 32: [1.2, 1.2]})
+    assert plan_network(step_time, {8: 0.3}, [8, 16, 32], **camvid)[0] == 32 and calls == [16, 32, 32]
+
+
 def test_the_encoder_is_probed_only_when_it_could_clear_its_floor() -> None:
     """ResNet-34 is at least 1.4x the 8-channel U-Net's step (1.47-6.1x measured): on CamVid at 10 minutes an
     8-channel reading of 330 ms leaves it under 1200 steps, so its probe (~6 s of planning) is skipped."""
     camvid = {"depth": 5, "data_pixels": 63e6, "budget": 600,
               "pixels_per_step": 4 * 256 * 256, "settings": {"min_steps": 600}}  # fmt: skip
-    calls, step_time = scripted_probe({16: [0.45, 0.45], 32: [1.2]})  # 8 x 1.4: 462 ms, ~1100 steps
+    calls, step_time = scripted_probe({8: [0.33], 16: [0.45, 0.45], 32: [1.2]})  # 8 x 1.4: 462 ms, ~1100 steps
     chosen, _, decisions = plan_network(step_time, {8: 0.33}, [8, 16, 32], **camvid)
     assert chosen == 16 and "resnet34" not in calls and "not probed" in decisions[0].reason
-    calls, step_time = scripted_probe({"resnet34": [0.9], 16: [0.45, 0.45], 32: [1.2]})  # 8 x 1.4: ~1460 steps
+    calls, step_time = scripted_probe({"resnet34": [0.9], 8: [0.25], 16: [0.45, 0.45], 32: [1.2]})  # ~1460 steps
     chosen, _, decisions = plan_network(step_time, {8: 0.25}, [8, 16, 32], **camvid)
     assert chosen == 16 and calls[0] == "resnet34" and "900 ms a step" in decisions[0].reason
     calls, step_time = scripted_probe({"resnet18": [0.4, 0.4]})  # not measured: only the narrowest's floor

@@ -470,9 +470,21 @@ def next_width_bound(timings: dict[int, float], width: int) -> float:
     bound keeps three quarters of the slope (``SLOPE_KEPT``): ``t(32) >= 2.5 t(16) - 1.5 t(8)``, which every
     doubling measured cleared by 1.03x or more (1.7-2.7x past 64² crops). Where 8 and 16 read alike (16 ->
     32 was seen as little as 1.19x on a bf16 CPU), the ``WIDER_SLOWDOWN`` floor is the bound."""
-    a, b = sorted(w for w in timings if isinstance(w, int) and w < width)[-2:]
+    a, b = slope_widths(timings, width)
     slope = (timings[b] - timings[a]) / (b - a)
     return max(WIDER_SLOWDOWN * timings[b], timings[b] + SLOPE_KEPT * (width - b) * slope)
+
+
+def slope_widths(timings: dict[int, float], width: int) -> tuple[int, int]:
+    """The two widest probed widths below ``width``, ``a < b``: the ones :func:`next_width_bound` draws on."""
+    a, b = sorted(w for w in timings if isinstance(w, int) and w < width)[-2:]
+    return a, b
+
+
+def quickest_step(narrower: int, wider: int, wider_seconds: float) -> float:
+    """A lower bound on the step time of ``narrower`` from that of ``wider``: a step is a constant plus terms
+    linear and quadratic in the width, none negative, so ``t(a) >= (a/b)^2 t(b)``."""
+    return (narrower / wider) ** 2 * wider_seconds
 
 
 def worth_probing(timings: dict[int, float], width: int, floors: Floors) -> bool:

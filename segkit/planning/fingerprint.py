@@ -190,11 +190,11 @@ def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> di
         heights.append(part["size"][0])
         widths.append(part["size"][1])
         for value, found in part["values"].items():
-            entry = values.setdefault(int(value), {"pixels": 0, "images": [], "areas": [], "sides": [],
-                                                   "halves": dict.fromkeys(HALVES, 0)})  # fmt: skip
-            entry["pixels"] += int(found["pixels"])
+            entry = values.setdefault(value, {"pixels": 0, "images": [], "areas": [], "sides": [],
+                                              "halves": dict.fromkeys(HALVES, 0)})  # fmt: skip
+            entry["pixels"] += found["pixels"]
             for half in HALVES:
-                entry["halves"][half] += int(found["halves"][half])
+                entry["halves"][half] += found["halves"][half]
             entry["images"].append(index)
             entry["areas"] += found["sizes"][0]
             entry["sides"] += found["sizes"][1]

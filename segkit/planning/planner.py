@@ -409,8 +409,8 @@ def choose_probed_width(
     other way round, a slow reading of the width below that one lowers the bound: the first probe of a
     planning run read 8 channels at 342 ms where they run at 260 ms (CamVid, 30 minutes), which let 32
     channels through to a 16 s probe that could not clear. So when a faster reading of it could rule the
-    width out, it is read its second time first (~1 s there). How much faster it could be: a step's time is
-    a constant plus terms linear and quadratic in the width, none negative, so ``t(a) >= (a/b)^2 t(b)``."""
+    width out, it is read its second time first (~1 s there); how much faster it could be is
+    :func:`~segkit.planning.decisions.quickest_step`."""
     reads: dict[int, list[float]] = {w: [t] for w, t in timings.items() if isinstance(w, int)}
 
     def read(width: int) -> None:
@@ -423,21 +423,17 @@ def choose_probed_width(
     def fastest() -> dict[int, float]:
         return {w: min(r) for w, r in reads.items()}
 
-    def second_below(width: int) -> int | None:  # the narrower of the two widths the bound is drawn from
-        below = sorted(w for w in reads if w < width)
-        return below[-2] if len(below) >= 2 else None
-
-    def faster_could_rule_out(a: int, width: int) -> bool:  # whether a faster reading of `a` could skip `width`
-        b = max(w for w in reads if w < width)
-        quickest = (a / b) ** 2 * min(reads[b])  # a step is c + l w + q w^2, all >= 0: t(a) >= (a/b)^2 t(b)
-        return not rules.worth_probing({**fastest(), a: quickest}, width, floors)
+    def faster_could_rule_out(width: int) -> bool:  # whether a faster reading of `a` could skip `width`
+        a, b = rules.slope_widths(reads, width)
+        return not rules.worth_probing({**fastest(), a: rules.quickest_step(a, b, min(reads[b]))}, width, floors)
 
     skipped = ""
     for width in widths:
         if width not in reads:
-            a = second_below(width)
-            if a is not None and len(reads[a]) == 1 and worth_probing(width) and faster_could_rule_out(a, width):
-                read(a)
+            if sum(w < width for w in reads) >= 2:  # the bound is drawn from two narrower widths, a < b
+                a, _ = rules.slope_widths(reads, width)
+                if len(reads[a]) == 1 and worth_probing(width) and faster_could_rule_out(width):
+                    read(a)
             below = max((w for w in reads if w < width), default=None)
             if not worth_probing(width) and below not in (None, widths[0]) and len(reads[below]) == 1:
                 read(below)

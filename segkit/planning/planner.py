@@ -423,16 +423,15 @@ def choose_probed_width(
     def fastest() -> dict[int, float]:
         return {w: min(r) for w, r in reads.items()}
 
-    def faster_could_rule_out(width: int) -> bool:  # whether a faster reading of `a` could skip `width`
-        a, b = rules.slope_widths(reads, width)
+    def faster_could_rule_out(a: int, b: int, width: int) -> bool:  # whether a faster `a` could skip `width`
         return not rules.worth_probing({**fastest(), a: rules.quickest_step(a, b, min(reads[b]))}, width, floors)
 
     skipped = ""
     for width in widths:
         if width not in reads:
             if sum(w < width for w in reads) >= 2:  # the bound is drawn from two narrower widths, a < b
-                a, _ = rules.slope_widths(reads, width)
-                if len(reads[a]) == 1 and worth_probing(width) and faster_could_rule_out(width):
+                a, b = rules.slope_widths(reads, width)
+                if len(reads[a]) == 1 and worth_probing(width) and faster_could_rule_out(a, b, width):
                     read(a)
             below = max((w for w in reads if w < width), default=None)
             if not worth_probing(width) and below not in (None, widths[0]) and len(reads[below]) == 1:

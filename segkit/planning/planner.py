@@ -292,6 +292,9 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
     probe.update(val_images=n_val, val_size=list(val_hw), val_seconds=round(val_seconds, 2),
                  planned_steps=int(planned_steps))  # fmt: skip
 
+    rate = cfg.task.get("optimizer", {}).get("lr")  # a task without one (a custom optimizer) keeps its own
+    network = "your network" if yours else chosen
+    learning_rate = [] if rate is None else [rules.decide_learning_rate(float(rate), device, network, planned_steps)]
     plan += [
         Decision("model", "unet", "segkit's U-Net, trained from scratch (nothing to download)"),
         *model_plan,
@@ -313,6 +316,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
             "faster convolutions on GPU and CPU (in fp32 too: 6-21 % a step on an AVX2-only CPU, benchmarks/README.md)",
         ),
         rules.decide_schedule(stats["classes"], num_classes),
+        *learning_rate,
         Decision("callbacks.export_weights", "final", "the annealed final weights, not a pick on validation"),
         rules.decide_augmentation(color_mode, planned_steps, rules.upright(stats["classes"], names)),
         rules.decide_tta(stats["classes"], names, "adapted_rand_error" in (cfg.task.get("image_metrics") or [])),

@@ -289,19 +289,17 @@ def decide_learning_rate(rate: float, device: str, width: int | str, planned_ste
     steps), so narrower plans keep the rate. Not measured on a GPU, whose plans keep it, nor for the
     ResNet-34 encoder (its CamVid figures are at 0.001)."""
     if device != "cpu":
-        return Decision("task.optimizer.lr", rate, "the configured rate (the width rule is not measured on a GPU)")
-    if not isinstance(width, int):
-        return Decision(
-            "task.optimizer.lr", rate, f"the configured rate for {width} (the width rule is for the plan's U-Nets)"
-        )
-    if width <= LR_WIDTH:
-        return Decision("task.optimizer.lr", rate, f"the configured rate: {width} channels (<= {LR_WIDTH})")
-    if planned_steps < LR_MIN_STEPS:
-        return Decision(
-            "task.optimizer.lr",
-            rate,
-            f"the configured rate: ~{planned_steps:.0f} steps (< {LR_MIN_STEPS}), too few for a lower one",
-        )
+        kept = "the width rule is not measured on a GPU"
+    elif not isinstance(width, int):
+        kept = f"the width rule is for the plan's U-Nets, not {width}"
+    elif width <= LR_WIDTH:
+        kept = f"{width} channels (<= {LR_WIDTH})"
+    elif planned_steps < LR_MIN_STEPS:
+        kept = f"~{planned_steps:.0f} steps (< {LR_MIN_STEPS}), too few for a lower one"
+    else:
+        kept = None
+    if kept:
+        return Decision("task.optimizer.lr", rate, f"the configured rate: {kept}")
     scaled = float(f"{rate * LR_WIDTH / width:.3g}")
     return Decision(
         "task.optimizer.lr",

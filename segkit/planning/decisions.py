@@ -285,7 +285,9 @@ def decide_learning_rate(rate: float, device: str, width: int | str, planned_ste
     and +0.005 at 30 minutes); 48 channels at a third of it rose from 0.565 to 0.706 at 1200 steps. A lower
     rate needs steps to pay: on ISBI, 32 channels typed for 30 minutes made ~465 steps, and there half the
     rate fitted worse (training loss 0.446 against 0.428), tied the pixel error (0.0794) and lost the
-    adapted Rand error (0.145 against 0.112). 16 channels at 0.0003 lost (0.613 against 0.626 at 1200
+    adapted Rand error (0.145 against 0.112); at the floor, the bf16 CPU's 30-minute ISBI plan (~1300 steps),
+    the two rates tied (pixel error 0.0765 against 0.0764, seed 42), half the rate level in training loss
+    from ~650 steps and ahead after ~950. 16 channels at 0.0003 lost (0.613 against 0.626 at 1200
     steps), so narrower plans keep the rate. Not measured on a GPU, whose plans keep it, nor for the
     ResNet-34 encoder (its CamVid figures are at 0.001)."""
     if device != "cpu":

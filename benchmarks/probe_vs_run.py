@@ -5,7 +5,7 @@
 It rebuilds the run's network, data and task from its ``.hydra/config.yaml`` (the planned config) and prints,
 in ms: the probe as the planner runs it (random data, cross-entropy, fastest of 3 steps), the loader alone
 with 0 and 2 workers, a real batch through the run's own loss without a loader, and a bare Lightning fit
-(no validation, no loggers, no callbacks) with 0 and 2 workers. Compare them with the run's own it/s in its
+(no validation, no loggers, no callbacks) with 0, 1 and 2 workers. Compare them with the run's own it/s in its
 ``train.log``. Run it on a quiet machine: it times torch, and the 2-core CPU also changes speed by itself.
 """
 
@@ -63,9 +63,9 @@ def real_batch_ms(net, task, batch, precision: str, steps: int = 5) -> float:
     return min(seconds[1:]) * 1000
 
 
-def fit_ms(cfg, workers: int, precision: str, steps: int = 60) -> float:
+def fit_ms(cfg, workers: int, precision: str, steps: int = 200) -> float:
     _, datamodule, task = build(cfg, workers)
-    clock = TrainingWindow(skip=10)  # the steps after a warm-up
+    clock = TrainingWindow(skip=20)  # the steps after a warm-up
     trainer = pl.Trainer(accelerator="cpu", max_steps=steps, limit_val_batches=0, logger=False, precision=precision,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[clock])  # fmt: skip
@@ -90,7 +90,7 @@ def main() -> None:
         rows.append((f"the loader alone, {workers} workers (a batch)", loader_ms(build(cfg, workers)[1])))
     real = real_batch_ms(net, task, next(iter(datamodule.train_dataloader())), precision)
     rows.append((f"a real batch through the run's loss ({type(task.loss).__name__}), no loader", real))
-    for workers in (0, 2):
+    for workers in (0, 1, 2):
         rows.append((f"a bare Lightning fit, {workers} workers", fit_ms(cfg, workers, precision)))
     print(f"\n{args.run_dir}: {cfg.model.get('base_channels')} channels, batch {batch} x {patch}, {precision}")
     for what, ms in rows:

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import hydra
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> Plan:
     """Plan for ``cfg`` (the training config with ``+experiment=auto``) and save the plan in its output dir."""
-    plan = plan_run(cfg, typed=user_keys(overrides or []))
+    plan = plan_run(cfg, typed=user_keys(overrides or []), compose=partial(compose, "plan"))
     out = Path(cfg.paths.output_dir)
     typed = " ".join(overrides or [])
     save_plan(plan, out, f"planned by: python -m segkit.plan {typed}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -341,7 +342,7 @@ def test_the_step_floor_grows_with_the_square_root_of_a_long_budget() -> None:
     assert rules.choose_width(isbi, rules.Floors(1800, floor))[0] == 32  # ~1290 steps
 
 
-def test_a_cpu_plan_is_at_most_32_channels_wide(tmp_path: Path, monkeypatch) -> None:
+def test_a_cpu_plan_is_at_most_32_channels_wide(tmp_path: Path, monkeypatch, caplog) -> None:
     """The nuclei stand-in at 30 CPU minutes took 48 channels with both floors cleared (4742 steps) and scored
     0.672 pooled IoU, 32 channels 0.786: however fast the probe reads, the CPU widths stop at 32."""
     monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
@@ -362,6 +363,14 @@ def test_a_cpu_plan_is_at_most_32_channels_wide(tmp_path: Path, monkeypatch) -> 
                          output_dir=tmp_path / "run")  # fmt: skip
     assert cfg.task.optimizer.lr == 0.0005
     assert yaml.safe_load((tmp_path / "run" / "plan.yaml").read_text())["task"]["optimizer"]["lr"] == 0.0005
+    # a typed rate wins in the run, while plan.yaml keeps the plan's own choice, not the typed rate scaled
+    typed = folder_overrides(root.parent, "trainer.max_time=00:01:00:00", "planner.widths=null",
+                             "task.optimizer.lr=0.002")  # fmt: skip
+    with caplog.at_level(logging.INFO, logger=planner.__name__):
+        cfg = compose_config(typed, output_dir=tmp_path / "typed")
+    assert cfg.task.optimizer.lr == 0.002
+    assert yaml.safe_load((tmp_path / "typed" / "plan.yaml").read_text())["task"]["optimizer"]["lr"] == 0.0005
+    assert "the plan had task.optimizer.lr=0.0005" in caplog.text
 
 
 def test_a_cpu_plan_wider_than_16_channels_trains_at_a_rate_scaled_by_the_width() -> None:
@@ -879,9 +888,12 @@ def test_plan_command_writes_an_experiment_file_that_trains(tmp_path: Path) -> N
     data = [f"paths.data_dir={root.parent}", "data=folder", "data.val_dataset=null", "planner.widths=[4]"]
     out = tmp_path / "plan"
     done = subprocess.run([sys.executable, "-m", "segkit.plan", *data, "trainer.max_time=00:00:01:00",
-                           f"hydra.run.dir={out}"], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+                           "task.optimizer.lr=0.002", f"hydra.run.dir={out}"], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "model.base_channels" in done.stdout + done.stderr and (out / "fingerprint.json").is_file()
+    # the plan records its own rate (AdamW's, kept at 4 channels), not the typed one
+    assert yaml.safe_load((out / "plan.yaml").read_text())["task"]["optimizer"]["lr"] == 0.001
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
     (out / "plan.yaml").rename(tmp_path / "conf" / "experiment" / "mine.yaml")
     composed = subprocess.run([sys.executable, "-m", "segkit.train", "--config-dir", str(tmp_path / "conf"),

@@ -171,11 +171,18 @@ def typed_network(typed: dict[str, str]) -> list[str]:
     return [item for key, item in typed.items() if key.replace("/", ".") in fixing]
 
 
-def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, str] | None = None) -> Plan:
+def plan_run(
+    cfg: DictConfig,
+    cache_dir: Path | None = None,
+    typed: dict[str, str] | None = None,
+    compose: Callable[[list[str]], DictConfig] | None = None,
+) -> Plan:
     """Read the training split, probe the device, decide everything the planner owns (see the README).
 
     ``typed``: the user's overrides (:func:`user_keys`). The probe builds its candidates with the model
-    settings the user typed (``model.norm=batch``), and times the user's network when one is typed."""
+    settings the user typed (``model.norm=batch``), and times the user's network when one is typed.
+    ``compose``: composes the config for a list of overrides; with a typed rate, the plan composes the
+    task's own rate with it (:func:`task_rate`)."""
     typed = typed or {}
     start = time.perf_counter()
     settings = cfg.get("planner") or {}
@@ -292,7 +299,7 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
     probe.update(val_images=n_val, val_size=list(val_hw), val_seconds=round(val_seconds, 2),
                  planned_steps=int(planned_steps))  # fmt: skip
 
-    rate = cfg.task.get("optimizer", {}).get("lr")  # a task without one (a custom optimizer) keeps its own
+    rate = task_rate(cfg, typed, compose)
     network = "your network" if yours else chosen
     learning_rate = [] if rate is None else [rules.decide_learning_rate(float(rate), device, network, planned_steps)]
     plan += [
@@ -325,6 +332,24 @@ def plan_run(cfg: DictConfig, cache_dir: Path | None = None, typed: dict[str, st
     if mapping:
         plan.append(Decision("data.ignore_index", ignore_index, "unchanged; 255 is now a class value"))
     return Plan(plan, fp, probe, round(time.perf_counter() - start, 1))
+
+
+def task_rate(
+    cfg: DictConfig, typed: dict[str, str], compose: Callable[[list[str]], DictConfig] | None
+) -> float | None:
+    """The rate the plan scales: the task's own, composed without a typed ``task.optimizer.lr``.
+
+    The run trains at the typed rate (the user wins, the log says so), while ``plan.yaml`` records the
+    plan's own choice, as for every other typed key: scaling the typed rate instead would leave a plan that
+    trains at neither rate once the typed one is dropped. ``None`` (no rate decision) for a task without a
+    rate (a custom optimizer keeps its own), or when the rate is typed and nothing can compose without it."""
+    rate = cfg.task.get("optimizer", {}).get("lr")
+    if "task.optimizer.lr" not in typed or rate is None:
+        return rate
+    if compose is None:
+        return None
+    rest = [item for key, item in typed.items() if key != "task.optimizer.lr"]
+    return compose(rest).task.get("optimizer", {}).get("lr")
 
 
 def choose_cpu_precision(step_time: Callable[[int | str, str], float], width: int) -> tuple[str, float, str]:
@@ -586,7 +611,7 @@ def planned_config(
         log.info("Taking the plan an earlier job of this multirun saved in %s", shared_dir)
         save_plan(plan, Path(output_dir), f"planned by segkit for {' '.join(overrides)}")
     else:
-        plan = plan_run(cfg, typed=user_keys(overrides))
+        plan = plan_run(cfg, typed=user_keys(overrides), compose=compose)
         title = f"planned by segkit for {' '.join(overrides)}"
         if shared_dir is not None:
             save_plan(plan, shared_dir, title)

@@ -22,7 +22,8 @@ one after the other, with the same budget and seed:
 Overrides after ``--`` go to every side (``-- task.optimizer.lr=0.003``: a lever typed over the plan).
 
 ``--draw N`` writes another folder of the same kind (``--folder outputs/unseen_nuclei_rare_s1 --draw 1``): a
-split to check a rule on that it was not chosen on.
+split to check a rule on that it was not chosen on. ``--grey`` writes the same draw as 8-bit grey images (what
+a single-channel microscope folder looks like to the plan).
 
 Each side's final weights (``last.ckpt``) are scored by ``python -m segkit.eval`` with its defaults on the
 11 validation images: pooled foreground IoU and the mean of the per-image foreground IoU, the issue's two
@@ -136,9 +137,15 @@ def nuclei_image(
 
 
 def write_folder(
-    root: Path, train: int = 48, val: int = 11, seed: int = 0, coverage: tuple[float, float] = COVERAGE
+    root: Path,
+    train: int = 48,
+    val: int = 11,
+    seed: int = 0,
+    coverage: tuple[float, float] = COVERAGE,
+    grey: bool = False,
 ) -> None:
-    """``root/{train,val}/{images,masks}/*.png``; the first image of each split is one of the two largest sizes."""
+    """``root/{train,val}/{images,masks}/*.png``, RGBA or (``grey``) 8-bit grey; the first image of each split
+    is one of the two largest sizes."""
     rng = np.random.default_rng(seed)
     sizes, weights = zip(*SIZES, strict=True)
     for split, n, first in (("train", train, SIZES[-1][0]), ("val", val, SIZES[-2][0])):
@@ -147,7 +154,8 @@ def write_folder(
         for i in range(n):
             size = first if i == 0 else sizes[rng.choice(len(sizes), p=np.asarray(weights) / sum(weights))]
             image, mask = nuclei_image(size, rng, coverage)
-            Image.fromarray(image, "RGBA").save(root / split / "images" / f"{split}_{i:03d}.png")
+            picture = Image.fromarray(image, "RGBA")
+            (picture.convert("L") if grey else picture).save(root / split / "images" / f"{split}_{i:03d}.png")
             Image.fromarray(mask).save(root / split / "masks" / f"{split}_{i:03d}.png")
     print(f"wrote {train} training and {val} validation images to {root}", flush=True)
 
@@ -175,11 +183,12 @@ def main() -> None:
     parser.add_argument("--coverage", type=float, nargs=2, default=list(COVERAGE),
                         help="share of each image the nuclei cover, drawn from this range")  # fmt: skip
     parser.add_argument("--draw", type=int, default=0, help="seed of the folder's random draw (a new folder)")
+    parser.add_argument("--grey", action="store_true", help="write the folder's images as 8-bit grey")
     parser.add_argument("overrides", nargs="*", help="overrides for every side (after --), e.g. a lever to screen")
     args = parser.parse_args()
     folder = args.folder.resolve()
     if not (folder / "val" / "masks").is_dir():
-        write_folder(folder, seed=args.draw, coverage=tuple(args.coverage))
+        write_folder(folder, seed=args.draw, coverage=tuple(args.coverage), grey=args.grey)
     results: dict[str, list[dict]] = {side: [] for side in args.sides}
     for seed in args.seeds:
         for side in args.sides:

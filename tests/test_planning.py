@@ -198,6 +198,38 @@ def test_channels_intensity_and_normalization(tmp_path: Path) -> None:
     assert [d.value for d in rules.decide_normalization(grey, pretrained=True)] == [None, None]
 
 
+def test_a_typed_colour_mode_is_planned_for(tmp_path: Path) -> None:
+    """``data.train_dataset.color_mode`` typed against the images' own mode: the input channels and the
+    z-score follow what the run reads (a grey read of colour images takes the grey pixels' statistics)."""
+    root = disc_folder(tmp_path / "c", n=2, mode="RGB")
+    colour = fingerprint(pairs(root), tmp_path / "cache")
+    read = np.concatenate([np.asarray(Image.open(p).convert("L"), np.float64).ravel() / 255
+                           for p in sorted((root / "images").iterdir())])  # fmt: skip
+    assert [d.value for d in rules.decide_channels(colour, "gray")] == ["gray", 1]
+    assert [d.value for d in rules.decide_channels(colour, "rgb")] == ["rgb", 3]  # typed as it is
+    mean, std = rules.decide_normalization(colour, pretrained=False, color_mode="gray")
+    assert mean.value == pytest.approx([read.mean()], abs=0.003) and std.value == pytest.approx([read.std()], abs=0.003)
+    assert len(rules.decide_normalization(colour, pretrained=False, color_mode="rgb")[0].value) == 3
+    grey = fingerprint(pairs(disc_folder(tmp_path / "g", n=2, mode="L")), tmp_path / "cache")
+    assert [d.value for d in rules.decide_channels(grey, "rgb")] == ["rgb", 3]
+    mean, std = rules.decide_normalization(grey, pretrained=False, color_mode="rgb")
+    assert mean.value == [round(grey["intensity"]["mean"][0], 4)] * 3 and len(std.value) == 3
+
+
+def test_a_colour_folder_typed_grey_plans_and_trains(tmp_path: Path, monkeypatch) -> None:
+    """Typed ``color_mode=gray`` over a colour folder's plan once kept the plan's 3 input channels beside a
+    1-channel read: the run failed at the network's first convolution."""
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=6, size=(64, 64), mode="RGB")
+    overrides = folder_overrides(root.parent, "trainer.max_time=00:00:01:00", "+debug=fast_dev_run",
+                                 "data.train_dataset.color_mode=gray")  # fmt: skip
+    cfg = compose_config(overrides, output_dir=tmp_path / "run")
+    assert cfg.data.train_dataset.color_mode == "gray" and cfg.model.in_channels == 1 and len(cfg.data.mean) == 1
+    plan = yaml.safe_load((tmp_path / "run" / "plan.yaml").read_text())
+    assert plan["model"]["in_channels"] == 1 and {"override /aug": "em"} in plan["defaults"]  # the grey family
+    train(cfg)  # a step and a validation
+
+
 def test_mixed_channel_counts_train_in_colour(tmp_path: Path) -> None:
     root = disc_folder(tmp_path / "m", n=2, mode="L")
     disc_folder(tmp_path / "rgb", n=1, mode="RGB")

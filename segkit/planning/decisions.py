@@ -103,11 +103,17 @@ def decide_mask_mapping(fp: dict, num_classes: int, ignore_index: int, mapping, 
     return []
 
 
-def decide_channels(fp: dict) -> list[Decision]:
-    """Grey images (stored grey, or RGB with three equal channels) train a 1-channel network."""
+def decide_channels(fp: dict, typed_mode: str | None = None) -> list[Decision]:
+    """Grey images (stored grey, or RGB with three equal channels) train a 1-channel network. A typed
+    ``data.train_dataset.color_mode`` is planned for, like the data overrides: the input channels follow it
+    (a grey read of colour images into a 3-channel network fails at the first convolution)."""
     mode = fp["color_mode"]
     stored = fp["stored_channels"]
     kinds = {"grey" if c <= 2 else "colour" for c in stored}  # 2 = grey + alpha
+    if typed_mode is not None and typed_mode != mode:
+        images = "colour images" if mode == "rgb" else "grey images"
+        return [Decision("data.train_dataset.color_mode", typed_mode, f"typed: {images} read as {typed_mode}"),
+                Decision("model.in_channels", 1 if typed_mode == "gray" else 3, f"{typed_mode} input")]  # fmt: skip
     if mode == "gray":
         why = "every image is grey" + (" (stored as RGB with equal channels)" if "colour" in kinds else "")
     elif len(kinds) > 1:
@@ -130,16 +136,25 @@ def decide_intensity(fp: dict) -> list[Decision]:
                      "each scaled by its own percentiles, robust to outliers and gain changes")]  # fmt: skip
 
 
-def decide_normalization(fp: dict, pretrained: bool) -> list[Decision]:
+def decide_normalization(fp: dict, pretrained: bool, color_mode: str | None = None) -> list[Decision]:
     """Per-channel z-score with the training split's statistics when training from scratch; a pretrained
-    encoder keeps the statistics its weights were trained with (``null``: train.py reads them from the weights)."""
+    encoder keeps the statistics its weights were trained with (``null``: train.py reads them from the weights).
+    ``color_mode``: the mode the run reads in when it differs from the images' own (typed): grey reads of
+    colour images take their grey pixels' statistics, colour reads of grey images the grey ones thrice."""
     if pretrained:
         return [Decision("data.mean", None, "pretrained encoder: its weights' statistics"),
                 Decision("data.std", None, "pretrained encoder: its weights' statistics")]  # fmt: skip
-    mean = [round(m, 4) for m in fp["intensity"]["mean"]]
-    std = [round(max(s, 1e-3), 4) for s in fp["intensity"]["std"]]
-    return [Decision("data.mean", mean, "per-channel mean of the training pixels (z-score)"),
-            Decision("data.std", std, "per-channel standard deviation of the training pixels")]  # fmt: skip
+    stats, why = fp["intensity"], "of the training pixels"
+    mean, std = stats["mean"], stats["std"]
+    if color_mode is not None and color_mode != fp["color_mode"]:
+        if color_mode == "gray":
+            mean, std, why = [stats["grey_mean"]], [stats["grey_std"]], "of the training pixels read as grey"
+        else:
+            mean, std, why = mean * 3, std * 3, "of the grey training pixels, for each of the 3 channels"
+    mean = [round(m, 4) for m in mean]
+    std = [round(max(s, 1e-3), 4) for s in std]
+    return [Decision("data.mean", mean, f"per-channel mean {why} (z-score)"),
+            Decision("data.std", std, f"per-channel standard deviation {why}")]  # fmt: skip
 
 
 def typical_object_side(classes: dict) -> float:

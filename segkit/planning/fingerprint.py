@@ -30,7 +30,9 @@ from segkit.data.io import TIFF_SUFFIXES, read_image, read_mask
 
 log = logging.getLogger(__name__)
 
-VERSION = 4  # 3: pixels per mask value in each half of the image (the data's symmetry); 4: a generator per pair
+VERSION = 5  # 3: pixels per mask value in each half of the image (the data's symmetry); 4: a generator per pair;
+# 5: grey statistics of colour folders (for a typed ``color_mode=gray``)
+LUMA = np.array([0.299, 0.587, 0.114])  # how read_image (PIL's "L") turns RGB into grey
 PIXELS_PER_IMAGE = 20_000  # intensity statistics from a fixed random sample of each image's pixels
 MAX_COMPONENTS = 200  # object sizes kept per image and value (a random sample beyond that)
 _PERCENTILES = IntensityNormalization("percentile", 0.5, 99.5)  # what read_image applies to high-bit images
@@ -212,6 +214,9 @@ def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> di
         "p50": mid,
         "p99_5": high,
     }
+    if not grey:  # what a typed color_mode=gray would feed the network instead
+        luma = LUMA @ pixels
+        intensity["grey_mean"], intensity["grey_std"] = round(float(luma.mean()), 5), round(float(luma.std()), 5)
     if high_bit:
         raw = np.concatenate([part["raw"][channels_kept] for part in parts], axis=1)
         raw_low, raw_high = np.percentile(raw, [0.5, 99.5], axis=1).round(3).tolist()

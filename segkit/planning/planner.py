@@ -204,12 +204,13 @@ def plan_run(
             f"the masks in {dataset.root} hold only class {present} (stored values {list(fp['mask_values'])}): "
             "nothing to segment. Check data.num_classes and the mask mapping/threshold"
         )
-    channels = rules.decide_channels(fp)
+    typed_mode = cfg.data.train_dataset.get("color_mode") if "data.train_dataset.color_mode" in typed else None
+    channels = rules.decide_channels(fp, typed_mode)
     plan += channels
     color_mode, in_channels = channels[0].value, channels[1].value
     plan += rules.decide_intensity(fp)
     plan.append(rules.decide_cache(fp, in_channels))
-    plan += rules.decide_normalization(fp, pretrained=cfg.model.get("weights") is not None)
+    plan += rules.decide_normalization(fp, cfg.model.get("weights") is not None, color_mode)
 
     device = device_of(cfg)
     object_side = rules.typical_object_side(stats["classes"])

@@ -230,6 +230,45 @@ def test_a_colour_folder_typed_grey_plans_and_trains(tmp_path: Path, monkeypatch
     train(cfg)  # a step and a validation
 
 
+def test_a_typed_intensity_is_planned_for(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A typed ``data.train_dataset.intensity`` once left the z-score of the plan's own scaling (16-bit images
+    through their percentiles) beside a run fed the typed one (here a fixed 16-bit range)."""
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=6, size=(64, 64), mode="I;16")
+    images = sorted((root / "images").iterdir())
+    stored = np.concatenate([np.asarray(Image.open(p), np.float64).ravel() for p in images])
+    typed = "data.train_dataset.intensity={mode:range,low:0,high:65535}"
+    cfg = compose_config(unplanned(root.parent, typed), output_dir=tmp_path / "r")
+    chosen = {d.key: d.value for d in plan_run(cfg, typed=planner.user_keys([typed])).decisions}
+    assert chosen["data.train_dataset.intensity"] == {"mode": "range", "low": 0.0, "high": 65535.0}
+    assert chosen["data.mean"] == pytest.approx([stored.mean() / 65535], abs=0.003)
+    assert chosen["data.std"] == pytest.approx([stored.std() / 65535], abs=0.003)
+    untyped = plan_run(compose_config(unplanned(root.parent), output_dir=tmp_path / "u")).decisions
+    untyped = {d.key: d.value for d in untyped}
+    assert untyped["data.train_dataset.intensity"]["mode"] == "percentile"
+    assert abs(untyped["data.mean"][0] - chosen["data.mean"][0]) > 0.02  # 0.035: another scaling, other statistics
+    # The planned run: the statistics of what it reads, and a log line saying the plan followed the typed value
+    with caplog.at_level(logging.INFO, logger=planner.__name__):
+        cfg = compose_config(folder_overrides(root.parent, typed), output_dir=tmp_path / "run")
+    assert list(cfg.data.mean) == chosen["data.mean"]
+    assert f"Kept: {typed} (you typed it; the plan planned for it)" in caplog.text
+
+
+def test_the_plan_table_keeps_its_reason_column(tmp_path: Path) -> None:
+    """A value longer than the value column (a percentile scaling) takes a line of its own, its reason the
+    next one, in the column of the others; a one-channel stored range reads as numbers, not as lists."""
+    fp = fingerprint(pairs(disc_folder(tmp_path / "h", n=2, mode="I;16")), tmp_path / "cache")
+    intensity = rules.decide_intensity(fp)[0]
+    low, high = fp["intensity"]["raw_p0_5"][0], fp["intensity"]["raw_p99_5"][0]
+    assert f"stored range {low:g}..{high:g} at" in intensity.reason
+    plan = Plan([rules.Decision("model.depth", 4, "short one"), intensity, rules.Decision("aug", "em", "grey")], fp)
+    lines = plan.table().splitlines()
+    assert len(lines) == 5 and lines[2].endswith("{mode:percentile,low:0.5,high:99.5}")
+    texts = ["reason", "short one", None, "uint16 images", "grey"]  # line 2: the long value alone
+    columns = {line.index(text) for line, text in zip(lines, texts, strict=True) if text}
+    assert len(columns) == 1
+
+
 def test_mixed_channel_counts_train_in_colour(tmp_path: Path) -> None:
     root = disc_folder(tmp_path / "m", n=2, mode="L")
     disc_folder(tmp_path / "rgb", n=1, mode="RGB")
@@ -841,7 +880,7 @@ def test_typed_keys_win_over_the_plan() -> None:
                 fingerprint={})  # fmt: skip
     seen = []
     _, kept = apply_plan(plan, ["data=isbi2012", "model=unet_resnet34", "aug=none", "trainer.max_time=1"],
-                         lambda overrides: seen.append(overrides) or None)  # fmt: skip
+                         lambda overrides: seen.append(overrides) or OmegaConf.create())  # fmt: skip
     planned = seen[0][:-4]
     # data=... is what was planned for; model=... drops the planned width and depth but not the input channels
     assert planned == ["++data.patch_size=[256,256]", "++model.in_channels=1", "trainer=cpu"]
@@ -851,7 +890,7 @@ def test_typed_keys_win_over_the_plan() -> None:
     plan = Plan([rules.Decision("model.encoder", "resnet34", "probe"), rules.Decision("model.up_mode", "bilinear", "")],
                 fingerprint={})  # fmt: skip
     seen.clear()
-    _, kept = apply_plan(plan, ["model/encoder=resnet18"], lambda overrides: seen.append(overrides) or None)
+    _, kept = apply_plan(plan, ["model/encoder=resnet18"], lambda o: seen.append(o) or OmegaConf.create())
     assert seen[0] == ["++model.up_mode=bilinear", "model/encoder=resnet18"] and "model.encoder=resnet34" in kept[0]
     # Hydra's own overrides, with any prefix, run the app and never reach the training config
     seen.clear()

@@ -127,13 +127,25 @@ def decide_channels(fp: dict, typed_mode: str | None = None) -> list[Decision]:
 
 
 def decide_intensity(fp: dict) -> list[Decision]:
-    """16-bit and float images are scaled by their 0.5-99.5 percentiles; 8-bit ones are left as they are."""
+    """16-bit and float images are scaled by their 0.5-99.5 percentiles; 8-bit ones are left as they are. A
+    typed scaling (the fingerprint was read through it: ``scaling``) is planned for, like the data."""
+    if fp.get("scaling"):
+        return [Decision("data.train_dataset.intensity", fp["scaling"],
+                         "typed: every image is scaled by it, and the statistics below are of its output")]  # fmt: skip
     if all(d == "uint8" for d in fp["dtypes"]):
         return [Decision("data.train_dataset.intensity", None, "8-bit images: divided by 255")]
-    low, high = fp["intensity"].get("raw_p0_5"), fp["intensity"].get("raw_p99_5")
+    low, high = (_per_channel(fp["intensity"].get(k)) for k in ("raw_p0_5", "raw_p99_5"))
     return [Decision("data.train_dataset.intensity", {"mode": "percentile", "low": 0.5, "high": 99.5},
                      f"{'/'.join(fp['dtypes'])} images (stored range {low}..{high} at the 0.5/99.5 percentiles): "
                      "each scaled by its own percentiles, robust to outliers and gain changes")]  # fmt: skip
+
+
+def _per_channel(values: list[float] | None) -> str:
+    """``448`` for one channel, ``[448, 512, 500]`` for three: stored values as a reason reads them."""
+    if not values:
+        return "?"
+    text = [f"{v:g}" for v in values]
+    return text[0] if len(text) == 1 else "[" + ", ".join(text) + "]"
 
 
 def decide_normalization(fp: dict, pretrained: bool, color_mode: str | None = None) -> list[Decision]:

@@ -30,8 +30,8 @@ from segkit.data.io import TIFF_SUFFIXES, read_image, read_mask
 
 log = logging.getLogger(__name__)
 
-VERSION = 5  # 3: pixels per mask value in each half of the image (the data's symmetry); 4: a generator per pair;
-# 5: grey statistics of colour folders (for a typed ``color_mode=gray``)
+VERSION = 6  # 3: pixels per mask value in each half of the image (the data's symmetry); 4: a generator per pair;
+# 5: grey statistics of colour folders (for a typed ``color_mode=gray``); 6: ``scaling`` (a typed intensity)
 LUMA = np.array([0.299, 0.587, 0.114])  # how read_image (PIL's "L") turns RGB into grey
 PIXELS_PER_IMAGE = 20_000  # intensity statistics from a fixed random sample of each image's pixels
 MAX_COMPONENTS = 200  # object sizes kept per image and value (a random sample beyond that)
@@ -48,10 +48,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SEGKIT_CACHE_DIR") or Path.home() / ".cache" / "segkit") / "fingerprints"
 
 
-def content_key(pairs: Sequence[tuple[Path, Path]]) -> str:
-    """A hash of every image's and mask's bytes (and their order): the same data gets the same key wherever
-    it lives, and a changed file a new one."""
+def content_key(pairs: Sequence[tuple[Path, Path]], scaling: IntensityNormalization | None = None) -> str:
+    """A hash of every image's and mask's bytes (and their order), and of the ``scaling`` the statistics are
+    read through: the same data gets the same key wherever it lives, and a changed file a new one."""
     digest = hashlib.sha256(f"segkit-fingerprint-{VERSION}".encode())
+    if scaling is not None:
+        digest.update(json.dumps(scaling.to_dict(), sort_keys=True).encode())
     for image, mask in pairs:
         for path in (image, mask):
             digest.update(path.suffix.lower().encode())
@@ -139,12 +141,13 @@ def _sample(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return flat[rng.choice(flat.shape[0], min(PIXELS_PER_IMAGE, flat.shape[0]), replace=False)].T
 
 
-def _read_pair(index: int, image_path: Path, mask_path: Path, read_mode: str, high_bit: bool, seed: int) -> dict:
+def _read_pair(index: int, image_path: Path, mask_path: Path, read_mode: str, high_bit: bool, seed: int,
+               scaling: IntensityNormalization | None) -> dict:  # fmt: skip
     """One pair's part of the fingerprint. Each pair draws from its own generator (seeded by the pair's index),
     so the result does not depend on which thread read which pair."""
     rng = np.random.default_rng([seed, index])
-    # What the network sees: 0..1, high-bit images through their percentiles
-    image = read_image(image_path, read_mode, None if not high_bit else _PERCENTILES)
+    # What the network sees: 0..1, through the typed scaling, else high-bit images through their percentiles
+    image = read_image(image_path, read_mode, scaling or (_PERCENTILES if high_bit else None))
     scale = 255.0 if image.dtype == np.uint8 else 1.0
     part = {
         "size": image.shape[:2],
@@ -172,8 +175,14 @@ def _workers(count: int) -> int:
     return max(1, min(count, os.cpu_count() or 1, 8))
 
 
-def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> dict:
-    """Read every pair once and summarise it (see the module docstring for what and why)."""
+def compute_fingerprint(
+    pairs: Sequence[tuple[Path, Path]], seed: int = 0, scaling: IntensityNormalization | None = None
+) -> dict:
+    """Read every pair once and summarise it (see the module docstring for what and why).
+
+    ``scaling``: the intensity scaling the run reads images through, when one is typed
+    (``data.train_dataset.intensity``); the intensity statistics are those of the scaled pixels, so the
+    z-score planned from them matches what the network is fed."""
     heights, widths, channels, dtypes = [], [], [], set()
     for image_path, _ in pairs:  # headers only
         c, dtype = header(image_path)
@@ -183,7 +192,7 @@ def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> di
     # Each image is decoded once, as RGB when any is stored with colour channels; the colour mode is decided
     # at the end (grey when every image's channels are equal) and the samples cut down to one channel then.
     read_mode = "rgb" if max(channels) >= 3 else "gray"
-    read = partial(_read_pair, read_mode=read_mode, high_bit=high_bit, seed=seed)
+    read = partial(_read_pair, read_mode=read_mode, high_bit=high_bit, seed=seed, scaling=scaling)
     with ThreadPoolExecutor(_workers(len(pairs))) as pool:
         parts = list(pool.map(read, range(len(pairs)), *zip(*pairs, strict=True)))
 
@@ -232,6 +241,7 @@ def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> di
         "alpha": any(c in (2, 4) for c in channels),
         "color_mode": color_mode,
         "dtypes": sorted(dtypes),
+        "scaling": None if scaling is None else scaling.to_dict(),
         "intensity": intensity,
         "mask_values": {
             str(value): {
@@ -246,14 +256,19 @@ def compute_fingerprint(pairs: Sequence[tuple[Path, Path]], seed: int = 0) -> di
     }
 
 
-def fingerprint(pairs: Sequence[tuple[Path, Path]], cache_dir: Path | None = None) -> dict:
-    """The fingerprint of ``pairs`` (image, mask paths), from the cache when the same content was seen before.
+def fingerprint(
+    pairs: Sequence[tuple[Path, Path]],
+    cache_dir: Path | None = None,
+    scaling: IntensityNormalization | None = None,
+) -> dict:
+    """The fingerprint of ``pairs`` (image, mask paths), from the cache when the same content was seen before
+    through the same ``scaling`` (a typed intensity; :func:`compute_fingerprint`).
 
     The result also names its ``key`` and the seconds it took (``seconds``, 0 when cached).
     """
     if not pairs:
         raise ValueError("cannot fingerprint an empty training split")
-    key = content_key(pairs)
+    key = content_key(pairs, scaling)
     cache = (cache_dir or default_cache_dir()) / f"{key}.json"
     if cache.is_file():
         found = json.loads(cache.read_text())
@@ -261,7 +276,7 @@ def fingerprint(pairs: Sequence[tuple[Path, Path]], cache_dir: Path | None = Non
             log.info("Fingerprint %s from the cache (%s)", key, cache)
             return {**found, "seconds": 0.0}
     start = time.perf_counter()
-    result = {"key": key, **compute_fingerprint(pairs)}
+    result = {"key": key, **compute_fingerprint(pairs, scaling=scaling)}
     result["seconds"] = round(time.perf_counter() - start, 2)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segkit.cli import for_the_app, override_key
 from segkit.data.folder import FolderDataset
@@ -42,6 +42,8 @@ GROUPS = ("aug", "loss", "model", "scheduler", "trainer")  # keys that choose a 
 WIDTHS = {"cpu": (8, 16, 32), "cuda": (16, 32, 64)}
 TYPED = "typed"  # the probe's name for the network the user typed (``model.base_channels=32``, ``model=...``)
 UNTIMED_MODEL_KEYS = ("model.in_channels", "model.num_classes", "model.weights", "model.strict_weights")
+VALUE_COLUMN = 28  # the table's value column; longer values (a percentile scaling) take a line of their own
+COLOR_MODE, INTENSITY = "data.train_dataset.color_mode", "data.train_dataset.intensity"  # typed: planned for
 
 
 @dataclass
@@ -61,10 +63,13 @@ class Plan:
         """Every decision with its value and reason, for people."""
         width = max(len(d.key) for d in self.decisions)
         values = [format_value(d.value) for d in self.decisions]
-        value_width = min(28, max(len(v) for v in values))
+        value_width = min(VALUE_COLUMN, max(len(v) for v in values))
         lines = [f"{'setting'.ljust(width)}  {'value'.ljust(value_width)}  reason"]
         for d, value in zip(self.decisions, values, strict=True):
-            lines.append(f"{d.key.ljust(width)}  {value.ljust(value_width)}  {d.reason}")
+            if len(value) > value_width:  # a long value gets its own line; the reasons stay in one column
+                lines += [f"{d.key.ljust(width)}  {value}", f"{''.ljust(width + value_width + 2)}  {d.reason}"]
+            else:
+                lines.append(f"{d.key.ljust(width)}  {value.ljust(value_width)}  {d.reason}")
         return "\n".join(lines)
 
     def experiment_yaml(self, title: str) -> str:
@@ -187,7 +192,8 @@ def plan_run(
     start = time.perf_counter()
     settings = cfg.get("planner") or {}
     dataset, pairs = training_pairs(cfg)
-    fp = fingerprint(pairs, cache_dir)
+    # Facts the plan plans for, like the data: the statistics are read through a typed intensity scaling
+    fp = fingerprint(pairs, cache_dir, dataset.intensity if _conflicts(INTENSITY, typed) else None)
     num_classes, ignore_index = int(cfg.data.num_classes), int(cfg.data.get("ignore_index", 255))
     enc = dataset.encoding
     plan: list[Decision] = []
@@ -204,8 +210,7 @@ def plan_run(
             f"the masks in {dataset.root} hold only class {present} (stored values {list(fp['mask_values'])}): "
             "nothing to segment. Check data.num_classes and the mask mapping/threshold"
         )
-    typed_mode = cfg.data.train_dataset.get("color_mode") if "data.train_dataset.color_mode" in typed else None
-    channels = rules.decide_channels(fp, typed_mode)
+    channels = rules.decide_channels(fp, _value(cfg, COLOR_MODE) if _conflicts(COLOR_MODE, typed) else None)
     plan += channels
     color_mode, in_channels = channels[0].value, channels[1].value
     plan += rules.decide_intensity(fp)
@@ -517,14 +522,27 @@ def apply_plan(
     the user set (a parent or child key counts). Returns the config and one line per kept user setting."""
     user = [o for o in overrides if not for_the_app(o)]
     typed = user_keys(user)
-    kept, planned = [], []
+    yours, planned = [], []
     for decision, item in zip(plan.decisions, plan.overrides(), strict=True):
         mine = _conflicts(decision.key, typed)
         if mine is not None:
-            kept.append(f"{mine} (you typed it; the plan had {decision.key}={format_value(decision.value)})")
+            yours.append((mine, decision))
         else:
             planned.append(item)
-    return compose([*planned, *user]), kept
+    cfg = compose([*planned, *user])
+    kept = []
+    for mine, decision in yours:
+        if decision.key not in GROUPS and _value(cfg, decision.key) == decision.value:
+            kept.append(f"{mine} (you typed it; the plan planned for it)")  # a typed fact (color_mode, intensity)
+        else:
+            kept.append(f"{mine} (you typed it; the plan had {decision.key}={format_value(decision.value)})")
+    return cfg, kept
+
+
+def _value(cfg: DictConfig, key: str):
+    """The composed value at ``key`` as plain data (``None`` where the key is absent)."""
+    found = OmegaConf.select(cfg, key)
+    return OmegaConf.to_container(found, resolve=True) if OmegaConf.is_config(found) else found
 
 
 def save_plan(plan: Plan, directory: Path, title: str) -> None:

@@ -8,6 +8,7 @@ little from run to run, so widths near a threshold may differ).
 from __future__ import annotations
 
 import logging
+import shlex
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> Plan:
     """Plan for ``cfg`` (the training config with ``+experiment=auto``) and save the plan in its output dir."""
     plan = plan_run(cfg, typed=user_keys(overrides or []), compose=partial(compose, "plan"))
     out = Path(cfg.paths.output_dir)
-    typed = " ".join(overrides or [])
+    typed = shlex.join(overrides or [])  # copy-safe: a shell would expand {mode:range,low:0,high:4095}
     save_plan(plan, out, f"planned by: python -m segkit.plan {typed}")
     log.info("Train it: python -m segkit.train +experiment=auto %s", typed)
     log.info("Or keep it: copy plan.yaml to <dir>/experiment/<name>.yaml and run python -m segkit.train "

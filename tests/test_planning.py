@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -958,11 +959,20 @@ def test_plan_command_writes_an_experiment_file_that_trains(tmp_path: Path) -> N
     env = {**os.environ, "SEGKIT_CACHE_DIR": str(tmp_path / "cache"), "NO_ALBUMENTATIONS_UPDATE": "1"}
     data = [f"paths.data_dir={root.parent}", "data=folder", "data.val_dataset=null", "planner.widths=[4]"]
     out = tmp_path / "plan"
+    scaling = "data.train_dataset.intensity={mode:range,low:0,high:255}"  # braces and commas: a shell expands them
     done = subprocess.run([sys.executable, "-m", "segkit.plan", *data, "trainer.max_time=00:00:01:00",
-                           "task.optimizer.lr=0.002", f"hydra.run.dir={out}"], capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip
+                           "task.optimizer.lr=0.002", scaling, f"hydra.run.dir={out}"], capture_output=True,
+                          text=True, env=env, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "model.base_channels" in done.stdout + done.stderr and (out / "fingerprint.json").is_file()
+    # the command it prints works pasted into a shell
+    printed = next(line for line in (done.stdout + done.stderr).splitlines() if "Train it: " in line)
+    command = printed.split("Train it: ", 1)[1].replace("python ", f"{shlex.quote(sys.executable)} ", 1)
+    pasted = subprocess.run(["bash", "-c", f"{command} --cfg job"], capture_output=True, text=True, env=env,
+                            timeout=300)  # fmt: skip
+    assert pasted.returncode == 0, pasted.stderr[-2000:]
+    assert yaml.safe_load(pasted.stdout)["data"]["train_dataset"]["intensity"] == {"mode": "range", "low": 0,
+                                                                                   "high": 255}  # fmt: skip
     # the plan records its own rate (AdamW's, kept at 4 channels), not the typed one
     assert yaml.safe_load((out / "plan.yaml").read_text())["task"]["optimizer"]["lr"] == 0.001
     (tmp_path / "conf" / "experiment").mkdir(parents=True)

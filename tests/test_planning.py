@@ -255,6 +255,27 @@ def test_a_typed_intensity_is_planned_for(tmp_path: Path, monkeypatch, caplog) -
     assert f"Kept: {typed} (you typed it; the plan planned for it)" in caplog.text
 
 
+def test_typed_crops_and_batches_are_probed(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A typed ``data.patch_size`` or ``data.batch_size`` trains the run; the probe once timed the plan's own
+    crops and batch instead, so epoch length, cadence and width were planned for steps the run never took."""
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=6, size=(64, 64))
+    own = plan_run(compose_config(unplanned(root.parent), output_dir=tmp_path / "own"))
+    assert own.probe["patch"] == [64, 64] and own.probe["batch"] == 4  # the whole image, the CPU's batch
+    typed = ["data.patch_size=[32,32]", "data.batch_size=2"]
+    plan = plan_run(compose_config(unplanned(root.parent, *typed), output_dir=tmp_path / "r"),
+                    typed=planner.user_keys(typed))  # fmt: skip
+    chosen = {d.key: d.value for d in plan.decisions}
+    assert plan.probe["patch"] == [32, 32] and plan.probe["batch"] == 2
+    assert chosen["data.patch_size"] == [32, 32] and chosen["data.batch_size"] == 2
+    assert chosen["model.depth"] == rules.decide_depth([32, 32], 13)[0] == 2  # 32 px allows 2 poolings
+    assert chosen["data.samples_per_epoch"] % 2 == 0
+    with caplog.at_level(logging.INFO, logger=planner.__name__):
+        cfg = compose_config(folder_overrides(root.parent, *typed), output_dir=tmp_path / "run")
+    assert list(cfg.data.patch_size) == [32, 32] and cfg.model.depth == 2
+    assert "Kept: data.batch_size=2 (you typed it; the plan planned for it)" in caplog.text
+
+
 def test_the_plan_table_keeps_its_reason_column(tmp_path: Path) -> None:
     """A value longer than the value column (a percentile scaling) takes a line of its own, its reason the
     next one, in the column of the others; a one-channel stored range reads as numbers, not as lists."""

@@ -43,7 +43,10 @@ WIDTHS = {"cpu": (8, 16, 32), "cuda": (16, 32, 64)}
 TYPED = "typed"  # the probe's name for the network the user typed (``model.base_channels=32``, ``model=...``)
 UNTIMED_MODEL_KEYS = ("model.in_channels", "model.num_classes", "model.weights", "model.strict_weights")
 VALUE_COLUMN = 28  # the table's value column; longer values (a percentile scaling) take a line of their own
-COLOR_MODE, INTENSITY = "data.train_dataset.color_mode", "data.train_dataset.intensity"  # typed: planned for
+# Facts the plan plans for when typed, as it does for the data: the fingerprint is read through a typed
+# intensity scaling and colour mode, and the probe times typed crops and batches
+COLOR_MODE, INTENSITY = "data.train_dataset.color_mode", "data.train_dataset.intensity"
+PATCH_SIZE, BATCH_SIZE = "data.patch_size", "data.batch_size"
 
 
 @dataclass
@@ -192,8 +195,7 @@ def plan_run(
     start = time.perf_counter()
     settings = cfg.get("planner") or {}
     dataset, pairs = training_pairs(cfg)
-    # Facts the plan plans for, like the data: the statistics are read through a typed intensity scaling
-    fp = fingerprint(pairs, cache_dir, dataset.intensity if _conflicts(INTENSITY, typed) else None)
+    fp = fingerprint(pairs, cache_dir, dataset.intensity if _conflicts(INTENSITY, typed) is not None else None)
     num_classes, ignore_index = int(cfg.data.num_classes), int(cfg.data.get("ignore_index", 255))
     enc = dataset.encoding
     plan: list[Decision] = []
@@ -210,7 +212,7 @@ def plan_run(
             f"the masks in {dataset.root} hold only class {present} (stored values {list(fp['mask_values'])}): "
             "nothing to segment. Check data.num_classes and the mask mapping/threshold"
         )
-    channels = rules.decide_channels(fp, _value(cfg, COLOR_MODE) if _conflicts(COLOR_MODE, typed) else None)
+    channels = rules.decide_channels(fp, _typed_fact(cfg, COLOR_MODE, typed))
     plan += channels
     color_mode, in_channels = channels[0].value, channels[1].value
     plan += rules.decide_intensity(fp)
@@ -220,9 +222,14 @@ def plan_run(
     device = device_of(cfg)
     object_side = rules.typical_object_side(stats["classes"])
     rare_side = rules.rare_object_side(stats["classes"], num_classes, fp["pixels"])
-    patch, patch_why = rules.decide_patch(fp, object_side, device, rare_side)
+    typed_patch = _typed_fact(cfg, PATCH_SIZE, typed)
+    if typed_patch is None:
+        patch, patch_why = rules.decide_patch(fp, object_side, device, rare_side)
+    else:  # the probe times the typed crops, and the depth follows them
+        patch, patch_why = [int(p) for p in typed_patch], "typed: the probe times these crops, the depth follows"
     depth, depth_why = rules.decide_depth(patch, object_side)
-    patch = [rules.round_up(p, 2**depth) for p in patch]
+    if typed_patch is None:
+        patch = [rules.round_up(p, 2**depth) for p in patch]
     smallest = min(fp["height"]["min"], fp["width"]["min"])
     if smallest < 2**depth:
         patch_why += f"; images as small as {smallest:.0f} px (below the stride {2**depth}) are padded, masks ignored"
@@ -230,7 +237,8 @@ def plan_run(
     plan.append(Decision("model.depth", depth, depth_why))
 
     budget = budget_seconds(cfg)
-    batch = rules.BATCH[device]
+    typed_batch = _typed_fact(cfg, BATCH_SIZE, typed)
+    batch = rules.BATCH[device] if typed_batch is None else int(typed_batch)
     probe: dict = {"device": device, "patch": patch, "batch": batch}
     norm = rules.decide_norm(batch, stats["classes"])
 
@@ -287,7 +295,10 @@ def plan_run(
         plan = [d for d in plan if d.key != "model.depth"]  # the encoder's stages set the depth
     total_memory = torch.cuda.get_device_properties(0).total_memory if device == "cuda" else None
     probed_batch = batch
-    batch, batch_why = rules.decide_batch(device, batch, peaks.get(chosen), total_memory)
+    if typed_batch is None:
+        batch, batch_why = rules.decide_batch(device, batch, peaks.get(chosen), total_memory)
+    else:
+        batch_why = "typed: the probe timed steps of this many crops"
     step_seconds = step_seconds * batch / probed_batch
     probe["step_seconds"] = {str(w): round(t, 4) for w, t in timings.items()}
     if yours:
@@ -537,6 +548,11 @@ def apply_plan(
         else:
             kept.append(f"{mine} (you typed it; the plan had {decision.key}={format_value(decision.value)})")
     return cfg, kept
+
+
+def _typed_fact(cfg: DictConfig, key: str, typed: dict[str, str]):
+    """The composed value of ``key`` when the user typed it (or a parent or child key), else ``None``."""
+    return _value(cfg, key) if _conflicts(key, typed) is not None else None
 
 
 def _value(cfg: DictConfig, key: str):

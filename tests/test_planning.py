@@ -252,7 +252,7 @@ def test_a_typed_intensity_is_planned_for(tmp_path: Path, monkeypatch, caplog) -
     with caplog.at_level(logging.INFO, logger=planner.__name__):
         cfg = compose_config(folder_overrides(root.parent, typed), output_dir=tmp_path / "run")
     assert list(cfg.data.mean) == chosen["data.mean"]
-    assert f"Kept: {typed} (you typed it; the plan planned for it)" in caplog.text
+    assert f"Kept: {typed} (you typed it; the plan has the same)" in caplog.text
 
 
 def test_typed_crops_and_batches_are_probed(tmp_path: Path, monkeypatch, caplog) -> None:
@@ -273,7 +273,7 @@ def test_typed_crops_and_batches_are_probed(tmp_path: Path, monkeypatch, caplog)
     with caplog.at_level(logging.INFO, logger=planner.__name__):
         cfg = compose_config(folder_overrides(root.parent, *typed), output_dir=tmp_path / "run")
     assert list(cfg.data.patch_size) == [32, 32] and cfg.model.depth == 2
-    assert "Kept: data.batch_size=2 (you typed it; the plan planned for it)" in caplog.text
+    assert "Kept: data.batch_size=2 (you typed it; the plan has the same)" in caplog.text
 
 
 def test_the_plan_table_keeps_its_reason_column(tmp_path: Path) -> None:

@@ -544,7 +544,7 @@ def apply_plan(
     kept = []
     for mine, decision in yours:
         if decision.key not in GROUPS and _value(cfg, decision.key) == decision.value:
-            kept.append(f"{mine} (you typed it; the plan planned for it)")  # a typed fact (color_mode, intensity)
+            kept.append(f"{mine} (you typed it; the plan has the same)")  # a typed fact it planned for, or a match
         else:
             kept.append(f"{mine} (you typed it; the plan had {decision.key}={format_value(decision.value)})")
     return cfg, kept

@@ -274,6 +274,10 @@ def test_typed_crops_and_batches_are_probed(tmp_path: Path, monkeypatch, caplog)
         cfg = compose_config(folder_overrides(root.parent, *typed), output_dir=tmp_path / "run")
     assert list(cfg.data.patch_size) == [32, 32] and cfg.model.depth == 2
     assert "Kept: data.batch_size=2 (you typed it; the plan has the same)" in caplog.text
+    for bad, key in [("data.patch_size=64", "data.patch_size"), ("data.batch_size=0", "data.batch_size")]:
+        cfg = compose_config(unplanned(root.parent, bad), output_dir=tmp_path / "bad")
+        with pytest.raises(ValueError, match=f"{key} must be .* got (64|0)"):
+            plan_run(cfg, typed=planner.user_keys([bad]))
 
 
 def test_the_plan_table_keeps_its_reason_column(tmp_path: Path) -> None:

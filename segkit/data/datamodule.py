@@ -239,8 +239,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.mean, self.std = tuple(mean), tuple(std)
         self.seed = seed
         self._seeded_for_rank = False
-        if patch_size is not None and len(patch_size) != 2:
-            raise ValueError(f"patch_size must be [height, width], got {list(patch_size)}")
+        if patch_size is not None and (not isinstance(patch_size, Sequence) or len(patch_size) != 2):
+            raise ValueError(f"data.patch_size must be [height, width], got {patch_size}")
         self.patch_size = tuple(int(n) for n in patch_size) if patch_size is not None else None
         if patch_scale is not None and patch_size is None:
             raise ValueError("data.patch_scale zooms images before their patch_size crop: set data.patch_size too")

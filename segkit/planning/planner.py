@@ -226,7 +226,7 @@ def plan_run(
     if typed_patch is None:
         patch, patch_why = rules.decide_patch(fp, object_side, device, rare_side)
     else:  # the probe times the typed crops, and the depth follows them
-        patch, patch_why = [int(p) for p in typed_patch], "typed: the probe times these crops, the depth follows"
+        patch, patch_why = _crop_size(typed_patch), "typed: the probe times these crops, the depth follows"
     depth, depth_why = rules.decide_depth(patch, object_side)
     if typed_patch is None:
         patch = [rules.round_up(p, 2**depth) for p in patch]
@@ -238,7 +238,7 @@ def plan_run(
 
     budget = budget_seconds(cfg)
     typed_batch = _typed_fact(cfg, BATCH_SIZE, typed)
-    batch = rules.BATCH[device] if typed_batch is None else int(typed_batch)
+    batch = rules.BATCH[device] if typed_batch is None else _crop_count(typed_batch)
     probe: dict = {"device": device, "patch": patch, "batch": batch}
     norm = rules.decide_norm(batch, stats["classes"])
 
@@ -553,6 +553,24 @@ def apply_plan(
 def _typed_fact(cfg: DictConfig, key: str, typed: dict[str, str]):
     """The composed value of ``key`` when the user typed it (or a parent or child key), else ``None``."""
     return _value(cfg, key) if _conflicts(key, typed) is not None else None
+
+
+def _crop_size(value) -> list[int]:
+    """A typed ``data.patch_size``, checked: the probe builds its batches from it."""
+    if not (isinstance(value, list) and len(value) == 2 and all(_positive_int(v) for v in value)):
+        raise ValueError(f"data.patch_size must be [height, width] in pixels (e.g. [256,256]), got {value!r}")
+    return value
+
+
+def _crop_count(value) -> int:
+    """A typed ``data.batch_size``, checked."""
+    if not _positive_int(value):
+        raise ValueError(f"data.batch_size must be a positive whole number of crops, got {value!r}")
+    return value
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _value(cfg: DictConfig, key: str):

@@ -31,6 +31,14 @@ def test_batches_are_float_images_and_int64_masks() -> None:
     assert -3 < batch["image"].mean() < 3  # normalised, not 0..255
 
 
+@pytest.mark.parametrize("patch_size", [64, [64], [64, 64, 3]])
+def test_a_patch_size_that_is_not_height_and_width_is_named(patch_size) -> None:
+    """``data.patch_size=64`` once failed inside ``len()`` with a TypeError that named no setting."""
+    with pytest.raises(ValueError, match=r"data.patch_size must be \[height, width\]"):
+        SegmentationDataModule(lambda transform: SyntheticShapes(2, transform=transform), num_classes=4,
+                               patch_size=patch_size)  # fmt: skip
+
+
 def test_hold_out_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
     from tests.conftest import write_pairs
 

@@ -280,6 +280,47 @@ def test_typed_crops_and_batches_are_probed(tmp_path: Path, monkeypatch, caplog)
             plan_run(cfg, typed=planner.user_keys([bad]))
 
 
+def test_typed_whole_images_are_planned_for(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A typed ``data.patch_size=null`` (whole images) once left the probe timing the plan's crops. On images
+    of different sizes the run then stopped at its first batch, inside a loader worker's traceback."""
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "fixed" / "train", n=6, size=(48, 80))
+    whole = "data.patch_size=null"
+    plan = plan_run(compose_config(unplanned(root.parent, whole), output_dir=tmp_path / "f"),
+                    typed=planner.user_keys([whole]))  # fmt: skip
+    chosen = {d.key: d.value for d in plan.decisions}
+    assert plan.probe["patch"] == [48, 80] and chosen["data.patch_size"] is None and chosen["data.batch_size"] == 4
+    # Different sizes: one image a step, and a typed batch that cannot be stacked is named before training
+    root = disc_folder(tmp_path / "varied" / "train", n=4, size=(64, 64))
+    disc_folder(tmp_path / "wide", n=2, size=(48, 192))
+    for i in range(2):
+        for kind in ("images", "masks"):
+            (tmp_path / "wide" / kind / f"{i}.png").rename(root / kind / f"w{i}.png")
+    steady = lambda *args, **kwargs: {"seconds": 0.1, "peak_bytes": None}  # noqa: E731  a step of the median image
+    with monkeypatch.context() as patched:
+        patched.setattr(planner, "time_training_step", steady)
+        plan = plan_run(compose_config(unplanned(root.parent, whole, "trainer.max_time=00:00:01:00"),
+                                       output_dir=tmp_path / "v"), typed=planner.user_keys([whole]))  # fmt: skip
+    mean_image = (4 * 64 * 64 + 2 * 48 * 192) / 6 / (64 * 64)  # the median image's pixels: steps cost the mean's
+    assert plan.probe["planned_steps"] == int(rules.TRAINING_SHARE * 60 / (0.1 * mean_image))
+    chosen = {d.key: d.value for d in plan.decisions}
+    assert plan.probe["patch"] == [64, 64] and plan.probe["batch"] == 1 and chosen["data.batch_size"] == 1
+    assert chosen["model.norm"] == "instance"  # BatchNorm has no statistics in a step of one image
+    reasons = {d.key: d.reason for d in plan.decisions}
+    assert "a step costs the mean image, 1.4x its pixels" in reasons["data.patch_size"]  # (4*64² + 2*48*192) / 6
+    assert chosen["data.samples_per_epoch"] >= 1
+    batch = "data.batch_size=2"
+    with pytest.raises(ValueError, match=r"differ in size \(48x64 to 64x192\): a step of data.batch_size=2"):
+        plan_run(compose_config(unplanned(root.parent, whole, batch), output_dir=tmp_path / "b"),
+                 typed=planner.user_keys([whole, batch]))  # fmt: skip
+    overrides = folder_overrides(root.parent, whole, "trainer.max_time=00:00:01:00", "+debug=fast_dev_run")
+    with caplog.at_level(logging.INFO, logger=planner.__name__):
+        cfg = compose_config(overrides, output_dir=tmp_path / "run")
+    assert cfg.data.patch_size is None and cfg.data.batch_size == 1
+    assert f"Kept: {whole} (you typed it; the plan has the same)" in caplog.text
+    train(cfg)  # whole images of two sizes, one a step, and a validation
+
+
 def test_the_plan_table_keeps_its_reason_column(tmp_path: Path) -> None:
     """A value longer than the value column (a percentile scaling) takes a line of its own, its reason the
     next one, in the column of the others; a one-channel stored range reads as numbers, not as lists."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -28,6 +29,23 @@ from segkit.data.samplers import EpochSampler, EvalDistributedSampler, PaddingMa
 log = logging.getLogger(__name__)
 
 DatasetFactory = Callable[..., Dataset]
+
+
+def checked_patch_size(value) -> tuple[int, int] | None:
+    """``data.patch_size`` as ``(height, width)``, or ``None`` (whole images). The planner checks a typed
+    value with this too, before its probe builds crops from it: a bad one fails naming the setting, not in
+    a ``TypeError`` from deep inside the crop."""
+    if value is None:
+        return None
+    if not (isinstance(value, Sequence) and len(value) == 2 and all(positive_int(v) for v in value)):
+        raise ValueError(f"data.patch_size must be [height, width] in pixels (e.g. [256,256]), got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def positive_int(value) -> bool:
+    """A whole number above 0 (``True`` is not one)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -239,9 +257,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.mean, self.std = tuple(mean), tuple(std)
         self.seed = seed
         self._seeded_for_rank = False
-        if patch_size is not None and (not isinstance(patch_size, Sequence) or len(patch_size) != 2):
-            raise ValueError(f"data.patch_size must be [height, width], got {patch_size}")
-        self.patch_size = tuple(int(n) for n in patch_size) if patch_size is not None else None
+        self.patch_size = checked_patch_size(patch_size)
         if patch_scale is not None and patch_size is None:
             raise ValueError("data.patch_scale zooms images before their patch_size crop: set data.patch_size too")
         if foreground_crops and patch_size is None:

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segkit.cli import for_the_app, override_key
+from segkit.data.datamodule import checked_patch_size, positive_int
 from segkit.data.folder import FolderDataset
 from segkit.data.io import image_size
 from segkit.models import UNet
@@ -222,23 +223,42 @@ def plan_run(
     device = device_of(cfg)
     object_side = rules.typical_object_side(stats["classes"])
     rare_side = rules.rare_object_side(stats["classes"], num_classes, fp["pixels"])
-    typed_patch = _typed_fact(cfg, PATCH_SIZE, typed)
-    if typed_patch is None:
+    patch_typed = _conflicts(PATCH_SIZE, typed) is not None
+    image_scale = 1.0  # a step's pixels over the probe's: the CPU's step time grows with the pixels
+    whole = patch_typed and _value(cfg, PATCH_SIZE) is None  # typed data.patch_size=null: whole images
+    if not patch_typed:
         patch, patch_why = rules.decide_patch(fp, object_side, device, rare_side)
+    elif whole:  # the probe times the typical image; the network pads any size to its stride
+        patch = [int(fp["height"]["median"]), int(fp["width"]["median"])]
+        patch_why = f"typed: whole images; the probe times the median one ({patch[0]}x{patch[1]}), the depth follows"
+        image_scale = fp["pixels"] / fp["images"] / (patch[0] * patch[1])
+        if round(image_scale, 1) != 1:
+            patch_why += f"; a step costs the mean image, {image_scale:.1f}x its pixels"
     else:  # the probe times the typed crops, and the depth follows them
-        patch, patch_why = _crop_size(typed_patch), "typed: the probe times these crops, the depth follows"
+        patch = list(checked_patch_size(_value(cfg, PATCH_SIZE)))
+        patch_why = "typed: the probe times these crops, the depth follows"
     depth, depth_why = rules.decide_depth(patch, object_side)
-    if typed_patch is None:
+    if not patch_typed:
         patch = [rules.round_up(p, 2**depth) for p in patch]
     smallest = min(fp["height"]["min"], fp["width"]["min"])
     if smallest < 2**depth:
         patch_why += f"; images as small as {smallest:.0f} px (below the stride {2**depth}) are padded, masks ignored"
-    plan.append(Decision("data.patch_size", patch, patch_why))
+    plan.append(Decision(PATCH_SIZE, None if whole else patch, patch_why))
     plan.append(Decision("model.depth", depth, depth_why))
 
     budget = budget_seconds(cfg)
     typed_batch = _typed_fact(cfg, BATCH_SIZE, typed)
-    batch = rules.BATCH[device] if typed_batch is None else _crop_count(typed_batch)
+    unstackable = whole and not fp["fixed_size"]  # whole images of different sizes: one a step
+    if typed_batch is None:
+        batch = 1 if unstackable else rules.BATCH[device]
+    else:
+        batch = _crop_count(typed_batch)
+        if unstackable and batch > 1 and _conflicts("aug", typed) is None:  # a typed aug may crop to one size
+            raise ValueError(
+                f"data.patch_size=null trains on whole images, but the images in {dataset.root} differ in size "
+                f"({_size_range(fp)}): a step of data.batch_size={batch} cannot stack them. Set "
+                "data.batch_size=1, or data.patch_size=[256,256] for random crops"
+            )
     probe: dict = {"device": device, "patch": patch, "batch": batch}
     norm = rules.decide_norm(batch, stats["classes"])
 
@@ -269,7 +289,7 @@ def plan_run(
         peaks[width] = probed["peak_bytes"]
         if isinstance(width, str):
             probe.setdefault("encoder_step_seconds", {}).setdefault(width, []).append(round(probed["seconds"], 4))
-        return probed["seconds"]
+        return probed["seconds"] * image_scale
 
     widths = [TYPED] if yours else list(settings.get("widths") or WIDTHS[device])
     if device == "cpu":
@@ -279,7 +299,7 @@ def plan_run(
         precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
         precision_why = "GPU autocast with channels-last tensors"
         timings = {widths[0]: step_time(widths[0], precision)}
-    pixels_per_step = batch * patch[0] * patch[1]
+    pixels_per_step = batch * patch[0] * patch[1] * image_scale
 
     if yours:
         chosen, step_seconds, model_plan = TYPED, timings[TYPED], []
@@ -295,7 +315,9 @@ def plan_run(
         plan = [d for d in plan if d.key != "model.depth"]  # the encoder's stages set the depth
     total_memory = torch.cuda.get_device_properties(0).total_memory if device == "cuda" else None
     probed_batch = batch
-    if typed_batch is None:
+    if unstackable and typed_batch is None:
+        batch_why = f"whole images of different sizes ({_size_range(fp)}) cannot be stacked: one a step"
+    elif typed_batch is None:
         batch, batch_why = rules.decide_batch(device, batch, peaks.get(chosen), total_memory)
     else:
         batch_why = "typed: the probe timed steps of this many crops"
@@ -555,22 +577,17 @@ def _typed_fact(cfg: DictConfig, key: str, typed: dict[str, str]):
     return _value(cfg, key) if _conflicts(key, typed) is not None else None
 
 
-def _crop_size(value) -> list[int]:
-    """A typed ``data.patch_size``, checked: the probe builds its batches from it."""
-    if not (isinstance(value, list) and len(value) == 2 and all(_positive_int(v) for v in value)):
-        raise ValueError(f"data.patch_size must be [height, width] in pixels (e.g. [256,256]), got {value!r}")
-    return value
-
-
 def _crop_count(value) -> int:
     """A typed ``data.batch_size``, checked."""
-    if not _positive_int(value):
+    if not positive_int(value):
         raise ValueError(f"data.batch_size must be a positive whole number of crops, got {value!r}")
     return value
 
 
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+def _size_range(fp: dict) -> str:
+    """The training images' smallest and largest sides, as ``HxW to HxW``."""
+    h, w = fp["height"], fp["width"]
+    return f"{h['min']:.0f}x{w['min']:.0f} to {h['max']:.0f}x{w['max']:.0f}"
 
 
 def _value(cfg: DictConfig, key: str):

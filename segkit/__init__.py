@@ -1,18 +1,29 @@
 """segkit: U-Net image segmentation on PyTorch Lightning, Hydra and albumentations."""
 
 import os
+from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
-from segkit.inference.model_files import LoadedModel, load_model
-from segkit.metrics import metric_mode
 from segkit.precision import cpu_precision
 
+if TYPE_CHECKING:  # type checkers and IDEs see the lazily imported names (see __getattr__)
+    from segkit.inference.model_files import LoadedModel, load_model
+
+
+def _metric_mode(name: str) -> str:
+    """``segkit.metrics.metric_mode``, imported when a config resolves: importing the metrics (torchmetrics,
+    scipy) with the package would cost every ``python -m segkit.…`` command about a second."""
+    from segkit.metrics.confusion import metric_mode as mode
+
+    return mode(name)
+
+
 # ${metric_mode:${optimized_metric}} in the configs: the direction of the monitored metric, from its name
-OmegaConf.register_new_resolver("metric_mode", metric_mode, replace=True)
+OmegaConf.register_new_resolver("metric_mode", _metric_mode, replace=True)
 # ${metric_direction:${optimized_metric}}: the same, as Optuna says it (maximize | minimize), for sweeps
 OmegaConf.register_new_resolver(
-    "metric_direction", lambda name: "maximize" if metric_mode(name) == "max" else "minimize", replace=True
+    "metric_direction", lambda name: "maximize" if _metric_mode(name) == "max" else "minimize", replace=True
 )
 # ${cpu_precision:} in trainer=cpu: bf16-mixed where this CPU runs bf16 fast, else 32-true
 OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
@@ -23,3 +34,13 @@ OmegaConf.register_new_resolver("basename", lambda path: os.path.basename(os.pat
 
 __version__ = "0.2.0"
 __all__ = ["LoadedModel", "load_model"]
+
+
+def __getattr__(name: str):
+    """``segkit.load_model`` and ``segkit.LoadedModel`` on first use: they import the models, timm and the
+    metrics, which commands like ``python -m segkit.data.synthetic`` never need (5 s of its start-up)."""
+    if name in __all__:
+        from segkit.inference import model_files
+
+        return getattr(model_files, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

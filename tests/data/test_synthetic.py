@@ -55,3 +55,21 @@ def test_folder_command_writes_pairs_without_warnings(tmp_path) -> None:
     assert "RuntimeWarning" not in out.stderr
     assert len(list((tmp_path / "f" / "train" / "images").glob("*.png"))) == 2
     assert len(list((tmp_path / "f" / "val" / "masks").glob("*.png"))) == 1
+
+
+def test_the_synthetic_command_leaves_the_training_stack_unimported() -> None:
+    """``python -m segkit.data.synthetic``, the README's first command, once imported the datamodules, models and
+    metrics with the packages (Lightning, albumentations, timm, torchmetrics): 5 s before it drew a shape. The
+    package names still resolve, on first use."""
+    heavy = ("pytorch_lightning", "albumentations", "timm", "torchmetrics")
+    code = f"import sys, segkit.data.synthetic; print([m for m in {heavy!r} if m in sys.modules])"
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert found.stdout.strip() == "[]"
+    import segkit
+    import segkit.data
+
+    assert all(getattr(segkit.data, name).__name__ == name for name in segkit.data.__all__)
+    assert segkit.load_model.__name__ == "load_model" and segkit.LoadedModel.__name__ == "LoadedModel"
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        segkit.data.Nothing  # noqa: B018

@@ -287,9 +287,10 @@ def plan_run(
         probed = time_training_step(net(width), batch, in_channels, tuple(patch), num_classes, device, precision,
                                     channels_last=True)  # fmt: skip
         peaks[width] = probed["peak_bytes"]
+        seconds = probed["seconds"] * image_scale
         if isinstance(width, str):
-            probe.setdefault("encoder_step_seconds", {}).setdefault(width, []).append(round(probed["seconds"], 4))
-        return probed["seconds"] * image_scale
+            probe.setdefault("encoder_step_seconds", {}).setdefault(width, []).append(round(seconds, 4))
+        return seconds
 
     widths = [TYPED] if yours else list(settings.get("widths") or WIDTHS[device])
     if device == "cpu":

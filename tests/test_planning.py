@@ -290,6 +290,10 @@ def test_typed_whole_images_are_planned_for(tmp_path: Path, monkeypatch, caplog)
                     typed=planner.user_keys([whole]))  # fmt: skip
     chosen = {d.key: d.value for d in plan.decisions}
     assert plan.probe["patch"] == [48, 80] and chosen["data.patch_size"] is None and chosen["data.batch_size"] == 4
+    one = "data.batch_size=1"  # a typed batch of one planned BatchNorm, which the task refuses at start-up
+    plan = plan_run(compose_config(unplanned(root.parent, one), output_dir=tmp_path / "1"),
+                    typed=planner.user_keys([one]))  # fmt: skip
+    assert {d.key: d.value for d in plan.decisions}["model.norm"] == "instance"
     # Different sizes: one image a step, and a typed batch that cannot be stacked is named before training
     root = disc_folder(tmp_path / "varied" / "train", n=4, size=(64, 64))
     disc_folder(tmp_path / "wide", n=2, size=(48, 192))

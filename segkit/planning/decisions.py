@@ -243,8 +243,8 @@ def decide_norm(batch: int, classes: dict) -> Decision:
     classes are small parts of full scenes (val mIoU 0.22 against 0.35 ± 0.02, seed 42).
     The threshold sits between 87 % and 98.6 %, the two folders measured; at 95 % it is, for two classes,
     the rare-class test of :func:`rare_classes`. A step of one image has no batch statistics at all."""
-    if batch == 1:  # whole images of different sizes, one a step (the task refuses BatchNorm there)
-        return Decision("model.norm", "instance", "a step holds 1 image: no batch statistics, per-image ones")
+    if batch == 1:  # whole images of different sizes, or a typed batch of 1 (the task refuses BatchNorm there)
+        return Decision("model.norm", "instance", "a step holds 1 sample: no batch statistics, per-sample ones")
     largest = max(s["pixel_share"] for s in classes.values())
     share = f"the largest class covers {100 * largest:.1f} % of the pixels"
     if largest >= SPARSE_SHARE and batch < NORM_MIN_BATCH:

@@ -325,6 +325,23 @@ def test_typed_whole_images_are_planned_for(tmp_path: Path, monkeypatch, caplog)
     train(cfg)  # whole images of two sizes, one a step, and a validation
 
 
+@pytest.mark.parametrize(
+    "typed, message",
+    [
+        (["data.patch_size=null", "data.foreground_crops=0.33"], "data.foreground_crops places training crops"),
+        (["data.patch_size=null", "data.patch_scale=[0.75,1.25]"], "data.patch_scale zooms images before"),
+        (["data.patch_scale=[1.25,0.75]"], r"data.patch_scale must be \[low, high\] .* got \[1.25, 0.75\]"),
+        (["data.foreground_crops=3"], r"data.foreground_crops must be a share in \[0, 1\] .* got 3"),
+    ],
+)
+def test_crop_settings_are_checked_before_the_data_is_read(tmp_path: Path, typed: list[str], message: str) -> None:
+    """A zoom or a foreground share acts on crops. Typed with whole images, or out of range, it once failed
+    only when the run started, after the planner had read the data and timed its probe."""
+    absent = tmp_path / "no_data"  # reading it would fail on the missing folder, not on the setting
+    with pytest.raises(ValueError, match=message):
+        plan_run(compose_config(unplanned(absent, *typed), output_dir=tmp_path / "r"), typed=planner.user_keys(typed))
+
+
 def test_the_plan_table_keeps_its_reason_column(tmp_path: Path) -> None:
     """A value longer than the value column (a percentile scaling) takes a line of its own, its reason the
     next one, in the column of the others; a one-channel stored range reads as numbers, not as lists."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import numbers
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -25,26 +24,11 @@ from segkit.data.folds import fold_indices, sample_strata
 from segkit.data.io import image_size
 from segkit.data.normalize import NormalizeAnyDepth
 from segkit.data.samplers import EpochSampler, EvalDistributedSampler, PaddingMarked
+from segkit.data.settings import check_crop_settings, checked_batch_size, checked_patch_scale, checked_patch_size
 
 log = logging.getLogger(__name__)
 
 DatasetFactory = Callable[..., Dataset]
-
-
-def checked_patch_size(value) -> tuple[int, int] | None:
-    """``data.patch_size`` as ``(height, width)``, or ``None`` (whole images). The planner checks a typed
-    value with this too, before its probe builds crops from it: a bad one fails naming the setting, not in
-    a ``TypeError`` from deep inside the crop."""
-    if value is None:
-        return None
-    if not (isinstance(value, Sequence) and len(value) == 2 and all(positive_int(v) for v in value)):
-        raise ValueError(f"data.patch_size must be [height, width] in pixels (e.g. [256,256]), got {value!r}")
-    return int(value[0]), int(value[1])
-
-
-def positive_int(value) -> bool:
-    """A whole number above 0 (``True`` is not one)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,9 +48,7 @@ def patch_sampler(
     h, w = int(patch_size[0]), int(patch_size[1])
     zoom = []
     if scale is not None:
-        low, high = (float(f) for f in scale)
-        if not 0 < low <= high:
-            raise ValueError(f"patch_scale must be [low, high] zoom factors with 0 < low <= high, got {list(scale)}")
+        low, high = checked_patch_scale(scale)
         zoom = [A.RandomScale(scale_limit=(low - 1.0, high - 1.0), p=1.0)]
     return [
         *zoom,
@@ -258,10 +240,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.seed = seed
         self._seeded_for_rank = False
         self.patch_size = checked_patch_size(patch_size)
-        if patch_scale is not None and patch_size is None:
-            raise ValueError("data.patch_scale zooms images before their patch_size crop: set data.patch_size too")
-        if foreground_crops and patch_size is None:
-            raise ValueError("data.foreground_crops places training crops: set data.patch_size too")
+        check_crop_settings(self.patch_size is not None, patch_scale, foreground_crops)
         head = (
             patch_sampler(self.patch_size, ignore_index, patch_scale, foreground_crops)
             if self.patch_size is not None
@@ -269,7 +248,7 @@ class ImageDataModule(pl.LightningDataModule):
         )
         self.train_transform = with_tail(train_transform, mean, std, seed, head)
         self.val_transform = with_tail(val_transform, mean, std, seed)
-        self.batch_size = batch_size
+        self.batch_size = checked_batch_size(batch_size)
         self.samples_per_epoch = samples_per_epoch
         self.sample_by_area = bool(sample_by_area)
         self.val_batch_size = val_batch_size if val_batch_size is not None else (1 if patch_size else batch_size)

@@ -22,9 +22,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segkit.cli import for_the_app, override_key
-from segkit.data.datamodule import checked_patch_size, positive_int
 from segkit.data.folder import FolderDataset
 from segkit.data.io import image_size
+from segkit.data.settings import check_crop_settings, checked_batch_size, checked_patch_size
 from segkit.models import UNet
 from segkit.planning import decisions as rules
 from segkit.planning.decisions import Decision
@@ -195,6 +195,10 @@ def plan_run(
     typed = typed or {}
     start = time.perf_counter()
     settings = cfg.get("planner") or {}
+    patch_typed = _conflicts(PATCH_SIZE, typed) is not None
+    whole = patch_typed and _value(cfg, PATCH_SIZE) is None  # typed data.patch_size=null: whole images
+    # zoom and foreground share act on crops: checked before the data is read, as the datamodule checks them
+    check_crop_settings(not whole, _value(cfg, "data.patch_scale"), _value(cfg, "data.foreground_crops") or 0.0)
     dataset, pairs = training_pairs(cfg)
     fp = fingerprint(pairs, cache_dir, dataset.intensity if _conflicts(INTENSITY, typed) is not None else None)
     num_classes, ignore_index = int(cfg.data.num_classes), int(cfg.data.get("ignore_index", 255))
@@ -223,9 +227,7 @@ def plan_run(
     device = device_of(cfg)
     object_side = rules.typical_object_side(stats["classes"])
     rare_side = rules.rare_object_side(stats["classes"], num_classes, fp["pixels"])
-    patch_typed = _conflicts(PATCH_SIZE, typed) is not None
     image_scale = 1.0  # a step's pixels over the probe's: the CPU's step time grows with the pixels
-    whole = patch_typed and _value(cfg, PATCH_SIZE) is None  # typed data.patch_size=null: whole images
     if not patch_typed:
         patch, patch_why = rules.decide_patch(fp, object_side, device, rare_side)
     elif whole:  # the probe times the typical image; the network pads any size to its stride
@@ -252,7 +254,7 @@ def plan_run(
     if typed_batch is None:
         batch = 1 if unstackable else rules.BATCH[device]
     else:
-        batch = _crop_count(typed_batch)
+        batch = checked_batch_size(typed_batch)
         if unstackable and batch > 1 and _conflicts("aug", typed) is None:  # a typed aug may crop to one size
             raise ValueError(
                 f"data.patch_size=null trains on whole images, but the images in {dataset.root} differ in size "
@@ -576,13 +578,6 @@ def apply_plan(
 def _typed_fact(cfg: DictConfig, key: str, typed: dict[str, str]):
     """The composed value of ``key`` when the user typed it (or a parent or child key), else ``None``."""
     return _value(cfg, key) if _conflicts(key, typed) is not None else None
-
-
-def _crop_count(value) -> int:
-    """A typed ``data.batch_size``, checked."""
-    if not positive_int(value):
-        raise ValueError(f"data.batch_size must be a positive whole number of crops, got {value!r}")
-    return value
 
 
 def _size_range(fp: dict) -> str:

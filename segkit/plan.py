@@ -18,7 +18,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from segkit.cli import check_overrides, clear_errors
-from segkit.planning.planner import Plan, plan_run, save_plan, user_keys
+from segkit.planning.overrides import user_keys
+from segkit.planning.planner import plan_run
+from segkit.planning.record import Plan, save_plan
 
 log = logging.getLogger(__name__)
 

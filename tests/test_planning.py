@@ -25,8 +25,10 @@ from segkit.inference.model_files import run_config
 from segkit.planning import decisions as rules
 from segkit.planning import planner
 from segkit.planning.fingerprint import fingerprint
-from segkit.planning.planner import Plan, apply_plan, plan_run, planned_config, save_plan, training_pairs
+from segkit.planning.overrides import apply_plan
+from segkit.planning.planner import plan_run, planned_config, training_pairs
 from segkit.planning.probe import time_training_step
+from segkit.planning.record import Plan, save_plan
 from segkit.train import compose_config, train
 
 

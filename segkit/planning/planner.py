@@ -1,27 +1,26 @@
 """Plan a run from the data and the budget: fingerprint the training split, probe the device, decide.
 
 ``plan_run(cfg)`` is what ``python -m segkit.plan`` and ``python -m segkit.train +experiment=auto`` both call;
-:func:`apply_plan` turns a plan into a composed config in which every key the user typed still wins.
+:func:`planned_config` plans (or reads the plan of rank 0 or of an earlier job), saves it
+(:mod:`~segkit.planning.record`) and composes it under what the user typed
+(:mod:`~segkit.planning.overrides`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from segkit.cli import for_the_app, override_key
 from segkit.data.folder import FolderDataset
 from segkit.data.io import image_size
 from segkit.data.settings import check_crop_settings, checked_batch_size, checked_patch_size
@@ -29,12 +28,13 @@ from segkit.models import UNet
 from segkit.planning import decisions as rules
 from segkit.planning.decisions import Decision
 from segkit.planning.fingerprint import fingerprint
+from segkit.planning.overrides import apply_plan, composed_value, overriding, typed_network, typed_value, user_keys
 from segkit.planning.probe import time_forward, time_training_step
+from segkit.planning.record import Plan, read_plan, save_plan
 from segkit.precision import NO_FAST_BF16, cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("aug", "loss", "model", "scheduler", "trainer")  # keys that choose a config file, not a value
 # base_channels the probe may take. No CPU plan took 48 and won: CamVid at 30 minutes (646 steps) and 96² shapes
 # (1200 steps) lost to 16 channels, and the nuclei stand-in at 30 minutes, with both floors cleared (4742
 # steps, 259 M pixels), scored 0.672 pooled IoU against 0.786 for 32 channels (benchmarks/README.md). It ran at
@@ -43,83 +43,10 @@ GROUPS = ("aug", "loss", "model", "scheduler", "trainer")  # keys that choose a 
 WIDTHS = {"cpu": (8, 16, 32), "cuda": (16, 32, 64)}
 TYPED = "typed"  # the probe's name for the network the user typed (``model.base_channels=32``, ``model=...``)
 UNTIMED_MODEL_KEYS = ("model.in_channels", "model.num_classes", "model.weights", "model.strict_weights")
-VALUE_COLUMN = 28  # the table's value column; longer values (a percentile scaling) take a line of their own
 # Facts the plan plans for when typed, as it does for the data: the fingerprint is read through a typed
 # intensity scaling and colour mode, and the probe times typed crops and batches
 COLOR_MODE, INTENSITY = "data.train_dataset.color_mode", "data.train_dataset.intensity"
 PATCH_SIZE, BATCH_SIZE = "data.patch_size", "data.batch_size"
-
-
-@dataclass
-class Plan:
-    """The decisions (in order), the fingerprint they came from, and what the probe measured."""
-
-    decisions: list[Decision]
-    fingerprint: dict
-    probe: dict = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def overrides(self) -> list[str]:
-        """Hydra overrides: ``aug=em`` for groups, ``++data.patch_size=[256,256]`` for values."""
-        return [override(d.key, d.value) for d in self.decisions]
-
-    def table(self) -> str:
-        """Every decision with its value and reason, for people."""
-        width = max(len(d.key) for d in self.decisions)
-        values = [format_value(d.value) for d in self.decisions]
-        value_width = min(VALUE_COLUMN, max(len(v) for v in values))
-        lines = [f"{'setting'.ljust(width)}  {'value'.ljust(value_width)}  reason"]
-        for d, value in zip(self.decisions, values, strict=True):
-            if len(value) > value_width:  # a long value gets its own line; the reasons stay in one column
-                lines += [f"{d.key.ljust(width)}  {value}", f"{''.ljust(width + value_width + 2)}  {d.reason}"]
-            else:
-                lines.append(f"{d.key.ljust(width)}  {value.ljust(value_width)}  {d.reason}")
-        return "\n".join(lines)
-
-    def experiment_yaml(self, title: str) -> str:
-        """An ordinary Hydra experiment file: group choices in ``defaults``, values nested, reasons as comments."""
-        lines = ["# @package _global_", f"# {title}", "defaults:"]
-        lines += [f"  - override /{d.key}: {d.value}  # {d.reason}" for d in self.decisions if d.key in GROUPS]
-        tree: dict = {}
-        for d in self.decisions:
-            if d.key not in GROUPS:
-                node = tree
-                *parents, leaf = d.key.split(".")
-                for part in parents:
-                    node = node.setdefault(part, {})
-                node[leaf] = d
-        lines += _yaml_lines(tree, 0)
-        return "\n".join(lines) + "\n"
-
-
-def format_value(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    return str(value)
-
-
-def override(key: str, value) -> str:
-    return f"{key}={value}" if key in GROUPS else f"++{key}={format_value(value)}"
-
-
-def _yaml_lines(tree: dict, indent: int) -> list[str]:
-    lines = []
-    for key, node in tree.items():
-        pad = "  " * indent
-        if isinstance(node, Decision):
-            flow = yaml.safe_dump(node.value, default_flow_style=True, width=1000).strip()
-            flow = flow.removesuffix("\n...").removesuffix("...").strip()
-            lines.append(f"{pad}{key}: {flow}  # {node.reason}")
-        else:
-            lines.append(f"{pad}{key}:")
-            lines += _yaml_lines(node, indent + 1)
-    return lines
 
 
 def training_pairs(cfg: DictConfig) -> tuple[FolderDataset, list[tuple[Path, Path]]]:
@@ -172,12 +99,10 @@ def budget_seconds(cfg: DictConfig) -> float:
                                                                   ("seconds", 1))))  # fmt: skip
 
 
-def typed_network(typed: dict[str, str]) -> list[str]:
-    """The user's overrides that fix the network (a model group, its encoder or its width): the plan then
-    times that network instead of choosing one, so that the epoch length, validation cadence and
-    augmentation strength fit the network the run will train."""
-    fixing = ("model", "model.encoder", "model.base_channels")
-    return [item for key, item in typed.items() if key.replace("/", ".") in fixing]
+def _size_range(fp: dict) -> str:
+    """The training images' smallest and largest sides, as ``HxW to HxW``."""
+    h, w = fp["height"], fp["width"]
+    return f"{h['min']:.0f}x{w['min']:.0f} to {h['max']:.0f}x{w['max']:.0f}"
 
 
 def plan_run(
@@ -195,12 +120,14 @@ def plan_run(
     typed = typed or {}
     start = time.perf_counter()
     settings = cfg.get("planner") or {}
-    patch_typed = _conflicts(PATCH_SIZE, typed) is not None
-    whole = patch_typed and _value(cfg, PATCH_SIZE) is None  # typed data.patch_size=null: whole images
+    patch_typed = overriding(PATCH_SIZE, typed) is not None
+    whole = patch_typed and composed_value(cfg, PATCH_SIZE) is None  # typed data.patch_size=null: whole images
     # zoom and foreground share act on crops: checked before the data is read, as the datamodule checks them
-    check_crop_settings(not whole, _value(cfg, "data.patch_scale"), _value(cfg, "data.foreground_crops") or 0.0)
+    check_crop_settings(
+        not whole, composed_value(cfg, "data.patch_scale"), composed_value(cfg, "data.foreground_crops") or 0.0
+    )
     dataset, pairs = training_pairs(cfg)
-    fp = fingerprint(pairs, cache_dir, dataset.intensity if _conflicts(INTENSITY, typed) is not None else None)
+    fp = fingerprint(pairs, cache_dir, dataset.intensity if overriding(INTENSITY, typed) is not None else None)
     num_classes, ignore_index = int(cfg.data.num_classes), int(cfg.data.get("ignore_index", 255))
     enc = dataset.encoding
     plan: list[Decision] = []
@@ -217,7 +144,7 @@ def plan_run(
             f"the masks in {dataset.root} hold only class {present} (stored values {list(fp['mask_values'])}): "
             "nothing to segment. Check data.num_classes and the mask mapping/threshold"
         )
-    channels = rules.decide_channels(fp, _typed_fact(cfg, COLOR_MODE, typed))
+    channels = rules.decide_channels(fp, typed_value(cfg, COLOR_MODE, typed))
     plan += channels
     color_mode, in_channels = channels[0].value, channels[1].value
     plan += rules.decide_intensity(fp)
@@ -237,7 +164,7 @@ def plan_run(
         if round(image_scale, 1) != 1:
             patch_why += f"; a step costs the mean image, {image_scale:.1f}x its pixels"
     else:  # the probe times the typed crops, and the depth follows them
-        patch = list(checked_patch_size(_value(cfg, PATCH_SIZE)))
+        patch = list(checked_patch_size(composed_value(cfg, PATCH_SIZE)))
         patch_why = "typed: the probe times these crops, the depth follows"
     depth, depth_why = rules.decide_depth(patch, object_side)
     if not patch_typed:
@@ -249,13 +176,13 @@ def plan_run(
     plan.append(Decision("model.depth", depth, depth_why))
 
     budget = budget_seconds(cfg)
-    typed_batch = _typed_fact(cfg, BATCH_SIZE, typed)
+    typed_batch = typed_value(cfg, BATCH_SIZE, typed)
     unstackable = whole and not fp["fixed_size"]  # whole images of different sizes: one a step
     if typed_batch is None:
         batch = 1 if unstackable else rules.BATCH[device]
     else:
         batch = checked_batch_size(typed_batch)
-        if unstackable and batch > 1 and _conflicts("aug", typed) is None:  # a typed aug may crop to one size
+        if unstackable and batch > 1 and overriding("aug", typed) is None:  # a typed aug may crop to one size
             raise ValueError(
                 f"data.patch_size=null trains on whole images, but the images in {dataset.root} differ in size "
                 f"({_size_range(fp)}): a step of data.batch_size={batch} cannot stack them. Set "
@@ -279,7 +206,7 @@ def plan_run(
             planned = {"encoder": "unet", "depth": depth, "base_channels": width, "norm": norm.value}
         if not timed_model:
             return UNet(num_classes=num_classes, in_channels=in_channels, **planned)
-        kept = {k: v for k, v in planned.items() if _conflicts(f"model.{k}", typed) is None}
+        kept = {k: v for k, v in planned.items() if overriding(f"model.{k}", typed) is None}
         unweighted = {k: None for k in ("weights", "encoder_weights") if k in cfg.model}  # timing needs no download
         return instantiate(cfg.model, in_channels=in_channels, **kept, **unweighted)
 
@@ -526,97 +453,6 @@ def choose_probed_width(
     return chosen, why + skipped
 
 
-def user_keys(overrides: Sequence[str]) -> dict[str, str]:
-    """Key -> override for what the user typed, less Hydra's own (:func:`for_the_app`)."""
-    return {override_key(item): item for item in overrides if not for_the_app(item)}
-
-
-def _conflicts(plan_key: str, typed: dict[str, str]) -> str | None:
-    """The user's override that takes ``plan_key`` out of the plan, if any.
-
-    A typed value wins over the same key and over its parents' or children's planned values. A typed group
-    choice (``model=unet_resnet34``) wins over the planned choice and the planned values inside that group,
-    except the facts read from the data (``data.*`` and ``model.in_channels``): ``data=isbi2012`` is what
-    was planned for, not a setting to keep.
-    """
-    for key, item in typed.items():
-        key = key.replace("/", ".")  # a nested group choice (model/encoder=resnet18) sets model.encoder
-        if key == plan_key:
-            return item
-        if "." not in key:  # a group choice
-            if key != "data" and plan_key.startswith(key + ".") and plan_key != "model.in_channels":
-                return item
-        elif "." in plan_key and (plan_key.startswith(key + ".") or key.startswith(plan_key + ".")):
-            return item
-    return None
-
-
-def apply_plan(
-    plan: Plan, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig]
-) -> tuple[DictConfig, list[str]]:
-    """Compose the planned config: the plan's overrides first, then the user's, dropping every planned key
-    the user set (a parent or child key counts). Returns the config and one line per kept user setting."""
-    user = [o for o in overrides if not for_the_app(o)]
-    typed = user_keys(user)
-    yours, planned = [], []
-    for decision, item in zip(plan.decisions, plan.overrides(), strict=True):
-        mine = _conflicts(decision.key, typed)
-        if mine is not None:
-            yours.append((mine, decision))
-        else:
-            planned.append(item)
-    cfg = compose([*planned, *user])
-    kept = []
-    for mine, decision in yours:
-        if decision.key not in GROUPS and _value(cfg, decision.key) == decision.value:
-            kept.append(f"{mine} (you typed it; the plan has the same)")  # a typed fact it planned for, or a match
-        else:
-            kept.append(f"{mine} (you typed it; the plan had {decision.key}={format_value(decision.value)})")
-    return cfg, kept
-
-
-def _typed_fact(cfg: DictConfig, key: str, typed: dict[str, str]):
-    """The composed value of ``key`` when the user typed it (or a parent or child key), else ``None``."""
-    return _value(cfg, key) if _conflicts(key, typed) is not None else None
-
-
-def _size_range(fp: dict) -> str:
-    """The training images' smallest and largest sides, as ``HxW to HxW``."""
-    h, w = fp["height"], fp["width"]
-    return f"{h['min']:.0f}x{w['min']:.0f} to {h['max']:.0f}x{w['max']:.0f}"
-
-
-def _value(cfg: DictConfig, key: str):
-    """The composed value at ``key`` as plain data (``None`` where the key is absent)."""
-    found = OmegaConf.select(cfg, key)
-    return OmegaConf.to_container(found, resolve=True) if OmegaConf.is_config(found) else found
-
-
-def save_plan(plan: Plan, directory: Path, title: str) -> None:
-    """``plan.yaml`` (an experiment file) and ``fingerprint.json`` (with the probe's timings) in ``directory``,
-    and the decision table in the log."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "plan.yaml").write_text(plan.experiment_yaml(title))
-    decisions = [[d.key, d.value, d.reason] for d in plan.decisions]
-    record = {**plan.fingerprint, "probe": plan.probe, "planning_seconds": plan.seconds, "decisions": decisions}
-    tmp = directory / "fingerprint.json.tmp"  # other ranks wait for this file: it appears whole
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(directory / "fingerprint.json")
-    log.info("Plan: %s\n%s", describe(plan), plan.table())
-    log.info("Plan saved: %s (an experiment file; fingerprint.json beside it)", directory / "plan.yaml")
-
-
-def describe(plan: Plan) -> str:
-    fp = plan.fingerprint
-    size = f"{fp['height']['median']:.0f}x{fp['width']['median']:.0f}"
-    return (
-        f"{fp['images']} training images (median {size}, {'fixed' if fp['fixed_size'] else 'variable'} size, "
-        f"{fp['color_mode']}, {'/'.join(fp['dtypes'])}); planned in {plan.seconds:.1f} s "
-        f"(fingerprint {fp.get('seconds', 0):.1f} s{', cached' if not fp.get('seconds') else ''}); "
-        f"~{plan.probe.get('planned_steps', 0)} steps on {plan.probe.get('device')}"
-    )
-
-
 def launched_rank() -> int:
     """This process's rank when a launcher (Lightning's DDP, torchrun, SLURM) set one, else 0."""
     for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
@@ -637,20 +473,6 @@ def rank_zero_plan(output_dir: Path, timeout: float = 900.0) -> Plan:
             )
         time.sleep(1.0)
     return read_plan(output_dir)
-
-
-def read_plan(directory: Path) -> Plan:
-    """The plan :func:`save_plan` wrote in ``directory`` (its decisions are in ``fingerprint.json``)."""
-    record = json.loads((directory / "fingerprint.json").read_text())
-    decisions = [Decision(key, _int_keys(value), reason) for key, value, reason in record["decisions"]]
-    return Plan(decisions, record, record.get("probe", {}))
-
-
-def _int_keys(value):
-    """JSON turned a mask mapping's integer keys into strings (``{"255": 1}``); turn them back."""
-    if isinstance(value, dict):
-        return {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: v for k, v in value.items()}
-    return value
 
 
 def planned_config(

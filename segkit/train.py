@@ -99,10 +99,16 @@ def save_config(cfg: DictConfig, output_dir: Path) -> None:
     The command line's Hydra writes that file before the task starts, so for a planned run
     (``+experiment=auto``) it holds the typed config, not the planned one: eval would then read 0/255 masks
     without the plan's mapping and score the foreground as ignored. Written here, it is the trained config
-    for every run, from the command line or from Python; the typed overrides stay in ``overrides.yaml``."""
+    for every run, from the command line or from Python; the typed overrides stay in ``overrides.yaml``.
+
+    ``trainer=cpu``'s ``${cpu_precision:}`` is saved resolved: the file says which precision this machine
+    trained in (bf16 or fp32), not which one another machine would choose when it reads the file."""
     path = output_dir / ".hydra" / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, path)
+    trained = cfg.copy()
+    if OmegaConf.select(cfg, "trainer.precision") is not None:
+        trained.trainer.precision = cfg.trainer.precision
+    OmegaConf.save(trained, path)
 
 
 @rank_zero_only

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from segkit.inference import Predictor, evaluate, split_samples
@@ -116,6 +117,8 @@ def test_inference_defaults_to_the_training_precision(trained_run: Path) -> None
     fp32) and predicts in it; an fp32 run's model predicts in fp32."""
     model = load_model(trained_run)
     assert model.metadata["precision"] == precision_name(cpu_precision())
+    saved = OmegaConf.to_container(OmegaConf.load(trained_run / ".hydra" / "config.yaml"))  # unresolved
+    assert saved["trainer"]["precision"] == cpu_precision()  # what it trained in, not ${cpu_precision:}
     assert Predictor(model).precision == precision_name(cpu_precision())
     model.metadata["precision"] = "fp32"
     fp32 = Predictor(model, tile=[64, 64])

@@ -90,3 +90,34 @@ def print_means(title: str, results: dict[str, list[dict]], keys: tuple[str, ...
     for name, rows in results.items():
         cells = " ".join(f"{mean_std([r[k] for r in rows]):>20}" for k in keys)
         print(f"{name:40} {np.mean([r['steps'] for r in rows]):>6.0f} {cells}")
+
+
+def train_peer_for(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    seconds: float,
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    bf16: bool = True,
+) -> int:
+    """The hand-written peers' loop: optimizer steps for ``seconds`` of wall time, the optimizer's starting rate
+    decayed as poly (power 0.9) over that time, bf16 autocast and channels-last inputs when ``bf16``. Returns
+    the steps taken; a line every 50 steps shows progress."""
+    rates = [group["lr"] for group in optimizer.param_groups]
+    start, steps = time.monotonic(), 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        for group, rate in zip(optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate * (1 - elapsed / seconds) ** 0.9
+        x, y = next_batch()
+        if bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x).float()
+        loss = loss_of(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        if steps % 50 == 0:
+            print(f"  peer step {steps}, {elapsed / 60:.1f} min, loss {loss.item():.3f}", flush=True)
+    return steps

@@ -14,14 +14,13 @@ summary gives mean and standard deviation over the seeds.
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from budget_runs import mean_std, parse_args, run_experiment, seeds_in_turn
+from budget_runs import mean_std, parse_args, run_experiment, seeds_in_turn, train_peer_for
 from PIL import Image
 
 from segkit.metrics import iou_per_class
@@ -68,20 +67,8 @@ def run_peer(root: Path, seconds: float, seed: int) -> dict[str, float]:
     images, labels = load_split(root, "train")
     net = smp.Unet("resnet34", encoder_weights=None, classes=len(CLASSES)).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    start, steps = time.monotonic(), 0
-    while (elapsed := time.monotonic() - start) < seconds:
-        for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * (1 - elapsed / seconds) ** 0.9
-        x, y = random_batch(images, labels, rng, 8)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = net(x.contiguous(memory_format=torch.channels_last)).float()
-        loss = torch.nn.functional.cross_entropy(logits, y, ignore_index=255)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        steps += 1
-        if steps % 50 == 0:
-            print(f"  peer step {steps}, {elapsed / 60:.1f} min, loss {loss.item():.3f}", flush=True)
+    steps = train_peer_for(net, optimizer, seconds, lambda: random_batch(images, labels, rng, 8),
+                           partial(torch.nn.functional.cross_entropy, ignore_index=255))  # fmt: skip
     net.eval()
     val_images, val_labels = load_split(root, "val")
     k = len(CLASSES)

@@ -24,13 +24,12 @@ Slices 24-29 were also looked at when segkit's recipe was chosen, so they are no
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from budget_runs import mean_std, parse_args, run_experiment, seeds_in_turn
+from budget_runs import mean_std, parse_args, run_experiment, seeds_in_turn, train_peer_for
 from PIL import Image
 
 from segkit.metrics.per_image import adapted_rand_error
@@ -83,22 +82,11 @@ def run_peer(root: Path, seconds: float, precision: str, seed: int) -> dict[str,
         net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     dice = smp.losses.DiceLoss("binary")
-    start, steps = time.monotonic(), 0
-    while (elapsed := time.monotonic() - start) < seconds:
-        for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * (1 - elapsed / seconds) ** 0.9
-        x, y = random_batch(images, masks, rng, 4, 256)
-        if bf16:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = net(x).float()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + dice(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        steps += 1
-        if steps % 50 == 0:
-            print(f"  peer step {steps}, {elapsed / 60:.1f} min, loss {loss.item():.3f}", flush=True)
+
+    def loss_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + dice(logits, y)
+
+    steps = train_peer_for(net, optimizer, seconds, lambda: random_batch(images, masks, rng, 4, 256), loss_of, bf16)
     net.eval()
     val_images, val_masks = load_slices(root / "train", VAL)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -36,10 +36,9 @@ def checked_patch_scale(value) -> tuple[float, float] | None:
     """``data.patch_scale`` as ``(low, high)`` zoom factors with ``0 < low <= high``, or ``None`` (no zoom)."""
     if value is None:
         return None
-    try:
-        low, high = (float(f) for f in value)
-    except (TypeError, ValueError):
-        low = high = float("nan")
+    pair = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+    numeric = pair and all(isinstance(f, numbers.Real) and not isinstance(f, bool) for f in value)
+    low, high = (float(value[0]), float(value[1])) if numeric else (float("nan"), float("nan"))
     if not 0 < low <= high:  # also false for NaN
         raise ValueError(f"data.patch_scale must be [low, high] zoom factors with 0 < low <= high, got {value!r}")
     return low, high

@@ -15,6 +15,8 @@ from segkit.data import SegmentationDataModule
         ({"patch_size": [64, 0]}, r"data.patch_size must be \[height, width\] .* got \[64, 0\]"),
         ({"patch_size": [64, 64], "patch_scale": "big"}, r"data.patch_scale must be \[low, high\] .* got 'big'"),
         ({"patch_size": [64, 64], "patch_scale": [0, 1]}, r"0 < low <= high, got \[0, 1\]"),
+        ({"patch_size": [64, 64], "patch_scale": "12"}, r"0 < low <= high, got '12'"),
+        ({"patch_size": [64, 64], "patch_scale": [0.5, 1, 2]}, r"0 < low <= high, got \[0.5, 1, 2\]"),
         ({"patch_size": [64, 64], "foreground_crops": -0.1}, r"data.foreground_crops must be a share in \[0, 1\]"),
         ({"patch_scale": [0.5, 1.5]}, "data.patch_scale zooms images before their patch_size crop"),
         ({"foreground_crops": 0.33}, "data.foreground_crops places training crops: set data.patch_size too"),

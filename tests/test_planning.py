@@ -292,10 +292,6 @@ def test_typed_whole_images_are_planned_for(tmp_path: Path, monkeypatch, caplog)
                     typed=planner.user_keys([whole]))  # fmt: skip
     chosen = {d.key: d.value for d in plan.decisions}
     assert plan.probe["patch"] == [48, 80] and chosen["data.patch_size"] is None and chosen["data.batch_size"] == 4
-    one = "data.batch_size=1"  # a typed batch of one planned BatchNorm, which the task refuses at start-up
-    plan = plan_run(compose_config(unplanned(root.parent, one), output_dir=tmp_path / "1"),
-                    typed=planner.user_keys([one]))  # fmt: skip
-    assert {d.key: d.value for d in plan.decisions}["model.norm"] == "instance"
     # Different sizes: one image a step, and a typed batch that cannot be stacked is named before training
     root = disc_folder(tmp_path / "varied" / "train", n=4, size=(64, 64))
     disc_folder(tmp_path / "wide", n=2, size=(48, 192))
@@ -325,6 +321,18 @@ def test_typed_whole_images_are_planned_for(tmp_path: Path, monkeypatch, caplog)
     assert cfg.data.patch_size is None and cfg.data.batch_size == 1
     assert f"Kept: {whole} (you typed it; the plan has the same)" in caplog.text
     train(cfg)  # whole images of two sizes, one a step, and a validation
+
+
+def test_a_typed_batch_of_one_plans_instance_norm(tmp_path: Path, monkeypatch) -> None:
+    """A typed ``data.batch_size=1`` once planned BatchNorm on a folder that is not sparse; the task refuses
+    BatchNorm at batch 1, so the planned run stopped at start-up."""
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=6, size=(48, 80))
+    one = "data.batch_size=1"
+    plan = plan_run(compose_config(unplanned(root.parent, one), output_dir=tmp_path / "1"),
+                    typed=planner.user_keys([one]))  # fmt: skip
+    norm = next(d for d in plan.decisions if d.key == "model.norm")
+    assert norm.value == "instance" and "a step holds 1 sample" in norm.reason
 
 
 @pytest.mark.parametrize(

@@ -342,6 +342,7 @@ def test_a_typed_batch_of_one_plans_instance_norm(tmp_path: Path, monkeypatch) -
         (["data.patch_size=null", "data.patch_scale=[0.75,1.25]"], "data.patch_scale zooms images before"),
         (["data.patch_scale=[1.25,0.75]"], r"data.patch_scale must be \[low, high\] .* got \[1.25, 0.75\]"),
         (["data.foreground_crops=3"], r"data.foreground_crops must be a share in \[0, 1\] .* got 3"),
+        (["data.foreground_crops=null"], r"data.foreground_crops must be a share in \[0, 1\] .* got None"),
     ],
 )
 def test_crop_settings_are_checked_before_the_data_is_read(tmp_path: Path, typed: list[str], message: str) -> None:

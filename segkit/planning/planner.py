@@ -124,7 +124,7 @@ def plan_run(
     whole = patch_typed and composed_value(cfg, PATCH_SIZE) is None  # typed data.patch_size=null: whole images
     # zoom and foreground share act on crops: checked before the data is read, as the datamodule checks them
     check_crop_settings(
-        not whole, composed_value(cfg, "data.patch_scale"), composed_value(cfg, "data.foreground_crops") or 0.0
+        not whole, composed_value(cfg, "data.patch_scale"), composed_value(cfg, "data.foreground_crops")
     )
     dataset, pairs = training_pairs(cfg)
     fp = fingerprint(pairs, cache_dir, dataset.intensity if overriding(INTENSITY, typed) is not None else None)

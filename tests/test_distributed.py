@@ -40,13 +40,13 @@ def past_teardown_abort(run: Callable[[], T]) -> T:
     torch 2.14 + gloo: a spawned process sometimes aborts at exit ("terminate called without an active
     exception", about 1 run in 4 here, seen in CI on the validation test too). The work is done by then, so the
     call is repeated; any other failure, or a third abort, is raised."""
-    for attempt in range(3):
+    for _ in range(2):
         try:
             return run()
         except ProcessExitedException as err:
-            if "SIGABRT" not in str(err) or attempt == 2:
+            if "SIGABRT" not in str(err):
                 raise
-    raise AssertionError("unreachable")
+    return run()
 
 
 def test_ddp_spawn_fit_on_two_cpu_processes(compose_cfg, tmp_path: Path) -> None:

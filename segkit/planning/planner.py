@@ -236,7 +236,7 @@ def plan_run(
         encoder = str(cfg.model.get("encoder", "other"))  # smp's models and others: not segkit's plain U-Net
         log.info("The network is yours (%s): the plan times it instead of choosing one", " ".join(yours))
     else:
-        floors = rules.Floors.planned(settings, budget, pixels_per_step)
+        floors = rules.Floors.planned(settings, budget, pixels_per_step, device)
         candidate = Candidate(settings.get("encoder", rules.ENCODER), depth, rules.training_pixels(fp))
         chosen, step_seconds, model_plan = plan_network(partial(step_time, precision=precision), timings, widths,
                                                         floors, candidate)  # fmt: skip

@@ -508,7 +508,7 @@ def short_budget_slowdown(device: str, budget_seconds: float) -> float:
     Measured at 5 CPU minutes (benchmarks/README.md), final weights, three seeds a side: on the nuclei
     stand-in on the AMX-BF16 CPU, 32 channels (2.06x 16 channels' step, ~3500 steps, both floors cleared)
     scored 0.793 pooled foreground IoU on the draw rules are screened on, 16 channels (~6800 steps) 0.804;
-    with flips-only augmentation 0.793 against 0.815, and 0.783 against the plan's 0.741 on the other draw.
+    on the other draw 0.741 against 0.771.
     Where the cap moves a plan from 16 to 8 channels, the two were measured to tie: ISBI (16 channels with
     ~700 steps against 8 with ~1000), CamVid (0.336 +- 0.020 against 0.340 +- 0.006) and the stand-in on the
     AVX2 CPU (three seeds on each draw). Unmeasured on a GPU."""

@@ -517,6 +517,22 @@ def test_a_short_cpu_budget_stops_at_a_width_that_costs_over_one_and_a_half_step
     assert rules.choose_width({8: 0.1, 16: 0.15}, capped)[0] == 16  # 1.5x: kept
 
 
+def test_the_probe_ends_at_the_first_width_over_the_cap_read_twice() -> None:
+    """At a short CPU budget no width past the cap is probed (the stand-in's 32 channels, or 16 where 16 cost
+    1.96x 8's step on the rare folder), and the width over the cap is read twice first, so that one stalled
+    reading does not end the widths."""
+    stand_in = {"depth": 5, "data_pixels": 30e6, "budget": 300,
+                "pixels_per_step": 4 * 112 * 112, "settings": {"encoder": None}}  # fmt: skip
+    calls, step_time = scripted_probe({16: [0.035, 0.035], 32: [0.072, 0.075], 48: [0.12]})
+    chosen, _, decisions = plan_network(step_time, {8: 0.033}, [8, 16, 32, 48], **stand_in)
+    assert (chosen, calls) == (16, [16, 32, 32, 16]) and "not 32: 2.10x 16's step" in decisions[-1].reason
+    calls, step_time = scripted_probe({16: [0.065, 0.064], 32: [0.2]})  # the rare folder: 32 is not probed
+    assert plan_network(step_time, {8: 0.033}, [8, 16, 32], **stand_in)[0] == 8 and calls == [16, 16]
+    calls, step_time = scripted_probe({16: [0.0545, 0.036], 32: [0.072, 0.075]})  # 1.65x, then 1.09x: kept
+    chosen, seconds, _ = plan_network(step_time, {8: 0.033}, [8, 16, 32], **stand_in)
+    assert (chosen, seconds, calls) == (16, pytest.approx(0.04525), [16, 16, 32, 32])
+
+
 def test_the_step_floor_grows_with_the_square_root_of_a_long_budget() -> None:
     """ISBI at 30 CPU minutes (probed 8/16/32/48 channels): a fixed floor of 600 took 48 channels (~630 steps)."""
     assert rules.step_floor(700, 300) == 700 and rules.step_floor(700, 600) == 700  # 5 and 10 minutes

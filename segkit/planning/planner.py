@@ -408,7 +408,12 @@ def choose_probed_width(
     planning run read 8 channels at 342 ms where they run at 260 ms (CamVid, 30 minutes), which let 32
     channels through to a 16 s probe that could not clear. So when a faster reading of it could rule the
     width out, it is read its second time first (~1 s there); how much faster it could be is
-    :func:`~segkit.planning.decisions.quickest_step`."""
+    :func:`~segkit.planning.decisions.quickest_step`.
+
+    At a short CPU budget the widths end at the first whose step costs over the cap times the narrower one's
+    (``floors.max_slowdown``): no wider one is probed. Such a width is read twice first and the mean decides,
+    as for the floors: a first reading of 16 channels stalled to 1.65x 8's step, where they cost 1.1x, would
+    otherwise hand a 5-minute plan 8 channels."""
     reads: dict[int, list[float]] = {w: [t] for w, t in timings.items() if isinstance(w, int)}
 
     def read(width: int) -> None:
@@ -423,6 +428,9 @@ def choose_probed_width(
 
     def faster_could_rule_out(a: int, b: int, width: int) -> bool:  # whether a faster `a` could skip `width`
         return not rules.worth_probing({**fastest(), a: rules.quickest_step(a, b, min(reads[b]))}, width, floors)
+
+    def over_cap(width: int) -> bool:  # whether the cap ends the widths at this one
+        return rules.within_slowdown(timings, floors.max_slowdown)[1] == width
 
     skipped = ""
     for width in widths:
@@ -440,8 +448,10 @@ def choose_probed_width(
                            f"slope, over the floors' {floors.slowest_step() * 1000:.0f} ms")  # fmt: skip
                 break
             read(width)
-        if not floors.met_by(timings[width]):
-            break  # wider ones only get fewer steps
+        if floors.met_by(timings[width]) and over_cap(width) and len(reads[width]) == 1:
+            read(width)  # one stall must not end the widths
+        if not floors.met_by(timings[width]) or over_cap(width):
+            break  # wider ones only get fewer steps, or are past the cap
     chosen, why = rules.choose_width(timings, floors)
     while chosen != widths[0] and len(reads[chosen]) < 2:
         read(chosen)

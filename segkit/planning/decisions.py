@@ -356,6 +356,10 @@ def decide_augmentation(color_mode: str, planned_steps: float, upright: str | No
     folder (issue 21: 0.820 / 0.833) also trained with ``light``. Vertical flips added to ``strong`` (a
     screened ``top_down`` pipeline) had not clearly won: +0.018 and +0.009 on one draw, -0.057 and +0.006 on
     another. Unmeasured past 5 minutes, where harder samples may pay.
+    Nor did a rare foreground ask for them: on the rare-foreground stand-in (nuclei on 0.5-2.5 % of each
+    image, 8 channels) ``strong`` led on one draw (0.775 +- 0.004 / 0.849 +- 0.003 against 0.759 +- 0.006 /
+    0.829 +- 0.017) and trailed on the other (0.779 +- 0.007 / 0.815 +- 0.007 against 0.795 +- 0.036 / 0.819
+    +- 0.033), so such folders keep ``light`` too.
     The CamVid recipe's pipeline (``aug=camvid``: the whole image zoomed before the crop, no rotation) did
     not beat ``strong`` there (30 CPU minutes, seed 42, both with class 0 in Dice: val mIoU 0.478 against
     0.466, within a seed's spread). Grey levels inverted in 30 % of the crops (``aug=strong_invert``), for

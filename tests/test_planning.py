@@ -519,7 +519,7 @@ def test_a_short_cpu_budget_stops_at_a_width_that_costs_over_one_and_a_half_step
 
 def test_the_probe_ends_at_the_first_width_over_the_cap_read_twice() -> None:
     """At a short CPU budget no width past the cap is probed (the stand-in's 32 channels, or 16 where 16 cost
-    1.96x 8's step on the rare folder), and the width over the cap is read twice first, so that one stalled
+    1.95-1.96x 8's step on the rare folder), and the width over the cap is read twice first, so that one stalled
     reading does not end the widths."""
     stand_in = {"depth": 5, "data_pixels": 30e6, "budget": 300,
                 "pixels_per_step": 4 * 112 * 112, "settings": {"encoder": None}}  # fmt: skip

@@ -524,7 +524,8 @@ class Floors:
     """What a network must get in 85 % of ``budget_seconds`` (the rest: start-up, loading, validation):
     ``min_steps`` optimizer steps and ``min_pixels`` training pixels, counted as steps x ``pixels_per_step``
     (batch x patch area). :func:`choose_width` takes the widest network that meets both, among the widths
-    whose step costs at most ``max_slowdown`` x the next narrower one's."""
+    whose step costs at most ``max_slowdown`` x the next narrower one's. Only :func:`short_budget_slowdown`
+    sets ``max_slowdown`` finite (a short CPU budget), and :func:`choose_width`'s reason says so."""
 
     budget_seconds: float
     min_steps: int

@@ -448,10 +448,12 @@ def choose_probed_width(
                            f"slope, over the floors' {floors.slowest_step() * 1000:.0f} ms")  # fmt: skip
                 break
             read(width)
-        if floors.met_by(timings[width]) and over_cap(width) and len(reads[width]) == 1:
+        if not floors.met_by(timings[width]):
+            break  # wider ones only get fewer steps
+        if over_cap(width) and len(reads[width]) == 1:
             read(width)  # one stall must not end the widths
-        if not floors.met_by(timings[width]) or over_cap(width):
-            break  # wider ones only get fewer steps, or are past the cap
+        if over_cap(width):
+            break  # wider ones are past the cap
     chosen, why = rules.choose_width(timings, floors)
     while chosen != widths[0] and len(reads[chosen]) < 2:
         read(chosen)

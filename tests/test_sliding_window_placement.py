@@ -97,3 +97,23 @@ def test_a_valid_unet_predicts_a_whole_image_as_the_validation_did() -> None:
     calls.clear()
     Predictor(LoadedModel(net, meta, "test"), tile=[60, 60], device="cpu").logits(image)
     assert sum(calls) > 1  # an explicit tile still tiles
+
+
+def test_a_model_trained_on_whole_images_predicts_them_whole() -> None:
+    """A same-padding model trained without a crop validated whole images, so predict takes an image larger
+    than the 256² fallback tile as one tile too (its logits are the network's on the whole image); a model
+    trained on crops still tiles it."""
+    net = UNet(num_classes=2, in_channels=3, depth=2, base_channels=4, norm=None).eval()
+    meta = inference_metadata(net, "segmentation", ["a", "b"], None)
+    meta.update(mean=[0.0] * 3, std=[1.0] * 3, patch_size=None, precision="fp32")
+    predictor = Predictor(LoadedModel(net, meta, "test"), device="cpu", precision="fp32")
+    image = np.random.default_rng(0).integers(0, 256, (300, 270, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = net(predictor.to_tensor(image)[None])[0]
+    calls = []
+    net.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    torch.testing.assert_close(predictor.logits(image), expected, atol=1e-5, rtol=0)
+    assert calls == [1] and "whole images up to" in predictor.describe()
+    calls.clear()
+    Predictor(LoadedModel(net, {**meta, "patch_size": [64, 64]}, "test"), device="cpu").logits(image)
+    assert sum(calls) > 1  # trained on crops: tiles of the crop

@@ -23,7 +23,7 @@ from segkit.metrics.binary import two_class_logits
 from segkit.precision import NO_FAST_BF16, cpu_has_fast_bf16
 
 DEFAULT_TILE = (256, 256)
-WHOLE_IMAGE_PIXELS = 1024 * 1024  # a valid-padding model predicts an image up to this size as one mirrored tile
+WHOLE_IMAGE_PIXELS = 1024 * 1024  # a model that validated whole images predicts one up to this size as one tile
 
 
 def resolve_device(device: str) -> torch.device:
@@ -54,9 +54,10 @@ class Predictor:
         model: a :class:`segkit.LoadedModel` or a path :func:`segkit.load_model` accepts; or several of them,
             or a multirun directory of runs (``python -m segkit.train -m ...``): an ensemble, whose class
             probabilities are averaged tile by tile (:mod:`segkit.inference.ensemble`).
-        tile: input tile ``(h, w)``; ``None``: the training crop (256x256 when the run had none), and for a
-            valid-padding model the whole image as one mirrored tile when it has at most
-            ``WHOLE_IMAGE_PIXELS`` pixels (what validation scored).
+        tile: input tile ``(h, w)``; ``None``: what validation scored, the whole image as one tile (mirrored
+            for valid padding) when it has at most ``WHOLE_IMAGE_PIXELS`` pixels, for a valid-padding model or
+            one trained on whole images (no training crop); larger images and other models: tiles of the
+            training crop (256x256 when the run had none).
         overlap: share of a tile shared with its neighbours.
         tta: ``"none"``, ``"hflip"``, ``"flips"`` or ``"d4"``; ``None``: the model's own (the ``tta`` its run
             recorded, which the planner chooses from the data's symmetry; none when it recorded none).
@@ -107,9 +108,8 @@ class Predictor:
         tile = tuple(tile) if tile else tuple(meta.get("patch_size") or DEFAULT_TILE)
         window = (net, overlap, 0.125, tile_batch_size, tta, self.device, self.precision)
         self.window = SlidingWindow(net, tile, *window[1:])
-        self.whole = (
-            None if self.tile_given or meta.get("padding") != "valid" else SlidingWindow(net, None, *window[1:])
-        )
+        whole = meta.get("padding") == "valid" or not meta.get("patch_size")
+        self.whole = SlidingWindow(net, None, *window[1:]) if whole and not self.tile_given else None
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Predictor:
@@ -120,7 +120,8 @@ class Predictor:
         """One log line: device, tiles, overlap, TTA, precision and why."""
         tile = f"tile {self.window.tile}"
         if self.whole is not None:
-            tile = f"whole images up to {WHOLE_IMAGE_PIXELS} pixels as one mirrored tile, else {tile}"
+            mirrored = " mirrored" if self.window.valid else ""
+            tile = f"whole images up to {WHOLE_IMAGE_PIXELS} pixels as one{mirrored} tile, else {tile}"
         models = f"ensemble of {len(self.members)} models, " if len(self.members) > 1 else ""
         return (f"{models}{self.device}, {tile}, overlap {self.window.overlap}, tta {len(self.window.tta)}x "
                 f"({self.tta_reason}), precision {self.precision} ({self.precision_reason})")  # fmt: skip

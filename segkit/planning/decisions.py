@@ -355,7 +355,9 @@ def decide_augmentation(color_mode: str, planned_steps: float, upright: str | No
     (0.783 / 0.795 against the plan's 0.741 / 0.761). The expert's overrides on the held-out microscopy
     folder (issue 21: 0.820 / 0.833) also trained with ``light``. Vertical flips added to ``strong`` (a
     screened ``top_down`` pipeline) had not clearly won: +0.018 and +0.009 on one draw, -0.057 and +0.006 on
-    another. Unmeasured past 5 minutes, where harder samples may pay.
+    another. Past 5 minutes, where harder samples may pay, one seed: at 30 minutes (32 channels, ~19000
+    steps) ``light`` over-fitted (training loss 0.12, validation loss rising) and ``strong`` tied it pooled
+    and led per image (0.826 / 0.800 against 0.829 / 0.777), the lead two small images: not yet a rule.
     Nor did a rare foreground ask for them: on the rare-foreground stand-in (nuclei on 0.5-2.5 % of each
     image, 8 channels) ``strong`` led on one draw (0.775 +- 0.004 / 0.849 +- 0.003 against 0.759 +- 0.006 /
     0.829 +- 0.017) and trailed on the other (0.779 +- 0.007 / 0.815 +- 0.007 against 0.795 +- 0.036 / 0.819

@@ -102,7 +102,7 @@ def test_a_valid_unet_predicts_a_whole_image_as_the_validation_did() -> None:
 def test_a_model_trained_on_whole_images_predicts_them_whole() -> None:
     """A same-padding model trained without a crop validated whole images, so predict takes an image larger
     than the 256² fallback tile as one tile too (its logits are the network's on the whole image); a model
-    trained on crops still tiles it."""
+    trained on crops, or whose metadata does not say, still tiles it."""
     net = UNet(num_classes=2, in_channels=3, depth=2, base_channels=4, norm=None).eval()
     meta = inference_metadata(net, "segmentation", ["a", "b"], None)
     meta.update(mean=[0.0] * 3, std=[1.0] * 3, patch_size=None, precision="fp32")
@@ -117,3 +117,7 @@ def test_a_model_trained_on_whole_images_predicts_them_whole() -> None:
     calls.clear()
     Predictor(LoadedModel(net, {**meta, "patch_size": [64, 64]}, "test"), device="cpu").logits(image)
     assert sum(calls) > 1  # trained on crops: tiles of the crop
+    calls.clear()
+    unsaid = {k: v for k, v in meta.items() if k != "patch_size"}  # metadata that does not say: 256² tiles
+    Predictor(LoadedModel(net, unsaid, "test"), device="cpu").logits(image)
+    assert sum(calls) > 1

@@ -56,8 +56,8 @@ class Predictor:
             probabilities are averaged tile by tile (:mod:`segkit.inference.ensemble`).
         tile: input tile ``(h, w)``; ``None``: what validation scored, the whole image as one tile (mirrored
             for valid padding) when it has at most ``WHOLE_IMAGE_PIXELS`` pixels, for a valid-padding model or
-            one trained on whole images (no training crop); larger images and other models: tiles of the
-            training crop (256x256 when the run had none).
+            one trained on whole images (its metadata records no training crop); larger images and other
+            models: tiles of the training crop (256x256 when the metadata does not say).
         overlap: share of a tile shared with its neighbours.
         tta: ``"none"``, ``"hflip"``, ``"flips"`` or ``"d4"``; ``None``: the model's own (the ``tta`` its run
             recorded, which the planner chooses from the data's symmetry; none when it recorded none).
@@ -108,7 +108,8 @@ class Predictor:
         tile = tuple(tile) if tile else tuple(meta.get("patch_size") or DEFAULT_TILE)
         window = (net, overlap, 0.125, tile_batch_size, tta, self.device, self.precision)
         self.window = SlidingWindow(net, tile, *window[1:])
-        whole = meta.get("padding") == "valid" or not meta.get("patch_size")
+        # A model file that does not say (no "patch_size" key, hand-written metadata) tiles as it always did.
+        whole = meta.get("padding") == "valid" or ("patch_size" in meta and not meta["patch_size"])
         self.whole = SlidingWindow(net, None, *window[1:]) if whole and not self.tile_given else None
 
     @classmethod

@@ -349,25 +349,14 @@ def decide_augmentation(color_mode: str, planned_steps: float, upright: str | No
     get the colour family's pipeline (left-right flips only) and few steps get ``hflip``.
 
     Colour images with no up (stained microscopy, aerial views) get flips in both axes and nothing more
-    (``light``): on the nuclei stand-in at 5 CPU minutes, three seeds a side, it matched ``strong``'s
-    pooled foreground IoU and led its mean per-image IoU (0.780 +- 0.002 against 0.760 +- 0.005 at 32
-    channels; 0.815 / 0.801 against 0.804 / 0.784 at 16), and with 16 channels it led on the other draw too
-    (0.783 / 0.795 against the plan's 0.741 / 0.761). The expert's overrides on the held-out microscopy
-    folder (issue 21: 0.820 / 0.833) also trained with ``light``. Vertical flips added to ``strong`` (a
-    screened ``top_down`` pipeline) had not clearly won: +0.018 and +0.009 on one draw, -0.057 and +0.006 on
-    another. Past 5 minutes, where harder samples may pay, one seed: at 30 minutes (32 channels, ~19000
-    steps) ``light`` over-fitted (training loss 0.12, validation loss rising) and ``strong`` tied it pooled
-    and led per image (0.826 / 0.800 against 0.829 / 0.777), the lead two small images: not yet a rule.
-    Nor did a rare foreground ask for them: on the rare-foreground stand-in (nuclei on 0.5-2.5 % of each
-    image, 8 channels) ``strong`` led on one draw (0.775 +- 0.004 / 0.849 +- 0.003 against 0.759 +- 0.006 /
-    0.829 +- 0.017) and trailed on the other (0.779 +- 0.007 / 0.815 +- 0.007 against 0.795 +- 0.036 / 0.819
-    +- 0.033), so such folders keep ``light`` too.
-    The CamVid recipe's pipeline (``aug=camvid``: the whole image zoomed before the crop, no rotation) did
-    not beat ``strong`` there (30 CPU minutes, seed 42, both with class 0 in Dice: val mIoU 0.478 against
-    0.466, within a seed's spread). Grey levels inverted in 30 % of the crops (``aug=strong_invert``), for
-    folders that mix light nuclei on dark grounds with dark ones on light grounds, were screened on the draw
-    of the nuclei stand-in levers are screened on (pooled foreground IoU 0.782 +- 0.005 against 0.748 +- 0.020,
-    three seeds) and lost every seed on the other draw (0.724 +- 0.052 against 0.778 +- 0.008): not planned."""
+    (``light``): on both draws of the nuclei stand-in at 5 CPU minutes (16 channels, three seeds each) it led
+    ``strong`` by about a seed's spread pooled and by 0.02-0.03 per image, and a rare foreground did not ask
+    for more. What was screened and lost
+    or tied (vertical flips in ``strong``, the CamVid recipe's pipeline, inverted grey levels, ``strong`` at 30
+    minutes) is in ``benchmarks/README.md``, under "Test-time flips from the data's symmetry", "The planner
+    against the hand recipe", "Inverted grey levels for folders that mix light and dark nuclei", "The
+    expert's parts separated on the nuclei stand-in", "The rare-foreground folder, three seeds" and "The
+    nuclei stand-in against its own ceiling"."""
     if planned_steps < 300:
         if upright:
             return Decision("aug", "hflip", f"only ~{planned_steps:.0f} steps in the budget, {upright}: mirrors only")

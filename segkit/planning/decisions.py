@@ -496,9 +496,10 @@ SHORT_BUDGET_SECONDS = 300
 
 def short_budget_slowdown(device: str, budget_seconds: float) -> float:
     """The most a wider network's step may cost over the next narrower one's: ``SHORT_BUDGET_SLOWDOWN`` on
-    the CPU up to ``SHORT_BUDGET_SECONDS``, unbounded elsewhere. 5 minutes is where it was measured; the
-    10-minute plans on record (ISBI: 32 channels at 1.8x 16's step, a tie with the hand recipe) were not
-    compared with it, so they keep the floors alone.
+    the CPU up to ``SHORT_BUDGET_SECONDS``, unbounded elsewhere. 5 minutes is where it was first measured.
+    At 10 minutes (benchmarks/README.md, 2026-12-05 late) 16 channels tied the plan's 32 on one draw of the
+    nuclei stand-in and on ISBI, and led by 0.064 pooled IoU on the other draw; CamVid at 10 minutes is not
+    yet measured, so 10-minute plans keep the floors alone for now.
 
     Measured at 5 CPU minutes (benchmarks/README.md), final weights, three seeds a side: on the nuclei
     stand-in on the AMX-BF16 CPU, 32 channels (2.06x 16 channels' step, ~3500 steps, both floors cleared)

@@ -499,12 +499,12 @@ def short_budget_slowdown(device: str, budget_seconds: float) -> float:
     elsewhere: past 10 minutes and on a GPU the floors alone decide.
 
     Measured at 10 CPU minutes on the AMX-BF16 CPU (benchmarks/README.md), final weights, three seeds a
-    side: the plan's 32 channels without the cap (2.4-2.7x 16's step on ISBI) against 16 channels scored 0.821 +- 0.006
-    against 0.826 +- 0.010 pooled foreground IoU on one draw of the nuclei stand-in, 0.706 +- 0.064 against
-    0.770 +- 0.009 on the other (32 forgot a large faint image, and scored below the 5-minute plan); on ISBI
-    a tie leaning to 16 (pixel error 0.0780 +- 0.0006 against 0.0769 +- 0.0007). CamVid at 10 minutes plans
-    ResNet-34 on that CPU, which the cap does not touch; on an AVX2-only CPU, where it may plan a plain
-    U-Net, and where the cap takes 8 channels over 16 at 10 minutes, the cap is unmeasured.
+    side, 32 channels (the plan without the cap: 2.1x 16's step on the nuclei stand-in, 2.4-2.7x on ISBI)
+    against 16: pooled foreground IoU 0.821 +- 0.006 against 0.826 +- 0.010 on one draw of the stand-in,
+    0.706 +- 0.064 against 0.770 +- 0.009 on the other (32 forgot a large faint image, and scored below the
+    5-minute plan); on ISBI a tie leaning to 16 (pixel error 0.0780 +- 0.0006 against 0.0769 +- 0.0007).
+    CamVid at 10 minutes plans ResNet-34 on that CPU, which the cap does not touch. Unmeasured: an AVX2-only
+    CPU at 10 minutes, where CamVid may plan a plain U-Net and the cap may take 8 channels over 16.
 
     Measured at 5 CPU minutes (benchmarks/README.md), final weights, three seeds a side: on the nuclei
     stand-in on the AMX-BF16 CPU, 32 channels (2.06x 16 channels' step, ~3500 steps, both floors cleared)

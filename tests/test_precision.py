@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -49,3 +52,14 @@ def test_a_bf16_model_predicts_in_fp32_on_a_cpu_without_bf16_kernels(cpu_bf16, m
     assert inference_precision(None, "bf16", torch.device("cuda")) == ("bf16", "as the model was trained")
     monkeypatch.setattr("segkit.inference.predictor.cpu_has_fast_bf16", lambda: True)
     assert inference_precision(None, "bf16", cpu) == ("bf16", "as the model was trained")
+
+
+def test_a_cpu_whose_onednn_stops_at_avx2_is_read_as_having_no_bf16_kernels() -> None:
+    """No mock: oneDNN capped at AVX2 (``ONEDNN_MAX_CPU_ISA``, how an AVX-512 machine runs as an AVX2-only one,
+    where bf16 ran 50x slower than fp32) must make the cpu preset train in fp32. A check of the CPU's flags
+    (``torch.backends.cpu.get_cpu_capability()``) would still say AVX-512 here and pick bf16."""
+    probe = "from segkit.precision import cpu_has_fast_bf16, cpu_precision; print(cpu_has_fast_bf16(), cpu_precision())"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "32-true"]

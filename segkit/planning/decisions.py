@@ -503,8 +503,10 @@ def short_budget_slowdown(device: str, budget_seconds: float) -> float:
     against 16: pooled foreground IoU 0.821 +- 0.006 against 0.826 +- 0.010 on one draw of the stand-in,
     0.706 +- 0.064 against 0.770 +- 0.009 on the other (32 forgot a large faint image, and scored below the
     5-minute plan); on ISBI a tie leaning to 16 (pixel error 0.0780 +- 0.0006 against 0.0769 +- 0.0007).
-    CamVid at 10 minutes plans ResNet-34 on that CPU, which the cap does not touch. Unmeasured: an AVX2-only
-    CPU at 10 minutes, where CamVid may plan a plain U-Net and the cap may take 8 channels over 16.
+    CamVid at 10 minutes plans ResNet-34 on that CPU, which the cap does not touch. On a CPU without bf16
+    kernels (AVX2 emulated on that one) the cap takes 8 channels over 16 on the stand-in at 10 minutes, and
+    the two tied over two seeds a draw (0.775 +- 0.005 against 0.774 +- 0.023); ISBI and CamVid plan 8
+    channels there on the floors alone.
 
     Measured at 5 CPU minutes (benchmarks/README.md), final weights, three seeds a side: on the nuclei
     stand-in on the AMX-BF16 CPU, 32 channels (2.06x 16 channels' step, ~3500 steps, both floors cleared)

@@ -507,7 +507,7 @@ def short_budget_slowdown(device: str, budget_seconds: float) -> float:
     5-minute plan); on ISBI a tie leaning to 16 (pixel error 0.0780 +- 0.0006 against 0.0769 +- 0.0007).
     CamVid at 10 minutes plans ResNet-34 on that CPU, which the cap does not touch. On a CPU without bf16
     kernels (AVX2 emulated on that one) the cap takes 8 channels over 16 on the stand-in at 10 minutes, and
-    the two tied over two seeds a draw (0.775 +- 0.005 against 0.774 +- 0.023); ISBI and CamVid plan 8
+    the two tied over three seeds a draw (0.780 +- 0.009 against 0.780 +- 0.021); ISBI and CamVid plan 8
     channels there on the floors alone.
 
     Measured at 5 CPU minutes (benchmarks/README.md), final weights, three seeds a side: on the nuclei

@@ -503,7 +503,7 @@ def short_budget_slowdown(device: str, budget_seconds: float) -> float:
     Measured at 10 CPU minutes on the AMX-BF16 CPU (benchmarks/README.md), final weights, three seeds a
     side, 32 channels (the plan without the cap: 2.1x 16's step on the nuclei stand-in, 2.4-2.7x on ISBI)
     against 16: pooled foreground IoU 0.821 +- 0.006 against 0.826 +- 0.010 on one draw of the stand-in,
-    0.706 +- 0.064 against 0.770 +- 0.009 on the other (32 forgot a large faint image, and scored below the
+    0.706 +- 0.064 against 0.770 +- 0.009 on the other (32 forgot the large `val_000`, and scored below the
     5-minute plan); on ISBI a tie leaning to 16 (pixel error 0.0780 +- 0.0006 against 0.0769 +- 0.0007).
     CamVid at 10 minutes plans ResNet-34 on that CPU, which the cap does not touch. On a CPU without bf16
     kernels (AVX2 emulated on that one) the cap takes 8 channels over 16 on the stand-in at 10 minutes, and

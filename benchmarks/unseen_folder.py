@@ -14,7 +14,8 @@ one after the other, with the same budget and seed:
 - ``auto``: ``+experiment=auto`` with the data and the budget only (it reads the 0/255 masks itself);
 - on request, to see what the plan's rare-class rules add where the foreground is rare:
   ``auto_no_class_weights`` (the plan, class weights typed off) and ``auto_no_rare_rules`` (class weights off
-  and cosine instead of poly):
+  and cosine instead of poly); and ``auto_per_image``, the plan with each image z-scored by its own
+  statistics (``data.normalization=image``, nnU-Net's scheme for non-CT images):
 
     python benchmarks/unseen_folder.py --folder outputs/unseen_nuclei_rare --coverage 0.005 0.025 \
         --sides expert auto auto_no_class_weights --minutes 5 --seeds 42 7 3
@@ -64,6 +65,7 @@ SIDES = {
     "auto": ("auto", ["data=folder"]),
     "auto_no_rare_rules": ("auto", ["data=folder", "task.loss.class_weights=null", "scheduler=cosine"]),
     "auto_no_class_weights": ("auto", ["data=folder", "task.loss.class_weights=null"]),
+    "auto_per_image": ("auto", ["data=folder", "data.normalization=image"]),
 }
 
 

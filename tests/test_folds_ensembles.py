@@ -109,6 +109,12 @@ def test_an_ensemble_refuses_members_with_other_classes_or_preprocessing(tmp_pat
     c.metadata["mean"] = [0.4] * 3
     with pytest.raises(ValueError, match="their mean differ"):
         Predictor([a, c], device="cpu")
+    c = tiny_model(tmp_path, 3)  # tiny models say nothing of their normalisation, as files from before it
+    c.metadata["normalization"] = "dataset"  # which is what they did
+    Predictor([a, c], device="cpu")
+    c.metadata["normalization"] = "image"
+    with pytest.raises(ValueError, match="their normalization differ"):
+        Predictor([a, c], device="cpu")
 
 
 def write_fold_run(root: Path, fold: int, folds: list[list[str]], miou: float) -> None:

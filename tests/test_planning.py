@@ -233,6 +233,21 @@ def test_a_colour_folder_typed_grey_plans_and_trains(tmp_path: Path, monkeypatch
     train(cfg)  # a step and a validation
 
 
+def test_a_typed_per_image_normalisation_plans_no_dataset_statistics(tmp_path: Path, monkeypatch) -> None:
+    """``data.normalization=image`` z-scores each image by its own statistics: the plan's table says the
+    dataset's mean/std are unused instead of listing figures the run never applies."""
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = disc_folder(tmp_path / "data" / "train", n=6, size=(64, 64), mode="RGB")
+    colour = fingerprint(pairs(root), tmp_path / "cache")
+    unused = rules.decide_normalization(colour, pretrained=False, per_image=True)
+    assert [d.value for d in unused] == [None, None] and "unused" in unused[0].reason
+    overrides = folder_overrides(root.parent, "trainer.max_time=00:00:01:00", "+debug=fast_dev_run",
+                                 "data.normalization=image")  # fmt: skip
+    cfg = compose_config(overrides, output_dir=tmp_path / "run")
+    assert cfg.data.normalization == "image" and cfg.data.mean is None
+    train(cfg)  # a step and a validation
+
+
 def test_a_typed_intensity_is_planned_for(tmp_path: Path, monkeypatch, caplog) -> None:
     """A typed ``data.train_dataset.intensity`` once left the z-score of the plan's own scaling (16-bit images
     through their percentiles) beside a run fed the typed one (here a fixed 16-bit range)."""

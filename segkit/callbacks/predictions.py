@@ -84,7 +84,7 @@ class PredictionGrid(pl.Callback):
         name, title = picture_label(trainer)
         dirpath = Path(self.dirpath or Path(trainer.default_root_dir) / "predictions")
         path = save_prediction_grid(
-            [denormalize(s["image"], datamodule.mean, datamodule.std) for s in samples],
+            [denormalize(s["image"], *datamodule.display_stats) for s in samples],
             [s["mask"].numpy() for s in samples],
             preds,
             dirpath / f"{name}.png",

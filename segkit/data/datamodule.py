@@ -22,7 +22,7 @@ from segkit.data.crops import ForegroundCrop
 from segkit.data.folder import check_ignore_index
 from segkit.data.folds import fold_indices, sample_strata
 from segkit.data.io import image_size
-from segkit.data.normalize import NormalizeAnyDepth
+from segkit.data.normalize import DISPLAY_MEAN, DISPLAY_STD, ImageStatistics, NormalizeAnyDepth, checked_mode
 from segkit.data.samplers import EpochSampler, EvalDistributedSampler, PaddingMarked
 from segkit.data.settings import check_crop_settings, checked_batch_size, checked_patch_scale, checked_patch_size
 
@@ -63,9 +63,13 @@ def with_tail(
     std: Sequence[float],
     seed: int | None = None,
     head: Sequence[A.BasicTransform] = (),
+    per_image: bool = False,
 ) -> A.Compose:
     """Wrap a pipeline as ``head + augmentations + Normalize + ToTensorV2``, so train, val and predict share
     one preprocessing tail.
+
+    ``per_image``: z-score each image by its own statistics (:mod:`segkit.data.normalize`), read from the
+    whole image before ``head`` crops it.
 
     ``head`` holds the training patch sampler; ``seed`` seeds the pipeline's own random state
     (albumentations ignores global seeds). A ``weight`` target (per-pixel loss weights, such as the U-Net
@@ -75,8 +79,9 @@ def with_tail(
     share = float(getattr(transform, "p", 1.0)) if transform is not None else 1.0
     if ops and share < 1.0:  # the pipeline's own p (aug.train.p): the share of samples it augments
         ops = [A.Sequential(ops, p=share)]
-    tail = [NormalizeAnyDepth(mean, std), ToTensorV2()]
-    return A.Compose([*head, *ops, *tail], seed=seed, additional_targets={"weight": "mask"})
+    tail = [NormalizeAnyDepth(mean, std, per_image), ToTensorV2()]
+    stats = [ImageStatistics()] if per_image else []
+    return A.Compose([*stats, *head, *ops, *tail], seed=seed, additional_targets={"weight": "mask"})
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -162,6 +167,9 @@ class ImageDataModule(pl.LightningDataModule):
         mean: per-channel mean of the 0..1 image, used by Normalize; ``None``: ImageNet's (what pretrained
             encoders expect; train.py passes the loaded weights' own values when the config leaves it null).
         std: per-channel standard deviation, used by Normalize; ``None``: ImageNet's.
+        normalization: ``"dataset"``: every image by ``mean`` and ``std``; ``"image"``: each image z-scored by
+            its own per-channel mean and standard deviation (nnU-Net's scheme for non-CT images), ``mean`` and
+            ``std`` unused. Saved with the model, so predict, eval and serve normalise the same way.
         train_transform: albumentations pipeline for training (augmentations only).
         val_transform: albumentations pipeline for validation and test.
         batch_size: training samples per batch on each device.
@@ -204,6 +212,7 @@ class ImageDataModule(pl.LightningDataModule):
         fold: int = 0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        normalization: str = "dataset",
         train_transform: A.Compose | None = None,
         val_transform: A.Compose | None = None,
         batch_size: int = 8,
@@ -237,6 +246,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.num_folds, self.fold = num_folds, fold
         self.split: dict[str, list[str]] | None = None  # names per split, for the run directory (folds.json)
         self.mean, self.std = tuple(mean), tuple(std)
+        self.normalization = checked_mode(normalization)
         self.seed = seed
         self._seeded_for_rank = False
         self.patch_size = checked_patch_size(patch_size)
@@ -246,8 +256,9 @@ class ImageDataModule(pl.LightningDataModule):
             if self.patch_size is not None
             else []
         )
-        self.train_transform = with_tail(train_transform, mean, std, seed, head)
-        self.val_transform = with_tail(val_transform, mean, std, seed)
+        per_image = self.normalization == "image"
+        self.train_transform = with_tail(train_transform, mean, std, seed, head, per_image)
+        self.val_transform = with_tail(val_transform, mean, std, seed, per_image=per_image)
         self.batch_size = checked_batch_size(batch_size)
         self.samples_per_epoch = samples_per_epoch
         self.sample_by_area = bool(sample_by_area)
@@ -257,6 +268,11 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+
+    @property
+    def display_stats(self) -> tuple[Sequence[float], Sequence[float]]:
+        """Mean and std that turn a normalised image back into 0..1 for pictures (a z-scored image: ±2.5 std)."""
+        return (DISPLAY_MEAN, DISPLAY_STD) if self.normalization == "image" else (self.mean, self.std)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (all files are checked here, before the first step)."""

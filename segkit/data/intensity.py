@@ -2,7 +2,8 @@
 
 8-bit images need none: the datamodule's Normalize divides them by 255. 16-bit, 32-bit and float images have
 no such fixed scale, so they are mapped to float32 in [0, 1] first, by a fixed range (the detector's range,
-or CT-like calibrated values) or by per-image percentiles (nnU-Net's 0.5-99.5 clipping for non-CT images).
+or CT-like calibrated values) or by per-image 0.5-99.5 percentiles. (nnU-Net clips CT data at such percentiles
+of the dataset's foreground; for other images it z-scores each image, segkit's ``data.normalization=image``.)
 """
 
 from __future__ import annotations

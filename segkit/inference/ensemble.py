@@ -25,8 +25,10 @@ from segkit.metrics.binary import two_class_logits
 
 log = logging.getLogger(__name__)
 
-MUST_MATCH = ("task", "class_names", "in_channels", "color_mode", "intensity", "mean", "std", "padding", "ignore_index")
+MUST_MATCH = ("task", "class_names", "in_channels", "color_mode", "intensity", "normalization", "mean", "std",
+              "padding", "ignore_index")  # fmt: skip
 """Metadata keys every member must share."""
+UNSAID = {"normalization": "dataset"}  # what a model file written before the key was added did
 
 
 class Ensemble(nn.Module):
@@ -68,10 +70,11 @@ def check_members(models: Sequence[LoadedModel]) -> None:
     first = models[0]
     for other in models[1:]:
         for key in MUST_MATCH:
-            if first.metadata.get(key) != other.metadata.get(key):
+            mine, theirs = (m.metadata.get(key, UNSAID.get(key)) for m in (first, other))
+            if mine != theirs:
                 raise ValueError(
                     f"cannot ensemble {other.source} with {first.source}: their {key} differ "
-                    f"({other.metadata.get(key)!r} vs {first.metadata.get(key)!r}); ensemble members must share "
+                    f"({theirs!r} vs {mine!r}); ensemble members must share "
                     f"classes, channels and preprocessing ({', '.join(MUST_MATCH)})"
                 )
         if first.metadata.get("padding") == "valid":

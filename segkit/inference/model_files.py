@@ -100,6 +100,7 @@ def inference_metadata(net: nn.Module, task: str, class_names: list[str], datamo
         meta.update(
             mean=[float(v) for v in datamodule.mean],
             std=[float(v) for v in datamodule.std],
+            normalization=getattr(datamodule, "normalization", "dataset"),
             ignore_index=int(getattr(datamodule, "ignore_index", 255)),
             patch_size=list(datamodule.patch_size)
             if getattr(datamodule, "patch_size", None)

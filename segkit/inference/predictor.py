@@ -98,7 +98,8 @@ class Predictor:
         self.intensity = IntensityNormalization.from_spec(meta.get("intensity"))
         if meta.get("mean") is None or meta.get("std") is None:
             raise ValueError(f"{self.model.source}: the model's metadata has no mean/std normalisation")
-        self.normalize = NormalizeAnyDepth(meta["mean"], meta["std"])
+        per_image = meta.get("normalization", "dataset") == "image"  # files from before the key: dataset
+        self.normalize = NormalizeAnyDepth(meta["mean"], meta["std"], per_image)
         self.device = resolve_device(device)
         net = self.model.net.to(self.device).to(memory_format=torch.channels_last).eval()
         self.precision, self.precision_reason = inference_precision(precision, meta.get("precision"), self.device)

@@ -148,11 +148,18 @@ def _per_channel(values: list[float] | None) -> str:
     return text[0] if len(text) == 1 else "[" + ", ".join(text) + "]"
 
 
-def decide_normalization(fp: dict, pretrained: bool, color_mode: str | None = None) -> list[Decision]:
+def decide_normalization(
+    fp: dict, pretrained: bool, color_mode: str | None = None, per_image: bool = False
+) -> list[Decision]:
     """Per-channel z-score with the training split's statistics when training from scratch; a pretrained
     encoder keeps the statistics its weights were trained with (``null``: train.py reads them from the weights).
     ``color_mode``: the mode the run reads in when it differs from the images' own (typed): grey reads of
-    colour images take their grey pixels' statistics, colour reads of grey images the grey ones thrice."""
+    colour images take their grey pixels' statistics, colour reads of grey images the grey ones thrice.
+    ``per_image``: a typed ``data.normalization=image`` z-scores each image by its own statistics, so no
+    dataset statistics are planned."""
+    if per_image:
+        why = "unused: data.normalization=image z-scores each image by its own per-channel statistics"
+        return [Decision("data.mean", None, why), Decision("data.std", None, why)]
     if pretrained:
         return [Decision("data.mean", None, "pretrained encoder: its weights' statistics"),
                 Decision("data.std", None, "pretrained encoder: its weights' statistics")]  # fmt: skip

@@ -149,7 +149,8 @@ def plan_run(
     color_mode, in_channels = channels[0].value, channels[1].value
     plan += rules.decide_intensity(fp)
     plan.append(rules.decide_cache(fp, in_channels))
-    plan += rules.decide_normalization(fp, cfg.model.get("weights") is not None, color_mode)
+    per_image = composed_value(cfg, "data.normalization") == "image"
+    plan += rules.decide_normalization(fp, cfg.model.get("weights") is not None, color_mode, per_image)
 
     device = device_of(cfg)
     object_side = rules.typical_object_side(stats["classes"])

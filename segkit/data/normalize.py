@@ -21,6 +21,7 @@ import numpy as np
 MODES = ("dataset", "image")
 STATS_KEY = "image_stats"  # the pipeline's data key that carries the whole image's (mean, std)
 MIN_STD = 1e-3  # of the 0..1 image: a flat image is centred, not blown up
+STATS_PIXELS = 32_768  # statistics from every k-th pixel beyond this: ~0.25 ms for any image size on a CPU core
 DISPLAY_MEAN, DISPLAY_STD = (0.5,), (0.2,)  # a z-scored image shown in 0..1: ±2.5 standard deviations
 
 
@@ -32,11 +33,13 @@ def checked_mode(mode: str) -> str:
 
 
 def channel_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of an ``(H, W[, C])`` image, in 0..1 units (uint8 / 255)."""
-    x = image.reshape(-1, image.shape[2] if image.ndim == 3 else 1).astype(np.float32)
+    """Per-channel mean and standard deviation of an ``(H, W[, C])`` image, in 0..1 units (uint8 / 255), from
+    at most about :data:`STATS_PIXELS` evenly spaced pixels (the same ones in training and prediction)."""
+    pixels = image.reshape(-1, image.shape[2] if image.ndim == 3 else 1)
+    x = np.ascontiguousarray(pixels[:: max(1, len(pixels) // STATS_PIXELS)].T).astype(np.float32)  # (C, N)
     if image.dtype == np.uint8:
         x /= 255.0
-    return x.mean(axis=0), np.maximum(x.std(axis=0), MIN_STD)
+    return x.mean(axis=1), np.maximum(x.std(axis=1), MIN_STD)
 
 
 class ImageStatistics(A.ImageOnlyTransform):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from segkit.data.datamodule import with_tail
-from segkit.data.normalize import NormalizeAnyDepth
+from segkit.data.normalize import NormalizeAnyDepth, channel_stats
 from segkit.inference import Predictor, split_samples
 from segkit.inference.evaluation import evaluate
 from segkit.inference.model_files import load_model
@@ -30,6 +30,16 @@ def test_each_image_is_z_scored_per_channel_whatever_its_gain_and_offset() -> No
     np.testing.assert_allclose(brighter, out, atol=1e-4)
     eight_bit = (image * 255).round().astype(np.uint8)  # 8-bit images: the same figures from 0..255
     assert np.abs(normalize(image=eight_bit)["image"].mean(axis=(0, 1))).max() < 1e-4
+
+
+def test_a_large_image_statistics_come_from_a_sample_of_its_pixels_that_matches_all_of_them() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.gamma(2.0, 30.0, (1040, 1388, 3)).clip(0, 255).astype(np.uint8)
+    image[:520] //= 2  # uneven illumination: a sample from one part of the image would be wrong
+    mean, std = channel_stats(image)
+    whole = image.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(mean, whole.mean(axis=0), rtol=1e-2)
+    np.testing.assert_allclose(std, whole.std(axis=0), rtol=1e-2)
 
 
 def test_a_training_crop_is_normalised_by_its_whole_image() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segkit.inference.model_files import LoadedModel
+from segkit.inference.model_files import LoadedModel, metadata_value
 from segkit.metrics.binary import two_class_logits
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 MUST_MATCH = ("task", "class_names", "in_channels", "color_mode", "intensity", "normalization", "mean", "std",
               "padding", "ignore_index")  # fmt: skip
 """Metadata keys every member must share."""
-UNSAID = {"normalization": "dataset"}  # what a model file written before the key was added did
 
 
 class Ensemble(nn.Module):
@@ -70,7 +69,7 @@ def check_members(models: Sequence[LoadedModel]) -> None:
     first = models[0]
     for other in models[1:]:
         for key in MUST_MATCH:
-            mine, theirs = (m.metadata.get(key, UNSAID.get(key)) for m in (first, other))
+            mine, theirs = (metadata_value(m.metadata, key) for m in (first, other))
             if mine != theirs:
                 raise ValueError(
                     f"cannot ensemble {other.source} with {first.source}: their {key} differ "

@@ -20,6 +20,12 @@ from segkit.models import Classifier, UNet
 from segkit.models.pretrained import FORMAT_VERSION, WEIGHTS_FILE, model_spec, read_config
 
 METADATA_KEY = "segkit"
+UNSAID = {"normalization": "dataset"}  # keys added after model files were first written: what older files did
+
+
+def metadata_value(meta: dict, key: str) -> Any:
+    """``meta[key]``, or what a model file written before ``key`` existed did (:data:`UNSAID`)."""
+    return meta.get(key, UNSAID.get(key))
 
 
 @dataclass

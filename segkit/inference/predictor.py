@@ -17,7 +17,7 @@ from segkit.data.intensity import IntensityNormalization
 from segkit.data.io import read_image, read_image_bytes
 from segkit.data.normalize import NormalizeAnyDepth
 from segkit.inference.ensemble import Ensemble, check_members, member_paths
-from segkit.inference.model_files import LoadedModel, load_model, precision_name
+from segkit.inference.model_files import LoadedModel, load_model, metadata_value, precision_name
 from segkit.inference.sliding_window import SlidingWindow
 from segkit.metrics.binary import two_class_logits
 from segkit.precision import NO_FAST_BF16, cpu_has_fast_bf16
@@ -98,7 +98,7 @@ class Predictor:
         self.intensity = IntensityNormalization.from_spec(meta.get("intensity"))
         if meta.get("mean") is None or meta.get("std") is None:
             raise ValueError(f"{self.model.source}: the model's metadata has no mean/std normalisation")
-        per_image = meta.get("normalization", "dataset") == "image"  # files from before the key: dataset
+        per_image = metadata_value(meta, "normalization") == "image"
         self.normalize = NormalizeAnyDepth(meta["mean"], meta["std"], per_image)
         self.device = resolve_device(device)
         net = self.model.net.to(self.device).to(memory_format=torch.channels_last).eval()

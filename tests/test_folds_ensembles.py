@@ -117,6 +117,17 @@ def test_an_ensemble_refuses_members_with_other_classes_or_preprocessing(tmp_pat
         Predictor([a, c], device="cpu")
 
 
+def test_per_image_members_ensemble_whatever_dataset_statistics_they_recorded(tmp_path: Path) -> None:
+    """Members that z-score each image by its own statistics never apply their recorded mean/std."""
+    a, b = tiny_model(tmp_path, 1), tiny_model(tmp_path, 2)
+    a.metadata["normalization"] = b.metadata["normalization"] = "image"
+    b.metadata.update(mean=[0.4] * 3, std=[0.3] * 3)
+    Predictor([a, b], device="cpu")
+    b.metadata["padding"] = "valid"  # what they do apply is still compared
+    with pytest.raises(ValueError, match="their padding differ"):
+        Predictor([a, b], device="cpu")
+
+
 def write_fold_run(root: Path, fold: int, folds: list[list[str]], miou: float) -> None:
     run = root / str(fold)
     run.mkdir(parents=True)

@@ -22,7 +22,14 @@ from segkit.data.crops import ForegroundCrop
 from segkit.data.folder import check_ignore_index
 from segkit.data.folds import fold_indices, sample_strata
 from segkit.data.io import image_size
-from segkit.data.normalize import DISPLAY_MEAN, DISPLAY_STD, ImageStatistics, NormalizeAnyDepth, checked_mode
+from segkit.data.normalize import (
+    DISPLAY_MEAN,
+    DISPLAY_STD,
+    PER_IMAGE,
+    ImageStatistics,
+    NormalizeAnyDepth,
+    checked_mode,
+)
 from segkit.data.samplers import EpochSampler, EvalDistributedSampler, PaddingMarked
 from segkit.data.settings import check_crop_settings, checked_batch_size, checked_patch_scale, checked_patch_size
 
@@ -256,7 +263,7 @@ class ImageDataModule(pl.LightningDataModule):
             if self.patch_size is not None
             else []
         )
-        per_image = self.normalization == "image"
+        per_image = self.normalization == PER_IMAGE
         self.train_transform = with_tail(train_transform, mean, std, seed, head, per_image)
         self.val_transform = with_tail(val_transform, mean, std, seed, per_image=per_image)
         self.batch_size = checked_batch_size(batch_size)
@@ -272,7 +279,7 @@ class ImageDataModule(pl.LightningDataModule):
     @property
     def display_stats(self) -> tuple[Sequence[float], Sequence[float]]:
         """Mean and std that turn a normalised image back into 0..1 for pictures (a z-scored image: ±2.5 std)."""
-        return (DISPLAY_MEAN, DISPLAY_STD) if self.normalization == "image" else (self.mean, self.std)
+        return (DISPLAY_MEAN, DISPLAY_STD) if self.normalization == PER_IMAGE else (self.mean, self.std)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (all files are checked here, before the first step)."""

@@ -18,7 +18,8 @@ from typing import Any
 import albumentations as A
 import numpy as np
 
-MODES = ("dataset", "image")
+PER_IMAGE = "image"  # data.normalization: each image z-scored by its own statistics
+MODES = ("dataset", PER_IMAGE)
 STATS_KEY = "image_stats"  # the pipeline's data key that carries the whole image's (mean, std)
 MIN_STD = 1e-3  # of the 0..1 image: a flat image is centred, not blown up
 STATS_PIXELS = 32_768  # statistics from every k-th pixel beyond this: under 0.5 ms for any image size

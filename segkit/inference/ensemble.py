@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segkit.data.normalize import PER_IMAGE
 from segkit.inference.model_files import LoadedModel, metadata_value
 from segkit.metrics.binary import two_class_logits
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 MUST_MATCH = ("task", "class_names", "in_channels", "color_mode", "intensity", "normalization", "mean", "std",
               "padding", "ignore_index")  # fmt: skip
 """Metadata keys every member must share."""
+DATASET_STATISTICS = ("mean", "std")  # unused, so not compared, when members z-score each image by its own
 
 
 class Ensemble(nn.Module):
@@ -68,7 +70,10 @@ def check_members(models: Sequence[LoadedModel]) -> None:
     first's."""
     first = models[0]
     for other in models[1:]:
+        per_image = all(metadata_value(m.metadata, "normalization") == PER_IMAGE for m in (first, other))
         for key in MUST_MATCH:
+            if per_image and key in DATASET_STATISTICS:
+                continue
             mine, theirs = (metadata_value(m.metadata, key) for m in (first, other))
             if mine != theirs:
                 raise ValueError(

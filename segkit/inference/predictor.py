@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segkit.data.intensity import IntensityNormalization
 from segkit.data.io import read_image, read_image_bytes
-from segkit.data.normalize import NormalizeAnyDepth
+from segkit.data.normalize import PER_IMAGE, NormalizeAnyDepth
 from segkit.inference.ensemble import Ensemble, check_members, member_paths
 from segkit.inference.model_files import LoadedModel, load_model, metadata_value, precision_name
 from segkit.inference.sliding_window import SlidingWindow
@@ -98,7 +98,7 @@ class Predictor:
         self.intensity = IntensityNormalization.from_spec(meta.get("intensity"))
         if meta.get("mean") is None or meta.get("std") is None:
             raise ValueError(f"{self.model.source}: the model's metadata has no mean/std normalisation")
-        per_image = metadata_value(meta, "normalization") == "image"
+        per_image = metadata_value(meta, "normalization") == PER_IMAGE
         self.normalize = NormalizeAnyDepth(meta["mean"], meta["std"], per_image)
         self.device = resolve_device(device)
         net = self.model.net.to(self.device).to(memory_format=torch.channels_last).eval()

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from segkit.data.folder import FolderDataset
 from segkit.data.io import image_size
+from segkit.data.normalize import PER_IMAGE
 from segkit.data.settings import check_crop_settings, checked_batch_size, checked_patch_size
 from segkit.models import UNet
 from segkit.planning import decisions as rules
@@ -149,7 +150,7 @@ def plan_run(
     color_mode, in_channels = channels[0].value, channels[1].value
     plan += rules.decide_intensity(fp)
     plan.append(rules.decide_cache(fp, in_channels))
-    per_image = composed_value(cfg, "data.normalization") == "image"
+    per_image = composed_value(cfg, "data.normalization") == PER_IMAGE
     plan += rules.decide_normalization(fp, cfg.model.get("weights") is not None, color_mode, per_image)
 
     device = device_of(cfg)

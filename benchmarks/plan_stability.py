@@ -6,8 +6,8 @@
 The width rule takes the widest network whose probed step time still gives the step and pixel floors in the
 budget. The probe is a few steps at one moment, and a 2-core machine's speed moves within minutes, so a width
 that clears a floor by a few percent is taken at one moment and not at the next. This prints, for each
-repeat, the probed step time of every width, the network taken and the steps promised, then how often each
-network was taken. Nothing trains; run it alone (no other torch process), as every timing here.
+repeat, the probed step time of every width, the network and precision taken and the steps promised, then
+how often each was taken. Nothing trains; run it alone (no other torch process), as every timing here.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def plan_once(overrides: list[str], run_dir: Path) -> dict:
     decisions = {key: value for key, value, _ in record["decisions"]}
     encoder = decisions.get("model.encoder", "unet")
     network = encoder if encoder != "unet" else f"unet-{decisions['model.base_channels']}"
+    network += f" {decisions['trainer.precision']}"
     probe = record["probe"]
     return {
         "network": network,

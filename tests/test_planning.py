@@ -22,8 +22,8 @@ from PIL import Image
 
 from segkit.inference import Predictor, load_model
 from segkit.inference.model_files import run_config
+from segkit.planning import cpu_precision, planner
 from segkit.planning import decisions as rules
-from segkit.planning import planner
 from segkit.planning.fingerprint import fingerprint
 from segkit.planning.overrides import apply_plan
 from segkit.planning.planner import plan_run, planned_config, training_pairs
@@ -534,20 +534,26 @@ def test_a_short_cpu_budget_stops_at_a_width_that_costs_over_one_and_a_half_step
     assert rules.choose_width({8: 0.1, 16: 0.15}, capped)[0] == 16  # 1.5x: kept
 
 
-def test_the_probe_ends_at_the_first_width_over_the_cap_read_twice() -> None:
+def test_the_probe_ends_at_the_first_width_over_the_cap_each_side_read_twice() -> None:
     """At a short CPU budget no width past the cap is probed (the stand-in's 32 channels, or 16 where 16 cost
-    1.95-1.96x 8's step on the rare folder), and the width over the cap is read twice first, so that one stalled
-    reading does not end the widths."""
+    1.95-1.96x 8's step on the rare folder). The cap compares each side's fastest of two readings, so that a
+    stall on either side does not move the ratio: one of the wider width ends the widths too early, one of
+    the narrower width lets the next one through."""
     stand_in = {"depth": 5, "data_pixels": 30e6, "budget": 300,
                 "pixels_per_step": 4 * 112 * 112, "settings": {"encoder": None}}  # fmt: skip
-    calls, step_time = scripted_probe({16: [0.035, 0.035], 32: [0.072, 0.075], 48: [0.12]})
+    calls, step_time = scripted_probe({8: [0.034], 16: [0.035, 0.035], 32: [0.072, 0.075], 48: [0.12]})
     chosen, _, decisions = plan_network(step_time, {8: 0.033}, [8, 16, 32, 48], **stand_in)
-    assert (chosen, calls) == (16, [16, 32, 32, 16]) and "not 32: 2.10x 16's step" in decisions[-1].reason
-    calls, step_time = scripted_probe({16: [0.065, 0.064], 32: [0.2]})  # the rare folder: 32 is not probed
-    assert plan_network(step_time, {8: 0.033}, [8, 16, 32], **stand_in)[0] == 8 and calls == [16, 16]
-    calls, step_time = scripted_probe({16: [0.0545, 0.036], 32: [0.072, 0.075]})  # 1.65x, then 1.09x: kept
+    assert (chosen, calls) == (16, [16, 8, 16, 32, 32]) and "not 32: 2.06x 16's step" in decisions[-1].reason
+    calls, step_time = scripted_probe({8: [0.034], 16: [0.065, 0.064], 32: [0.2]})  # the rare folder: no 32
+    assert plan_network(step_time, {8: 0.033}, [8, 16, 32], **stand_in)[0] == 8 and calls == [16, 8, 16]
+    calls, step_time = scripted_probe({8: [0.034], 16: [0.0545, 0.036], 32: [0.072, 0.075]})  # 1.65x, 1.09x: kept
     chosen, seconds, _ = plan_network(step_time, {8: 0.033}, [8, 16, 32], **stand_in)
-    assert (chosen, seconds, calls) == (16, pytest.approx(0.04525), [16, 16, 32, 32])
+    assert (chosen, seconds, calls) == (16, pytest.approx(0.04525), [16, 8, 16, 32, 32])
+    # the stand-in at 5 minutes, 2026-12-06: a stalled 55 ms reading of 16 channels (38-46 ms in five other
+    # plans of the hour) let 32 channels through at 1.48x on the means, where they cost 2x
+    calls, step_time = scripted_probe({8: [0.041], 16: [0.055, 0.040], 32: [0.083, 0.080]})
+    chosen, _, decisions = plan_network(step_time, {8: 0.046}, [8, 16, 32], **stand_in)
+    assert chosen == 16 and "not 32: 2.00x 16's step" in decisions[-1].reason
 
 
 def test_the_step_floor_grows_with_the_square_root_of_a_long_budget() -> None:
@@ -670,7 +676,7 @@ def test_fp32_is_taken_only_when_a_second_reading_agrees(monkeypatch) -> None:
     """One stalled bf16 reading (ISBI: 1150 ms against fp32's 1041, where the hour's other plans read bf16 at
     485-608 ms) planned an fp32 run with half the steps. Where fp32 reads faster, both are read again and the
     faster reading of each decides; a CPU whose bf16 really is slower still gets fp32."""
-    monkeypatch.setattr(planner, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(cpu_precision, "cpu_has_fast_bf16", lambda: True)
 
     def probe(readings: dict) -> tuple[tuple, list]:
         calls = []
@@ -679,7 +685,7 @@ def test_fp32_is_taken_only_when_a_second_reading_agrees(monkeypatch) -> None:
             calls.append((width, precision))
             return readings[precision].pop(0)
 
-        return planner.choose_cpu_precision(step_time, 8), calls
+        return cpu_precision.choose_cpu_precision(step_time, 8), calls
 
     (precision, seconds, why), calls = probe({"32-true": [1.041, 1.06], "bf16-mixed": [1.150, 0.55]})
     assert (precision, seconds) == ("bf16-mixed", 0.55) and len(calls) == 4 and {w for w, _ in calls} == {8}
@@ -693,16 +699,43 @@ def test_fp32_is_taken_only_when_a_second_reading_agrees(monkeypatch) -> None:
 def test_a_cpu_without_bf16_kernels_plans_fp32_without_probing_bf16(monkeypatch) -> None:
     """On an AVX2-only CPU bf16 autocast ran a step 9-16x slower than fp32: the plan takes fp32 and says why,
     without spending probe time on bf16."""
-    monkeypatch.setattr(planner, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(cpu_precision, "cpu_has_fast_bf16", lambda: False)
     calls = []
 
     def step_time(width, precision):
         calls.append(precision)
         return 0.04
 
-    precision, seconds, why = planner.choose_cpu_precision(step_time, 8)
+    precision, seconds, why = cpu_precision.choose_cpu_precision(step_time, 8)
     assert (precision, seconds, calls) == ("32-true", 0.04, ["32-true"])
     assert "no oneDNN bf16 kernels" in why
+    timer = cpu_precision.ProbedPrecision(step_time)
+    assert [timer(w) for w in (8, 16)] == [0.04, 0.04] and timer.of(16)[0] == "32-true"
+    assert calls[1:] == ["32-true", "32-true"]
+
+
+def test_each_width_is_timed_in_its_faster_precision(monkeypatch) -> None:
+    """On the AMX-BF16 CPU fp32 and bf16 read 48 and 40 ms at 8 channels, 70 and 38 at 16: one stalled bf16
+    reading at 8 gave fp32 to every width, so 16 channels cost 1.5-1.8x 8's step and the 5-minute cap
+    planned 8 channels. A width is read in both until bf16 wins, then wider ones in bf16 alone."""
+    monkeypatch.setattr(cpu_precision, "cpu_has_fast_bf16", lambda: True)
+    step = {(8, "32-true"): 0.048, (8, "bf16-mixed"): 0.055, (16, "32-true"): 0.075, (16, "bf16-mixed"): 0.038,
+            (32, "32-true"): 0.21, (32, "bf16-mixed"): 0.083}  # fmt: skip
+    calls = []
+
+    def step_time(width, precision):
+        calls.append((width, precision))
+        return step[width, precision]
+
+    timer = cpu_precision.ProbedPrecision(step_time)
+    stand_in = {"depth": 3, "data_pixels": 3e7, "budget": 300, "pixels_per_step": 4 * 112 * 112,
+                "settings": {"encoder": None}}  # fmt: skip
+    chosen, seconds, _ = plan_network(timer, {8: timer(8)}, [8, 16, 32], **stand_in)
+    assert (chosen, seconds) == (16, pytest.approx(0.038))  # fp32 throughout: 8 (16 at 1.56x 8's step)
+    precision, why = timer.of(16)
+    assert precision == "bf16-mixed" and "bf16 38 ms vs fp32 75 ms" in why and "fp32 was faster at" in why
+    assert timer.of(8)[0] == "32-true"
+    assert [c for c in calls if c[0] == 32] == [(32, "bf16-mixed")] * 2  # past 16: bf16 alone (read twice)
 
 
 def test_a_network_taken_on_one_fast_reading_is_read_again() -> None:
@@ -739,7 +772,7 @@ def test_a_width_just_over_600_steps_is_not_taken() -> None:
     calls, step_time = scripted_probe({16: [0.396, 0.430]})
     chosen, _, decisions = plan_network(step_time, {8: 0.222}, [8, 16, 32], **camvid)
     assert (chosen, calls) == (8, [16]) and ">= 700 steps" in decisions[-1].reason
-    calls, step_time = scripted_probe({16: [0.35, 0.36]})  # ~728 steps on the mean: 16 channels clear it
+    calls, step_time = scripted_probe({8: [0.25], 16: [0.35, 0.36]})  # ~728 steps on the mean: 16 clear it
     assert plan_network(step_time, {8: 0.25}, [8, 16, 32], **camvid)[0] == 16  # at 1.42x 8's step (cap: 1.5x)
     # a config without planner.min_steps or min_pixels (plan_run called on another experiment) gets the same
     assert rules.Floors.planned({}, 300, 1, "cpu") == rules.Floors.planned(settings, 300, 1, "cpu")

@@ -615,10 +615,13 @@ def worth_probing(timings: dict[int, float], width: int, floors: Floors) -> bool
     return floors.met_by(next_width_bound(timings, width))
 
 
-def choose_width(timings: dict[int, float], floors: Floors) -> tuple[int, str]:
+def choose_width(
+    timings: dict[int, float], floors: Floors, compared: dict[int, float] | None = None
+) -> tuple[int, str]:
     """The widest network (``base_channels``) whose probed step time meets the :class:`Floors` (enough
     optimizer steps and training pixels in the budget); the narrowest when none does. At a short CPU budget
-    the widths stop at the first whose step costs over ``floors.max_slowdown`` x the next narrower one's.
+    the widths stop at the first whose step costs over ``floors.max_slowdown`` x the next narrower one's, by
+    the ``compared`` step times (the planner's: each width's fastest reading; default ``timings``).
 
     Both floors come from measurements (benchmarks/README.md): on ISBI (512² slices, 256² crops x 4) a
     16-channel network with ~700 steps (~180 M pixels) ties an 8-channel one with ~1000; on 96² colour
@@ -627,7 +630,8 @@ def choose_width(timings: dict[int, float], floors: Floors) -> tuple[int, str]:
     alone let the planner pick a network it could not train in the budget. Its known miss, CamVid at 30 CPU
     minutes (48 channels got 646 steps and scored below 16 channels' 10-minute run), is why
     :func:`choose_encoder` runs first: where it takes ResNet-34, this rule is not asked."""
-    kept, dropped = within_slowdown(timings, floors.max_slowdown)
+    compared = timings if compared is None else compared
+    kept, dropped = within_slowdown(compared, floors.max_slowdown)
     fits = [w for w in kept if floors.met_by(timings[w])]
     width = max(fits) if fits else min(timings)
     measured = ", ".join(f"{w}: {t * 1000:.0f} ms" for w, t in sorted(timings.items()))
@@ -637,7 +641,7 @@ def choose_width(timings: dict[int, float], floors: Floors) -> tuple[int, str]:
     if not fits:
         why = f"no width reaches {floors} ({measured}); the narrowest gets ~{steps:.0f} steps{seen}"
     elif dropped and floors.met_by(timings[dropped]):
-        ratio = timings[dropped] / timings[max(kept)]
+        ratio = compared[dropped] / compared[max(kept)]
         why += (f"; not {dropped}: {ratio:.2f}x {max(kept)}'s step, over the {floors.max_slowdown:g}x a wider "
                 "network may cost at a short CPU budget")  # fmt: skip
     return width, why

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,12 +28,12 @@ from segkit.data.normalize import PER_IMAGE
 from segkit.data.settings import check_crop_settings, checked_batch_size, checked_patch_size
 from segkit.models import UNet
 from segkit.planning import decisions as rules
+from segkit.planning.cpu_precision import ProbedPrecision
 from segkit.planning.decisions import Decision
 from segkit.planning.fingerprint import fingerprint
 from segkit.planning.overrides import apply_plan, composed_value, overriding, typed_network, typed_value, user_keys
 from segkit.planning.probe import time_forward, time_training_step
 from segkit.planning.record import Plan, read_plan, save_plan
-from segkit.precision import NO_FAST_BF16, cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +226,11 @@ def plan_run(
 
     widths = [TYPED] if yours else list(settings.get("widths") or WIDTHS[device])
     if device == "cpu":
-        precision, seconds, precision_why = choose_cpu_precision(step_time, widths[0])
-        timings = {widths[0]: seconds}
+        timer = ProbedPrecision(step_time)  # each network in its faster precision: bf16 or fp32
     else:
-        precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-        precision_why = "GPU autocast with channels-last tensors"
-        timings = {widths[0]: step_time(widths[0], precision)}
+        gpu_precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        timer = partial(step_time, precision=gpu_precision)
+    timings = {widths[0]: timer(widths[0])}
     pixels_per_step = batch * patch[0] * patch[1] * image_scale
 
     if yours:
@@ -240,9 +240,12 @@ def plan_run(
     else:
         floors = rules.Floors.planned(settings, budget, pixels_per_step, device)
         candidate = Candidate(settings.get("encoder", rules.ENCODER), depth, rules.training_pixels(fp))
-        chosen, step_seconds, model_plan = plan_network(partial(step_time, precision=precision), timings, widths,
-                                                        floors, candidate)  # fmt: skip
+        chosen, step_seconds, model_plan = plan_network(timer, timings, widths, floors, candidate)
         encoder = chosen if isinstance(chosen, str) else "unet"
+    if device == "cpu":
+        precision, precision_why = timer.of(chosen)
+    else:
+        precision, precision_why = gpu_precision, "GPU autocast with channels-last tensors"
     if encoder != "unet":
         plan = [d for d in plan if d.key != "model.depth"]  # the encoder's stages set the depth
     total_memory = torch.cuda.get_device_properties(0).total_memory if device == "cuda" else None
@@ -323,26 +326,6 @@ def task_rate(
     return compose(rest).task.get("optimizer", {}).get("lr")
 
 
-def choose_cpu_precision(step_time: Callable[[int | str, str], float], width: int) -> tuple[str, float, str]:
-    """bf16 autocast or fp32 on the CPU, whichever trains the narrowest network faster; returns the precision,
-    its step time and the reason. A CPU without oneDNN bf16 kernels runs bf16 9-16x slower than fp32
-    (:mod:`segkit.precision`), so there it is not probed; elsewhere the probe decides. Where fp32 reads
-    faster, both are read once more and each one's faster reading counts: a stall only adds time, and this is
-    a comparison, not a forecast of the run's speed. On ISBI one stalled bf16 reading (1150 ms against fp32's
-    1041, where four plans of the same hour read bf16 at 485-608 ms and fp32 at 1036-1139) planned fp32 and
-    flips-only augmentation: 184 steps, against 304-421 for its neighbours."""
-    if not cpu_has_fast_bf16():
-        return "32-true", step_time(width, "32-true"), f"{NO_FAST_BF16} (not probed)"
-    fp32, bf16 = step_time(width, "32-true"), step_time(width, "bf16-mixed")
-    why = f"probe: bf16 {bf16 * 1000:.0f} ms vs fp32 {fp32 * 1000:.0f} ms a step"
-    if bf16 >= fp32:
-        fp32_again, bf16_again = step_time(width, "32-true"), step_time(width, "bf16-mixed")
-        again = f"bf16 {bf16_again * 1000:.0f} ms vs fp32 {fp32_again * 1000:.0f} ms"
-        why += f"; read again: {again}, the faster of each counts"
-        fp32, bf16 = min(fp32, fp32_again), min(bf16, bf16_again)
-    return ("bf16-mixed" if bf16 < fp32 else "32-true"), min(bf16, fp32), why
-
-
 @dataclass(frozen=True)
 class Candidate:
     """The encoder weighed against the plain U-Net (``planner.encoder``; ``None``: none) and the plan's facts
@@ -413,9 +396,10 @@ def choose_probed_width(
     :func:`~segkit.planning.decisions.quickest_step`.
 
     At a short CPU budget the widths end at the first whose step costs over the cap times the narrower one's
-    (``floors.max_slowdown``): no wider one is probed. Such a width is read twice first and the mean decides,
-    as for the floors: a first reading of 16 channels stalled to 1.65x 8's step, where they cost 1.1x, would
-    otherwise hand a 5-minute plan 8 channels."""
+    (``floors.max_slowdown``): no wider one is probed. The cap compares each width's fastest of two readings,
+    since a stall on either side moves the ratio: a first reading of 16 channels stalled to 1.65x 8's step,
+    where they cost 1.1x, would hand a 5-minute plan 8 channels; a stalled 55 ms reading of 16 channels
+    (against 38-46 ms in five other plans of the hour) let 32 channels through at 1.51x, where they cost 2x."""
     reads: dict[int, list[float]] = {w: [t] for w, t in timings.items() if isinstance(w, int)}
 
     def read(width: int) -> None:
@@ -432,7 +416,7 @@ def choose_probed_width(
         return not rules.worth_probing({**fastest(), a: rules.quickest_step(a, b, min(reads[b]))}, width, floors)
 
     def over_cap(width: int) -> bool:  # whether the cap ends the widths at this one
-        return rules.within_slowdown(timings, floors.max_slowdown)[1] == width
+        return rules.within_slowdown(fastest(), floors.max_slowdown)[1] == width
 
     skipped = ""
     for width in widths:
@@ -452,14 +436,17 @@ def choose_probed_width(
             read(width)
         if not floors.met_by(timings[width]):
             break  # wider ones only get fewer steps
-        if over_cap(width) and len(reads[width]) == 1:
-            read(width)  # one stall must not end the widths
+        below = max((w for w in reads if w < width), default=None)
+        if below is not None and math.isfinite(floors.max_slowdown):  # the cap weighs the two: twice each
+            for w in (below, width):
+                if len(reads[w]) == 1:
+                    read(w)
         if over_cap(width):
             break  # wider ones are past the cap
-    chosen, why = rules.choose_width(timings, floors)
+    chosen, why = rules.choose_width(timings, floors, fastest())
     while chosen != widths[0] and len(reads[chosen]) < 2:
         read(chosen)
-        chosen, why = rules.choose_width(timings, floors)
+        chosen, why = rules.choose_width(timings, floors, fastest())
     twice = {w: r for w, r in reads.items() if len(r) > 1}
     if twice:
         each = ", ".join(f"{w}: {r[0] * 1000:.0f} and {r[1] * 1000:.0f} ms" for w, r in twice.items())

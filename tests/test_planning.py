@@ -999,6 +999,7 @@ def test_the_probe_times_the_network_the_user_typed(tmp_path: Path, monkeypatch)
     assert timed and all(timed_net == (trained, {"BatchNorm2d"}) for timed_net in timed)
     assert plan.probe["typed_network"] == ["model.base_channels=12"] and list(plan.probe["step_seconds"]) == ["typed"]
     assert plan.probe["planned_steps"] == pytest.approx(0.85 * 60 / plan.probe["step_seconds"]["typed"], rel=0.01)
+    assert plan.probe["precisions"] == {"typed": chosen["trainer.precision"]}  # the run's, as timed
     assert "model.base_channels" not in chosen and "model.depth" in chosen
     # a model group: the probe times it without its ImageNet weights (no download); this test trains none
     plan, chosen, net = planned("model=unet_resnet34", "model.weights=null")

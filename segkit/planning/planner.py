@@ -244,6 +244,7 @@ def plan_run(
         encoder = chosen if isinstance(chosen, str) else "unet"
     if device == "cpu":
         precision, precision_why = timer.of(chosen)
+        probe["precisions"] = {str(w): timer.of(w)[0] for w in timer.chosen}
     else:
         precision, precision_why = gpu_precision, "GPU autocast with channels-last tensors"
     if encoder != "unet":

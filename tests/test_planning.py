@@ -554,6 +554,8 @@ def test_the_probe_ends_at_the_first_width_over_the_cap_each_side_read_twice() -
     calls, step_time = scripted_probe({8: [0.041], 16: [0.055, 0.040], 32: [0.083, 0.080]})
     chosen, _, decisions = plan_network(step_time, {8: 0.046}, [8, 16, 32], **stand_in)
     assert chosen == 16 and "not 32: 2.00x 16's step" in decisions[-1].reason
+    assert "read twice (8: 46 and 41 ms, 16: 55 and 40 ms, 32: 83 and 80 ms)" in decisions[-1].reason
+    assert decisions[-1].reason.endswith("the floors weigh the mean, the cap the fastest")
 
 
 def test_the_step_floor_grows_with_the_square_root_of_a_long_budget() -> None:

@@ -451,7 +451,8 @@ def choose_probed_width(
     twice = {w: r for w, r in reads.items() if len(r) > 1}
     if twice:
         each = ", ".join(f"{w}: {r[0] * 1000:.0f} and {r[1] * 1000:.0f} ms" for w, r in twice.items())
-        why += f"; read twice, the mean counts ({each})"
+        weighed = "the floors weigh the mean" + (", the cap the fastest" if math.isfinite(floors.max_slowdown) else "")
+        why += f"; read twice ({each}): {weighed}"
     return chosen, why + skipped
 
 

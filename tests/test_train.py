@@ -116,8 +116,39 @@ def test_pretrained_weights_set_normalisation_and_encoder_lr(compose_cfg, tmp_pa
     cfg.task.encoder_lr_mult = 0.1
     task = instantiate(cfg.task, net=net, _convert_="all")
     groups = task.configure_optimizers()["optimizer"].param_groups
-    assert [g["lr"] for g in groups] == pytest.approx([0.0001, 0.001])
+    assert [g["lr"] for g in groups] == pytest.approx([0.0001, 0.0001, 0.001, 0.001])  # each: decayed, not
+    assert [g["weight_decay"] for g in groups] == [0.0001, 0.0, 0.0001, 0.0]
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+
+
+@pytest.mark.parametrize("decay_norms_and_biases", [False, True])
+def test_weight_decay_shrinks_the_weights_and_not_norms_or_biases(decay_norms_and_biases: bool) -> None:
+    """One AdamW step with zero gradients does nothing but decay: every weight that multiplies an input
+    shrinks by ``lr * weight_decay``; the BatchNorm scales and shifts and the biases keep their values unless
+    ``decay_norms_and_biases`` (the behaviour before they were left out, as timm and nanoGPT leave them)."""
+    from functools import partial
+
+    from segkit.models import UNet
+    from segkit.tasks import SegmentationTask
+
+    net = UNet(num_classes=2, in_channels=1, base_channels=8, depth=2)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5)  # BatchNorm's shifts start at zero, where decay would not show
+    optimizer = partial(torch.optim.AdamW, lr=0.1, weight_decay=0.5)
+    task = SegmentationTask(net, torch.nn.CrossEntropyLoss(), optimizer, num_classes=2,
+                            decay_norms_and_biases=decay_norms_and_biases)  # fmt: skip
+    built = task.configure_optimizers()["optimizer"]
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    built.step()
+    modules = list(net.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in modules)
+    assert any(isinstance(m, torch.nn.Conv2d) and m.bias is not None for m in modules)  # the head's
+    for name, p in net.named_parameters():
+        shrunk = p.ndim > 1 or decay_norms_and_biases
+        torch.testing.assert_close(p.detach(), before[name] * (0.95 if shrunk else 1.0), msg=name)
 
 
 def test_classification_run_writes_accuracy_and_confusion_matrices(compose_cfg, tmp_path: Path) -> None:

@@ -17,23 +17,40 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
-def encoder_param_groups(net: nn.Module, optimizer: OptimizerFactory, encoder_lr_mult: float) -> list[dict]:
-    """One parameter group, or encoder and rest with ``lr * encoder_lr_mult`` for ``net.encoder``.
+def param_groups(
+    net: nn.Module, optimizer: OptimizerFactory, encoder_lr_mult: float = 1.0, decay_norms_and_biases: bool = False
+) -> list[dict]:
+    """The optimizer's parameter groups: ``net.encoder`` at ``lr * encoder_lr_mult`` apart from the rest when
+    the multiplier is not 1, and within each, the norms' scales and shifts and the biases (every parameter of
+    one dimension) with no weight decay unless ``decay_norms_and_biases``.
 
-    Frozen parameters are left out. The base learning rate is read from the optimizer partial's ``lr``.
+    Weight decay is there to keep the weights that multiply inputs small. A norm's scale shrunk towards zero
+    silences its channel instead, and a bias is one number a channel; timm (``filter_bias_and_bn``) and
+    nanoGPT leave them undecayed, and so does segkit. Frozen parameters are left out. The base learning rate
+    is read from the optimizer partial's ``lr``.
     """
     trainable = [p for p in net.parameters() if p.requires_grad]
     encoder = getattr(net, "encoder", None)
     if encoder_lr_mult == 1.0 or encoder is None:
-        return [{"params": trainable}]
-    base_lr = getattr(optimizer, "keywords", {}).get("lr")
-    if base_lr is None:
-        raise ValueError("encoder_lr_mult needs the optimizer's lr in its config (task.optimizer.lr)")
-    encoder_ids = {id(p) for p in encoder.parameters()}
-    return [
-        {"params": [p for p in trainable if id(p) in encoder_ids], "lr": base_lr * encoder_lr_mult},
-        {"params": [p for p in trainable if id(p) not in encoder_ids]},
-    ]
+        by_rate = [{"params": trainable}]
+    else:
+        base_lr = getattr(optimizer, "keywords", {}).get("lr")
+        if base_lr is None:
+            raise ValueError("encoder_lr_mult needs the optimizer's lr in its config (task.optimizer.lr)")
+        encoder_ids = {id(p) for p in encoder.parameters()}
+        by_rate = [
+            {"params": [p for p in trainable if id(p) in encoder_ids], "lr": base_lr * encoder_lr_mult},
+            {"params": [p for p in trainable if id(p) not in encoder_ids]},
+        ]
+    if decay_norms_and_biases:
+        return by_rate
+    groups = []
+    for group in by_rate:
+        decayed = [p for p in group["params"] if p.ndim > 1]
+        undecayed = [p for p in group["params"] if p.ndim <= 1]
+        groups += [{**group, "params": decayed}] if decayed else []
+        groups += [{**group, "params": undecayed, "weight_decay": 0.0}] if undecayed else []
+    return groups
 
 
 def build_optimization(
@@ -43,13 +60,14 @@ def build_optimization(
     interval: str = "epoch",
     encoder_lr_mult: float = 1.0,
     budget: dict | None = None,
+    decay_norms_and_biases: bool = False,
 ) -> dict:
     """Lightning's ``configure_optimizers`` answer: the optimizer and, if given, the scheduler and its interval.
 
     ``budget`` (``total_steps``, ``max_seconds``) goes to schedulers whose constructor takes those names
     (:class:`segkit.schedulers.PolyLR`), so they decay over the run's real length.
     """
-    built = optimizer(params=encoder_param_groups(net, optimizer, encoder_lr_mult))
+    built = optimizer(params=param_groups(net, optimizer, encoder_lr_mult, decay_norms_and_biases))
     if scheduler is None:
         return {"optimizer": built}
     target = getattr(scheduler, "func", scheduler)  # Hydra's _partial_ gives a functools.partial
@@ -83,10 +101,12 @@ class Task(pl.LightningModule):
         compile: bool = False,
         scheduler_interval: str = "epoch",
         encoder_lr_mult: float = 1.0,
+        decay_norms_and_biases: bool = False,
     ) -> None:
         super().__init__()
         self.scheduler_interval = scheduler_interval
         self.encoder_lr_mult = encoder_lr_mult
+        self.decay_norms_and_biases = decay_norms_and_biases
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.channels_last = channels_last
         # torch.compile wraps the forward only: self.net (and so every checkpoint and model/ folder) keeps its
@@ -159,6 +179,7 @@ class Task(pl.LightningModule):
             self.scheduler_interval,
             self.encoder_lr_mult,
             budget=self.training_budget(),
+            decay_norms_and_biases=self.decay_norms_and_biases,
         )
 
     def training_budget(self) -> dict:

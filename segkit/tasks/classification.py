@@ -39,6 +39,8 @@ class ClassificationTask(Task):
         channels_last: run the network in channels-last memory format.
         compile: run the network through ``torch.compile`` (the first steps are slow while it compiles).
         encoder_lr_mult: learning rate of ``net.encoder`` relative to the head.
+        decay_norms_and_biases: also apply the optimizer's weight decay to norms and biases (by default
+            they are left undecayed, as timm and nanoGPT do: :func:`segkit.tasks.base.param_groups`).
         loss: a loss ``loss(logits, labels)`` to use instead of the built-in cross-entropy.
     """
 
@@ -57,11 +59,12 @@ class ClassificationTask(Task):
         scheduler_interval: str = "epoch",
         channels_last: bool = False,
         encoder_lr_mult: float = 1.0,
+        decay_norms_and_biases: bool = False,
         compile: bool = False,
         loss: nn.Module | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last, compile,
-                         scheduler_interval, encoder_lr_mult)  # fmt: skip
+                         scheduler_interval, encoder_lr_mult, decay_norms_and_biases)  # fmt: skip
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "loss"])
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values but num_classes is {num_classes}")

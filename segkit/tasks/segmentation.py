@@ -81,6 +81,8 @@ class SegmentationTask(Task):
         channels_last: run the network in channels-last memory format (faster on GPUs and CPUs, bf16 or fp32).
         compile: run the network through ``torch.compile`` (the first steps are slow while it compiles).
         encoder_lr_mult: learning rate of ``net.encoder`` relative to the rest (e.g. 0.1 for pretrained encoders).
+        decay_norms_and_biases: also apply the optimizer's weight decay to norms and biases (by default
+            they are left undecayed, as timm and nanoGPT do: :func:`segkit.tasks.base.param_groups`).
         image_metrics: per-image scores logged at validation and test: ``"adapted_rand_error"`` (cells
             separated by ``foreground_class``, e.g. EM membranes) and/or ``"hd95"`` (of ``foreground_class``).
         foreground_class: the class the image metrics are about.
@@ -101,6 +103,7 @@ class SegmentationTask(Task):
         scheduler_interval: str = "epoch",
         channels_last: bool = False,
         encoder_lr_mult: float = 1.0,
+        decay_norms_and_biases: bool = False,
         compile: bool = False,
         image_metrics: Sequence[str] = (),
         foreground_class: int = 1,
@@ -114,7 +117,7 @@ class SegmentationTask(Task):
                 "loss=bce (loss=none is for tasks with a built-in loss, such as classification)"
             )
         super().__init__(net, optimizer, scheduler, num_classes, class_names, channels_last, compile,
-                         scheduler_interval, encoder_lr_mult)  # fmt: skip
+                         scheduler_interval, encoder_lr_mult, decay_norms_and_biases)  # fmt: skip
         # Factories and modules stay out of the checkpoint's hparams: they are not plain data and would need
         # unpickling of arbitrary objects; the run's .hydra/config.yaml describes them instead.
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])

@@ -52,6 +52,18 @@ def test_resume_from_last_checkpoint_continues_the_step_count(compose_cfg, tmp_p
     assert resumed["global_step"] == 8
 
 
+def test_a_checkpoint_with_other_optimizer_groups_is_refused_by_name(compose_cfg, tmp_path: Path) -> None:
+    """A run written with norms and biases decayed (one group) resumes only with the same setting; with the
+    default (two groups) the error names the file and the key, before Lightning reaches torch's
+    ``Optimizer.load_state_dict``."""
+    train(compose_cfg("trainer.max_epochs=1", "task.decay_norms_and_biases=true", *TINY))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"last\.ckpt: .* task\.decay_norms_and_biases=true"):
+        train(compose_cfg("trainer.max_epochs=2", "ckpt_path=last", *TINY))
+    train(compose_cfg("trainer.max_epochs=2", "ckpt_path=last", "task.decay_norms_and_biases=true", *TINY))
+    assert torch.load(last, weights_only=True)["global_step"] == 8
+
+
 def test_folder_data_trains_and_bad_data_fails_before_training(compose_cfg, synthetic_dir: Path) -> None:
     folder = [f"paths.data_dir={synthetic_dir}", "data=folder", "data.num_classes=3", "data.batch_size=2"]
     metrics = train(compose_cfg(*folder, "+debug=fast_dev_run", "callbacks.rich_progress_bar=null"))

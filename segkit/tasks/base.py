@@ -182,6 +182,22 @@ class Task(pl.LightningModule):
             decay_norms_and_biases=self.decay_norms_and_biases,
         )
 
+    def check_resumable(self, checkpoint: dict, path: str) -> None:
+        """Refuse a checkpoint whose optimizer state holds other parameter groups than this task builds,
+        naming the file and the keys that shape the groups (Lightning would stop deep inside torch's
+        ``Optimizer.load_state_dict``)."""
+        saved = [[len(g["params"]) for g in state["param_groups"]] for state in checkpoint.get("optimizer_states", [])]
+        groups = param_groups(self.net, self.optimizer_factory, self.encoder_lr_mult, self.decay_norms_and_biases)
+        built = [len(g["params"]) for g in groups]
+        if saved and saved[0] != built:
+            raise ValueError(
+                f"{path}: its optimizer state holds parameter groups of {saved[0]} tensors where this run builds "
+                f"{built}, so it cannot resume as configured. The groups follow task.encoder_lr_mult and "
+                "task.decay_norms_and_biases (and which parameters are frozen): set them as the run that wrote it "
+                "had them (its .hydra/config.yaml). A checkpoint from before segkit left norms and biases "
+                "undecayed (December 2026) resumes with task.decay_norms_and_biases=true."
+            )
+
     def training_budget(self) -> dict:
         """The run's length: ``total_steps`` (from max_epochs/max_steps) and ``max_seconds`` (from max_time)."""
         if self._trainer is None:

@@ -26,7 +26,8 @@ def test_a_run_logs_config_metrics_and_files_to_mlflow(compose_cfg, tmp_path: Pa
     assert run.data.params["task.optimizer.lr"] == "0.002"  # the composed config, key by key
     assert run.data.params["data.train_dataset.num_samples"] == "8"
     assert run.data.metrics["summary/val/miou"] == pytest.approx(metrics["val/miou"])
-    assert {"val/loss", "lr-AdamW"} <= set(run.data.metrics)  # what Lightning logged during training
+    # what Lightning logged during training; the rate of each named parameter group (segkit.tasks.base.param_groups)
+    assert {"val/loss", "lr-AdamW/weights", "lr-AdamW/weights_norms_biases"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "model", "config.yaml"} <= artifacts  # train.log too, from the command line
     model = {a.path for a in client.list_artifacts(run.info.run_id, "model")}

@@ -130,6 +130,7 @@ def test_pretrained_weights_set_normalisation_and_encoder_lr(compose_cfg, tmp_pa
     groups = task.configure_optimizers()["optimizer"].param_groups
     assert [g["lr"] for g in groups] == pytest.approx([0.0001, 0.0001, 0.001, 0.001])  # each: decayed, not
     assert [g["weight_decay"] for g in groups] == [0.0001, 0.0, 0.0001, 0.0]
+    assert [g["name"] for g in groups] == ["encoder", "encoder_norms_biases", "rest", "rest_norms_biases"]
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
 
 
@@ -151,6 +152,8 @@ def test_weight_decay_shrinks_the_weights_and_not_norms_or_biases(decay_norms_an
     task = SegmentationTask(net, torch.nn.CrossEntropyLoss(), optimizer, num_classes=2,
                             decay_norms_and_biases=decay_norms_and_biases)  # fmt: skip
     built = task.configure_optimizers()["optimizer"]
+    names = [g.get("name") for g in built.param_groups]  # one group logs as plain lr-AdamW
+    assert names == ([None] if decay_norms_and_biases else ["weights", "weights_norms_biases"])
     before = {name: p.detach().clone() for name, p in net.named_parameters()}
     for p in net.parameters():
         p.grad = torch.zeros_like(p)

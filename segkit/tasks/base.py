@@ -22,7 +22,9 @@ def param_groups(
 ) -> list[dict]:
     """The optimizer's parameter groups: ``net.encoder`` at ``lr * encoder_lr_mult`` apart from the rest when
     the multiplier is not 1, and within each, the norms' scales and shifts and the biases (every parameter of
-    one dimension) with no weight decay unless ``decay_norms_and_biases``.
+    one dimension) with no weight decay unless ``decay_norms_and_biases``. Each group is named, so Lightning's
+    ``LearningRateMonitor`` logs ``lr-AdamW/weights`` and ``lr-AdamW/weights_norms_biases`` (``encoder``, ``rest``
+    with the multiplier); a single group keeps the plain ``lr-AdamW``.
 
     Weight decay is there to keep the weights that multiply inputs small. A norm's scale shrunk towards zero
     silences its channel instead, and a bias is one number a channel; timm (``filter_bias_and_bn``) and
@@ -32,24 +34,36 @@ def param_groups(
     trainable = [p for p in net.parameters() if p.requires_grad]
     encoder = getattr(net, "encoder", None)
     if encoder_lr_mult == 1.0 or encoder is None:
-        by_rate = [{"params": trainable}]
+        by_rate = [{"params": trainable, "name": "weights"}]
     else:
         base_lr = getattr(optimizer, "keywords", {}).get("lr")
         if base_lr is None:
             raise ValueError("encoder_lr_mult needs the optimizer's lr in its config (task.optimizer.lr)")
         encoder_ids = {id(p) for p in encoder.parameters()}
         by_rate = [
-            {"params": [p for p in trainable if id(p) in encoder_ids], "lr": base_lr * encoder_lr_mult},
-            {"params": [p for p in trainable if id(p) not in encoder_ids]},
+            {
+                "params": [p for p in trainable if id(p) in encoder_ids],
+                "lr": base_lr * encoder_lr_mult,
+                "name": "encoder",
+            },
+            {"params": [p for p in trainable if id(p) not in encoder_ids], "name": "rest"},
         ]
-    if decay_norms_and_biases:
-        return by_rate
-    groups = []
-    for group in by_rate:
-        decayed = [p for p in group["params"] if p.ndim > 1]
-        undecayed = [p for p in group["params"] if p.ndim <= 1]
-        groups += [{**group, "params": decayed}] if decayed else []
-        groups += [{**group, "params": undecayed, "weight_decay": 0.0}] if undecayed else []
+    groups = by_rate
+    if not decay_norms_and_biases:
+        groups = []
+        for group in by_rate:
+            decayed = [p for p in group["params"] if p.ndim > 1]
+            undecayed = [p for p in group["params"] if p.ndim <= 1]
+            groups += [{**group, "params": decayed}] if decayed else []
+            undecayed_group = {
+                **group,
+                "params": undecayed,
+                "weight_decay": 0.0,
+                "name": f"{group['name']}_norms_biases",
+            }
+            groups += [undecayed_group] if undecayed else []
+    if len(groups) == 1:
+        del groups[0]["name"]
     return groups
 
 

@@ -166,6 +166,33 @@ def test_weight_decay_shrinks_the_weights_and_not_norms_or_biases(decay_norms_an
         torch.testing.assert_close(p.detach(), before[name] * (0.95 if shrunk else 1.0), msg=name)
 
 
+@pytest.mark.parametrize(
+    ("encoder", "expected"),
+    [
+        # timm's list wrapper renames stages.2 -> stages_2; the names come through its spellings
+        ("coatnet_nano_rw_224", [f"stages_{s}.blocks.{b}.attn.rel_pos.relative_position_bias_table"
+                                 for s, n in ((2, 6), (3, 3)) for b in range(n)]),
+        ("vit_tiny_patch16_224", ["model.cls_token", "model.pos_embed"]),  # the getter wrapper keeps the model
+        ("resnet18", []),
+    ],
+)  # fmt: skip
+def test_timm_no_weight_decay_tensors_are_left_undecayed(encoder: str, expected: list[str]) -> None:
+    """timm lists tensors of two or more dimensions that are not weights (relative position bias tables, a
+    ViT's position embedding and class token) in ``no_weight_decay()``; its ``features_only`` wrappers lose
+    that method, and the encoder keeps the list so that AdamW leaves exactly those undecayed."""
+    from functools import partial
+
+    from segkit.models import UNet
+    from segkit.tasks.base import param_groups
+
+    net = UNet(num_classes=2, encoder=encoder)
+    groups = param_groups(net, partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05))
+    undecayed = {id(p) for g in groups if g.get("weight_decay") == 0.0 for p in g["params"]}
+    beyond_norms_and_biases = [n for n, p in net.named_parameters() if id(p) in undecayed and p.ndim > 1]
+    assert beyond_norms_and_biases == [f"encoder.model.{name}" for name in expected]
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+
+
 def test_classification_run_writes_accuracy_and_confusion_matrices(compose_cfg, tmp_path: Path) -> None:
     metrics = train(
         compose_cfg(

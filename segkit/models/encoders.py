@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from segkit.models.blocks import DoubleConv
-from segkit.models.weights import LoadReport, load_encoder_state, resolve_weights
+from segkit.models.weights import LoadReport, key_spellings, load_encoder_state, resolve_weights
 from segkit.quiet import quiet_import
 
 with quiet_import():
@@ -160,6 +160,13 @@ class TimmEncoder(Encoder):
             self.std = (sum(self.std) / len(self.std),) * in_channels
         if weights is not None:
             self.load_weights(weights, name, in_channels, strict, target=self.model, first_conv=cfg.get("first_conv"))
+        self.undecayed = {f"model.{key}" for key in timm_no_weight_decay(name, in_channels, self.model)}
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters timm's model keeps out of weight decay (position embeddings, relative position bias
+        tables), in this module's names; :func:`segkit.tasks.base.param_groups` reads it, as timm's optimizer
+        factory reads the method of the same name."""
+        return self.undecayed
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return the feature maps ``(B, C, H, W)``, finest first."""
@@ -167,6 +174,24 @@ class TimmEncoder(Encoder):
         if self.channels_last_output:  # (B, H, W, C) -> (B, C, H, W)
             features = [f.permute(0, 3, 1, 2) for f in features]
         return features
+
+
+def timm_no_weight_decay(name: str, in_channels: int, features: nn.Module) -> set[str]:
+    """Names of ``features``' parameters that timm model ``name`` lists in its ``no_weight_decay()``.
+
+    timm's ``features_only`` wrappers drop that method and rename top-level modules (``layers.0`` ->
+    ``layers_0``), so the whole model is built once more on the meta device (no memory, no initialisation) to
+    ask it, and its names are matched through the wrapper's spellings. A model that cannot be built there
+    lists nothing: the list is a refinement of the optimizer's groups, not a reason to refuse an encoder.
+    """
+    try:
+        with torch.device("meta"):
+            full = timm.create_model(name, pretrained=False, in_chans=in_channels)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
+        log.debug("timm model %s not built on the meta device (%s): no no_weight_decay() names", name, err)
+        return set()
+    listed = set(full.no_weight_decay()) if hasattr(full, "no_weight_decay") else set()
+    return {key for key, _ in features.named_parameters() if any(k in listed for k in key_spellings(key))}
 
 
 def build_encoder(

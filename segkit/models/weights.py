@@ -138,7 +138,7 @@ def strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
             return state_dict
 
 
-def _candidates(key: str) -> list[str]:
+def key_spellings(key: str) -> list[str]:
     """Spellings of an encoder key to look for in a file, in order of preference.
 
     timm's ``features_only`` list wrapper renames top-level modules (``stages.0`` -> ``stages_0``); its getter
@@ -149,7 +149,7 @@ def _candidates(key: str) -> list[str]:
     if "_" in head:
         found.append(f"{head.replace('_', '.')}.{rest}")
     if head == "model" and rest:
-        found.extend(_candidates(rest))
+        found.extend(key_spellings(rest))
     return found
 
 
@@ -171,7 +171,7 @@ def load_encoder_state(
     report = LoadReport(source=source, total=len(target))
     new_state, used = {}, set()
     for key, current in target.items():
-        found = next((k for k in _candidates(key) if k in state_dict), None)
+        found = next((k for k in key_spellings(key) if k in state_dict), None)
         if found is None:
             report.missing.append(key)
             continue

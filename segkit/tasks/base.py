@@ -28,7 +28,8 @@ def param_groups(
 
     Weight decay is there to keep the weights that multiply inputs small. A norm's scale shrunk towards zero
     silences its channel instead, and a bias is one number a channel; timm (``filter_bias_and_bn``) and
-    nanoGPT leave them undecayed, and so does segkit. Frozen parameters are left out. The base learning rate
+    nanoGPT leave them undecayed, and so does segkit, with the position embeddings and bias tables a timm
+    encoder lists in ``no_weight_decay()``. Frozen parameters are left out. The base learning rate
     is read from the optimizer partial's ``lr``.
     """
     trainable = [p for p in net.parameters() if p.requires_grad]
@@ -50,10 +51,11 @@ def param_groups(
         ]
     groups = by_rate
     if not decay_norms_and_biases:
+        listed = listed_no_weight_decay(net)
         groups = []
         for group in by_rate:
-            decayed = [p for p in group["params"] if p.ndim > 1]
-            undecayed = [p for p in group["params"] if p.ndim <= 1]
+            decayed = [p for p in group["params"] if p.ndim > 1 and id(p) not in listed]
+            undecayed = [p for p in group["params"] if p.ndim <= 1 or id(p) in listed]
             groups += [{**group, "params": decayed}] if decayed else []
             undecayed_group = {
                 **group,
@@ -65,6 +67,20 @@ def param_groups(
     if len(groups) == 1:
         del groups[0]["name"]
     return groups
+
+
+def listed_no_weight_decay(net: nn.Module) -> set[int]:
+    """``id()`` of every parameter a submodule lists in ``no_weight_decay()``, timm's convention for the
+    tensors of two or more dimensions that are not weights (ViT's position embedding and class token, Swin's
+    relative position bias tables); :class:`segkit.models.encoders.TimmEncoder` keeps the list through timm's
+    ``features_only`` wrappers."""
+    listed = set()
+    for module in net.modules():
+        method = getattr(module, "no_weight_decay", None)
+        if callable(method):
+            names = set(method())
+            listed |= {id(p) for name, p in module.named_parameters() if name in names}
+    return listed
 
 
 def build_optimization(

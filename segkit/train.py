@@ -244,7 +244,6 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         log.info(
             "Resuming training from %s (epoch %d, global step %d)", ckpt_path, state["epoch"], state["global_step"]
         )
-        task.check_resumable(state, ckpt_path)
     save_config(cfg, output_dir)
     save_split(datamodule, output_dir)
     remove_stale_temporaries(output_dir / "checkpoints")

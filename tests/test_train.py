@@ -55,11 +55,22 @@ def test_resume_from_last_checkpoint_continues_the_step_count(compose_cfg, tmp_p
 def test_a_checkpoint_with_other_optimizer_groups_is_refused_by_name(compose_cfg, tmp_path: Path) -> None:
     """A run written with norms and biases decayed (one group) resumes only with the same setting; with the
     default (two groups) the error names the file and the key, before Lightning reaches torch's
-    ``Optimizer.load_state_dict``."""
+    ``Optimizer.load_state_dict``: through ``segkit.train`` and through a plain ``Trainer.fit``, while
+    ``validate`` (weights only) still takes the checkpoint."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
     train(compose_cfg("trainer.max_epochs=1", "task.decay_norms_and_biases=true", *TINY))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    with pytest.raises(ValueError, match=r"last\.ckpt: .* task\.decay_norms_and_biases=true"):
+    refused = r"last\.ckpt: .* task\.decay_norms_and_biases=true"
+    with pytest.raises(ValueError, match=refused):
         train(compose_cfg("trainer.max_epochs=2", "ckpt_path=last", *TINY))
+    cfg = compose_cfg(*TINY)
+    datamodule, task = instantiate(cfg.data), instantiate(cfg.task, net=instantiate(cfg.model), _convert_="all")
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, default_root_dir=tmp_path / "plain")
+    assert trainer.validate(task, datamodule=datamodule, ckpt_path=last, verbose=False)
+    with pytest.raises(ValueError, match=refused):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=last)
     train(compose_cfg("trainer.max_epochs=2", "ckpt_path=last", "task.decay_norms_and_biases=true", *TINY))
     assert torch.load(last, weights_only=True)["global_step"] == 8
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Timer
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
 from segkit.inference.model_files import METADATA_KEY, inference_metadata
@@ -211,6 +212,15 @@ class Task(pl.LightningModule):
             budget=self.training_budget(),
             decay_norms_and_biases=self.decay_norms_and_biases,
         )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Check, when ``Trainer.fit`` resumes, that the optimizer state fits this task's parameter groups.
+
+        Only a resumed fit restores the optimizer: ``load_from_checkpoint`` (inference, fine-tuning) and
+        ``validate``/``test`` of an older checkpoint take its weights alone and load whatever its groups.
+        """
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            self.check_resumable(checkpoint, str(self.trainer.ckpt_path))
 
     def check_resumable(self, checkpoint: dict, path: str) -> None:
         """Refuse a checkpoint whose optimizer state holds other parameter groups than this task builds,

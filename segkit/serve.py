@@ -9,6 +9,8 @@ unless ``host=`` says otherwise; put it behind a reverse proxy (TLS, authenticat
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from importlib import resources
 
 import hydra
@@ -78,11 +80,34 @@ async def require_form(request, call_next):  # noqa: ANN001, ANN201 (a Starlette
     return await call_next(request)
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise, in this process, what Ctrl+C raises, so that LitServe's shutdown stops its workers.
+
+    LitServe's HTTP processes are forked from this one and inherit the handler; there SIGTERM keeps its
+    default (the process ends quietly when LitServe terminates it, as it did before).
+    """
+    main = os.getpid()
+
+    def interrupt(signum: int, frame: object) -> None:
+        if os.getpid() == main:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run(cfg: DictConfig) -> None:
-    """Serve until interrupted (Ctrl+C)."""
+    """Serve until interrupted: Ctrl+C, or SIGTERM (``kill``, systemd, ``docker stop``, Kubernetes).
+
+    LitServe stops its HTTP and inference processes only on ``KeyboardInterrupt``; Python's default SIGTERM
+    ends the main process at once and would leave them orphaned, still holding the port.
+    """
     server = build_server(cfg)
+    stop_on_sigterm()
     log.info("Serving on http://%s:%d (page at /, POST /predict, GET /info, GET /health)", cfg.host, cfg.port)
     server.run(host=cfg.host, port=int(cfg.port), generate_client_file=False, log_level="warning")
+    log.info("Stopped: every worker process has ended")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="serve")

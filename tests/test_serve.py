@@ -70,28 +70,32 @@ def _images(count: int, shape: tuple[int, int] = (72, 96)) -> list[np.ndarray]:
     return [(rng.random((*shape, 3)) * 255).astype(np.uint8) for _ in range(count)]
 
 
-@pytest.fixture(scope="module")
-def server(trained_run: Path, tmp_path_factory) -> Iterator[dict]:
-    """``python -m segkit.serve`` on a free loopback port (2-request batches), stopped at the end."""
-    port, out = _free_port(), tmp_path_factory.mktemp("serve")
-    command = [sys.executable, "-m", "segkit.serve", f"ckpt={trained_run}", f"port={port}", "device=cpu",
-               "max_pixels=200000", "max_batch_size=2", "batch_timeout=0.05", "tile=[64,64]",
-               f"output={out}"]  # fmt: skip
+def start_server(run: Path, port: int, *overrides: str) -> subprocess.Popen:
+    """``python -m segkit.serve`` in a session of its own (its processes form one group), once it is healthy."""
+    command = [sys.executable, "-m", "segkit.serve", f"ckpt={run}", f"port={port}", "device=cpu", *overrides]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
                 if response.status == 200:
-                    break
+                    return process
         except (urllib.error.URLError, ConnectionError):
             pass
         if process.poll() is not None or time.time() > deadline:
             os.killpg(process.pid, signal.SIGKILL)
             pytest.fail(f"the server did not start:\n{process.stdout.read().decode()[-3000:]}")
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def server(trained_run: Path, tmp_path_factory) -> Iterator[dict]:
+    """``python -m segkit.serve`` on a free loopback port (2-request batches), stopped at the end."""
+    port, out = _free_port(), tmp_path_factory.mktemp("serve")
+    process = start_server(trained_run, port, "max_pixels=200000", "max_batch_size=2", "batch_timeout=0.05",
+                           "tile=[64,64]", f"output={out}")  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
     yield {"url": url, "run": trained_run, "output": out}
     os.killpg(process.pid, signal.SIGTERM)
     try:
@@ -188,6 +192,46 @@ def _chrome():  # noqa: ANN202
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600"):
         options.add_argument(arg)
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
+
+
+@pytest.mark.parametrize(
+    "stop",
+    [
+        "SIGTERM to the main process",  # kill, systemd, docker stop
+        pytest.param("SIGINT to the group", marks=pytest.mark.slow),  # Ctrl+C in a terminal
+    ],
+)
+def test_a_signal_stops_every_server_process_quietly_and_frees_the_port(trained_run: Path, stop: str) -> None:
+    """Python's default SIGTERM ended the main process alone and left LitServe's HTTP and inference processes
+    serving on the port; Ctrl+C ended the inference worker with a traceback. Both now stop the whole server,
+    exit 0 and print no traceback."""
+    port = _free_port()
+    process = start_server(trained_run, port)
+    if stop.startswith("SIGTERM"):
+        os.kill(process.pid, signal.SIGTERM)
+    else:
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        returncode = process.wait(timeout=60)
+        deadline = time.time() + 20
+        while _group_alive(process.pid) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not _group_alive(process.pid), "server processes outlived the main one"
+    finally:
+        if _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+    output = process.stdout.read().decode()
+    assert returncode == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert "Stopped: every worker process has ended" in output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # nothing holds the port
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` other than a zombie is left."""
+    found = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+    return any(not state.startswith("Z") for state in found)
 
 
 @pytest.mark.browser

@@ -71,9 +71,14 @@ def _images(count: int, shape: tuple[int, int] = (72, 96)) -> list[np.ndarray]:
 
 
 def start_server(run: Path, port: int, *overrides: str) -> subprocess.Popen:
-    """``python -m segkit.serve`` in a session of its own (its processes form one group), once it is healthy."""
+    """``python -m segkit.serve`` in a session of its own (its processes form one group), once it is healthy.
+
+    SIGINT is reset to its default there, as a terminal has it: a shell ignores it for a job started in the
+    background (CI under ``nohup … &``), and the server would inherit that and ignore Ctrl+C.
+    """
     command = [sys.executable, "-m", "segkit.serve", f"ckpt={run}", f"port={port}", "device=cpu", *overrides]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                                env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip
     deadline = time.time() + 180
     while True:

@@ -312,11 +312,16 @@ def test_uploads_are_kept_only_where_configured(trained_run: Path, tmp_path: Pat
     from segkit.inference.service import SegmentationAPI
 
     image = _png(_images(1)[0])
-    for keep in (None, tmp_path / "uploads"):
-        api = SegmentationAPI(str(trained_run), {"tile": [64, 64]}, max_pixels=10_000, save_uploads=keep)
-        api.setup("cpu")
-        decoded = api.decode_request({"image": _Upload(image, "cells.png"), "format": "JSON", "overlay": "1"})
-        assert decoded["image"].shape == (72, 96, 3) and decoded["format"] == "json" and decoded["overlay"]
+    runner_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's, whatever CI's is
+    try:
+        for keep in (None, tmp_path / "uploads"):
+            api = SegmentationAPI(str(trained_run), {"tile": [64, 64]}, max_pixels=10_000, save_uploads=keep)
+            api.setup("cpu")
+            decoded = api.decode_request({"image": _Upload(image, "cells.png"), "format": "JSON", "overlay": "1"})
+            assert decoded["image"].shape == (72, 96, 3) and decoded["format"] == "json" and decoded["overlay"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # in-process: Ctrl+C still works
+    finally:
+        signal.signal(signal.SIGINT, runner_sigint)
     (kept,) = (tmp_path / "uploads").iterdir()
     assert kept.name.endswith("_cells.png") and kept.read_bytes() == image
     assert sorted(p.name for p in tmp_path.iterdir()) == ["uploads"]  # the first API wrote nothing

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import multiprocessing
 import signal
 import time
 import uuid
@@ -65,10 +66,12 @@ class SegmentationAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         """Load the model on this worker's device.
 
-        The worker ignores Ctrl+C: the terminal sends it to every process of the group, and the main process
-        stops the workers itself; left on, it ends a worker mid-loop with a traceback in the server's output.
+        A worker process ignores Ctrl+C: the terminal sends it to every process of the group, and the main
+        process stops the workers itself; left on, it ends a worker mid-loop with a traceback in the server's
+        output. Used in-process (no parent process), the API leaves the caller's Ctrl+C alone.
         """
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if multiprocessing.parent_process() is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.predictor = Predictor(self.ckpt, device=device, **self.options)
         self.palette = self.predictor.model.metadata["palette"]
         log.info("Serving %s: %s", self.predictor.model.source, self.predictor.describe())

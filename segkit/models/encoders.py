@@ -187,9 +187,12 @@ def timm_no_weight_decay(name: str, in_channels: int, features: nn.Module) -> se
     try:
         with torch.device("meta"):
             full = timm.create_model(name, pretrained=False, in_chans=in_channels)
-    except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
-        log.debug("timm model %s not built on the meta device (%s): no no_weight_decay() names", name, err)
-        return set()
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # older timm: some models need real tensors
+        try:
+            full = timm.create_model(name, pretrained=False, in_chans=in_channels)
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
+            log.debug("timm model %s not built (%s): no no_weight_decay() names", name, err)
+            return set()
     listed = set(full.no_weight_decay()) if hasattr(full, "no_weight_decay") else set()
     return {key for key, _ in features.named_parameters() if any(k in listed for k in key_spellings(key))}
 

@@ -181,8 +181,9 @@ def timm_no_weight_decay(name: str, in_channels: int, features: nn.Module) -> se
 
     timm's ``features_only`` wrappers drop that method and rename top-level modules (``layers.0`` ->
     ``layers_0``), so the whole model is built once more on the meta device (no memory, no initialisation) to
-    ask it, and its names are matched through the wrapper's spellings. A model that cannot be built there
-    lists nothing: the list is a refinement of the optimizer's groups, not a reason to refuse an encoder.
+    ask it, and its names are matched through the wrapper's spellings. Where timm cannot build it there (timm
+    1.0.12's CoAtNet), it is built on the CPU; a model that cannot be built at all lists nothing: the list
+    refines the optimizer's groups, it is no reason to refuse an encoder.
     """
     try:
         with torch.device("meta"):

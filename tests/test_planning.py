@@ -1011,6 +1011,7 @@ def test_the_probe_times_the_network_the_user_typed(tmp_path: Path, monkeypatch)
     assert "model.depth" not in chosen and "model.norm" not in chosen
 
 
+@pytest.mark.slow  # ~20 s on 2 CPU cores
 def test_a_long_budget_plans_the_resnet34_encoder(tmp_path: Path, monkeypatch) -> None:
     """256² images of 120 px discs ask for depth 5; two hours give ResNet-34 its steps. Five images are too
     little data for it; with the data floor lowered, the plan names it, drops the plain U-Net's depth and

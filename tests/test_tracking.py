@@ -34,6 +34,7 @@ def test_a_run_logs_config_metrics_and_files_to_mlflow(compose_cfg, tmp_path: Pa
     assert "model/model.safetensors" in model
 
 
+@pytest.mark.slow  # ~20 s on 2 CPU cores
 def test_a_sweep_is_one_parent_run_with_a_child_per_trial(tmp_path: Path) -> None:
     store = tmp_path / "mlruns"
     command = [sys.executable, "-m", "segkit.train", "-m", "+experiment=quickstart", "seed=1,2", *TINY,

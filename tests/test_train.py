@@ -204,6 +204,23 @@ def test_timm_no_weight_decay_tensors_are_left_undecayed(encoder: str, expected:
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
 
 
+def test_smp_timm_encoders_leave_the_same_tensors_undecayed() -> None:
+    """smp's ``tu-`` encoders wrap the same timm ``features_only`` models and drop ``no_weight_decay()`` too:
+    an smp U-Net on CoAtNet leaves its nine relative position bias tables undecayed, as segkit's does."""
+    from functools import partial
+
+    import segmentation_models_pytorch as smp
+
+    from segkit.tasks.base import param_groups
+
+    net = smp.Unet("tu-coatnet_nano_rw_224", encoder_weights=None, classes=2)
+    groups = param_groups(net, partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05))
+    undecayed = {id(p) for g in groups if g.get("weight_decay") == 0.0 for p in g["params"]}
+    beyond_norms_and_biases = [n for n, p in net.named_parameters() if id(p) in undecayed and p.ndim > 1]
+    assert beyond_norms_and_biases == [f"encoder.model.stages_{s}.blocks.{b}.attn.rel_pos.relative_position_bias_table"
+                                       for s, n in ((2, 6), (3, 3)) for b in range(n)]  # fmt: skip
+
+
 def test_classification_run_writes_accuracy_and_confusion_matrices(compose_cfg, tmp_path: Path) -> None:
     metrics = train(
         compose_cfg(

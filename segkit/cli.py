@@ -34,29 +34,41 @@ def for_the_app(item: str) -> bool:
     return re.split(r"[./]", override_key(item), maxsplit=1)[0] == "hydra"
 
 
-def close_key(config_name: str, overrides: Sequence[str]) -> str | None:
-    """A message naming a key that ``overrides`` set but the composed config lacks, and its close match;
-    ``None`` when the overrides compose (or fail for another reason, which Hydra then reports itself)."""
+def command_line_problem(config_name: str, overrides: Sequence[str]) -> str | None:
+    """What is wrong with a command line before Hydra runs it: a key the config lacks (with its close match) or
+    a value the command needs that was not given (a ``???`` such as ``ckpt=``, with the usage line); ``None``
+    when the overrides compose with every value given, or fail for another reason, which Hydra then reports."""
     from hydra import compose, initialize_config_module
     from hydra.errors import ConfigCompositionException
 
     plain = [o for o in overrides if "=" in o and not o.startswith("-") and not for_the_app(o)]
-    if not plain:
-        return None
     with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
         try:
-            compose(config_name=config_name, overrides=plain)
-            return None
+            cfg = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
         except ConfigCompositionException as err:
-            found = re.search(r"Could not override '([^']+)'", str(err))
-            if not found or "not in struct" not in str(err.__cause__ or err):
-                return None
-            key = found.group(1)
-            rest = [o for o in plain if not o.startswith(f"{key}=")]
-            try:
-                cfg = compose(config_name=config_name, overrides=rest)
-            except ConfigCompositionException:
-                return None
+            return close_key(config_name, plain, err)
+    missing = [key for key in unset_keys(cfg) if not key.startswith("hydra.")]
+    if not missing:
+        return None
+    usage = cfg.hydra.help.template.splitlines()[0]
+    return f"needs {', '.join(f'{key}=' for key in missing)} (see --help)\n{usage}"
+
+
+def close_key(config_name: str, plain: Sequence[str], err: Exception) -> str | None:
+    """A message naming the key that ``plain`` set but the composed config lacks (Hydra's ``err``), and its
+    close match; ``None`` when ``err`` is another failure."""
+    from hydra import compose
+    from hydra.errors import ConfigCompositionException
+
+    found = re.search(r"Could not override '([^']+)'", str(err))
+    if not found or "not in struct" not in str(err.__cause__ or err):
+        return None
+    key = found.group(1)
+    rest = [o for o in plain if not o.startswith(f"{key}=")]
+    try:
+        cfg = compose(config_name=config_name, overrides=rest)
+    except ConfigCompositionException:
+        return None
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
@@ -66,12 +78,25 @@ def close_key(config_name: str, overrides: Sequence[str]) -> str | None:
     return f"{key}: {where} has no key '{leaf}'; {hint} (to add a new key on purpose: +{key}=...)"
 
 
+def unset_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """The dotted keys whose value is ``???``, found without resolving any interpolation (``OmegaConf.missing_keys``
+    resolves them, and ``${hydra:...}`` cannot be resolved before Hydra runs)."""
+    found = []
+    for key in node.keys():
+        if OmegaConf.is_missing(node, key):
+            found.append(f"{prefix}{key}")
+        elif isinstance(child := node._get_node(key), DictConfig):
+            found += unset_keys(child, f"{prefix}{key}.")
+    return found
+
+
 def check_overrides(config_name: str, prog: str, argv: Sequence[str] | None = None) -> None:
-    """Exit with status 2 and a close-match message when a command-line key does not exist."""
+    """Exit with status 2 and a one-line reason when a command-line key does not exist or a needed value is
+    missing (:func:`command_line_problem`)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") or a.startswith("--") for a in args):
         return
-    message = close_key(config_name, args)
+    message = command_line_problem(config_name, args)
     if message:
         print(f"{prog}: {message}", file=sys.stderr)
         raise SystemExit(2)

@@ -96,6 +96,45 @@ def test_a_misspelt_key_gets_its_close_match(tmp_path: Path) -> None:
     assert not (tmp_path / "outputs").exists()  # refused before any run directory
 
 
+@pytest.mark.parametrize(
+    ("verb", "args", "needed"),
+    [
+        ("predict", [], "ckpt=, input=, output="),
+        ("predict", ["ckpt=run", "input=a.png"], "output="),
+        ("eval", [], "ckpt="),
+        ("export", ["ckpt=run"], "output="),
+        ("serve", [], "ckpt="),
+        ("crossval", [], "dir="),
+    ],
+)
+def test_a_missing_value_is_named_with_the_usage_line(verb: str, args: list[str], needed: str, capsys) -> None:
+    """Hydra answered ``segkit.predict`` without ``output=`` with an omegaconf traceback about
+    ``hydra.run.dir``; the command now exits 2 naming what it needs, before any import of torch or Lightning."""
+    from segkit.cli import check_overrides
+
+    with pytest.raises(SystemExit) as exited:
+        check_overrides(verb, f"segkit.{verb}", args)
+    assert exited.value.code == 2
+    message, usage = capsys.readouterr().err.splitlines()
+    assert message == f"segkit.{verb}: needs {needed} (see --help)"
+    assert usage.startswith(f"Usage: python -m segkit.{verb} ")
+
+
+def test_commands_with_every_value_given_pass_the_check() -> None:
+    from segkit.cli import check_overrides
+
+    check_overrides("train", "segkit.train", [])
+    check_overrides("predict", "segkit.predict", ["ckpt=run", "input=a.png", "output=out"])
+    check_overrides("train", "segkit.train", ["-m", "data.fold=0,1"])  # a sweep: Hydra reads it
+
+
+def test_predict_without_arguments_prints_its_usage_not_a_traceback(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "segkit.predict"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.startswith("segkit.predict: needs ckpt=, input=, output=")
+
+
 def test_an_expected_error_is_one_line_in_the_console_and_the_log(tmp_path: Path) -> None:
     done = run("data=folder", f"paths.data_dir={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}",
                cwd=tmp_path)  # fmt: skip

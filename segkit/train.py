@@ -199,6 +199,18 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None 
         return planned_config(cfg, list(overrides), partial(compose, "train"), output_dir)
 
 
+def check_strict_weights(model_cfg: DictConfig) -> None:
+    """Refuse ``model.strict_weights=true`` without ``model.weights``: it asks that every encoder tensor come
+    from a file, and there is none, so the run would train from scratch under a name that says otherwise.
+    (An experiment's ``weights: ???`` cannot demand them: OmegaConf keeps the value it merges ``???`` onto.)
+    Only training asks; a saved model rebuilds with its weights dropped, as they are in its checkpoint."""
+    if model_cfg.get("strict_weights") and not model_cfg.get("weights"):
+        raise ValueError(
+            "model.strict_weights=true needs model.weights (file:<path>, e.g. another run's checkpoints/last.ckpt, "
+            "or a timm tag such as imagenet): nothing to load every encoder tensor from"
+        )
+
+
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict:
     """Fit the configured task and return what ``metrics.json`` holds: the final weights' validation scores
     (``{"val/miou": ..., ...}``), the best checkpoint's (``best/val/...``), test scores with
@@ -211,6 +223,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
+    check_strict_weights(cfg.model)
     net = instantiate(cfg.model)
     aug = cfg.get("aug") or {}
     datamodule = instantiate(

@@ -81,6 +81,17 @@ def test_every_experiment_composes_and_instantiates(compose_cfg, tmp_path: Path,
     instantiate_all(cfg)
 
 
+def test_the_handoff_experiment_without_weights_is_refused(compose_cfg) -> None:
+    """Its ``model.weights: ???`` never demanded anything (OmegaConf keeps the ``null`` it merged onto), so
+    the handoff trained ISBI from scratch; ``strict_weights`` without weights now stops the run first."""
+    from segkit.train import train
+
+    cfg = compose_cfg("+experiment=isbi2012_from_hymenoptera")
+    assert cfg.model.weights is None and cfg.model.strict_weights
+    with pytest.raises(ValueError, match=r"model.strict_weights=true needs model.weights \(file:<path>"):
+        train(cfg)
+
+
 def test_unknown_key_and_unknown_experiment_fail_at_compose_time(compose_cfg) -> None:
     with pytest.raises(ConfigCompositionException):
         compose_cfg("+experiment=no_such_experiment")

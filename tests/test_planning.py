@@ -1041,6 +1041,16 @@ def test_a_long_budget_plans_the_resnet34_encoder(tmp_path: Path, monkeypatch) -
     assert net(torch.zeros(1, 3, 256, 256)).shape == (1, 2, 256, 256)
 
 
+@pytest.mark.parametrize(("data", "made"), [("hymenoptera", "ImageFolderDataset"), ("synthetic", "SyntheticShapes")])
+def test_data_without_masks_on_disk_is_refused_by_name(tmp_path: Path, data: str, made: str) -> None:
+    """``+experiment=auto data=hymenoptera`` stopped on "data.foreground_crops ... got None", a setting the
+    user never typed; the planner now says what it plans from and what the data config makes instead."""
+    cfg = compose_config(["+experiment=auto", f"data={data}", f"paths.data_dir={tmp_path}", "planner.enabled=false"],
+                         output_dir=tmp_path / "r")  # fmt: skip
+    with pytest.raises(ValueError, match=f"plans segmentation from image/mask folders .* makes {made}\\."):
+        plan_run(cfg)
+
+
 def test_bad_folders_get_a_clear_message(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
     empty = disc_folder(tmp_path / "one" / "train", n=3, discs=0)

@@ -54,15 +54,24 @@ PATCH_SIZE, BATCH_SIZE = "data.patch_size", "data.batch_size"
 def training_pairs(cfg: DictConfig) -> tuple[FolderDataset, list[tuple[Path, Path]]]:
     """The training split's files, as the run would read them (every pair checked). Never decoded into a
     cache here, even when ``data.train_dataset.cache=true``: the run's own dataset does that once."""
-    factory = instantiate(cfg.data.train_dataset)  # a _partial_ factory, as the datamodule gets it
-    folder = isinstance(getattr(factory, "func", None), type) and issubclass(factory.func, FolderDataset)
-    dataset = factory(cache=False) if folder else factory()
-    if not isinstance(dataset, FolderDataset):
-        raise ValueError(
-            f"the planner reads image/mask folders (data=folder, isbi2012, camvid); data.train_dataset is a "
-            f"{type(dataset).__name__}"
-        )
+    dataset = folder_factory(cfg)(cache=False)
     return dataset, [(image, mask) for _, image, mask in dataset.samples]
+
+
+def folder_factory(cfg: DictConfig) -> Callable[..., FolderDataset]:
+    """``data.train_dataset``'s factory (a ``_partial_`` class, as the datamodule gets it), refused unless it
+    makes image/mask folders: the planner plans segmentation from a fingerprint of masks, and class folders
+    (``data=hymenoptera``) or generated data have none. Nothing is read."""
+    factory = instantiate(cfg.data.train_dataset)
+    made = getattr(factory, "func", factory)
+    if not (isinstance(made, type) and issubclass(made, FolderDataset)):
+        name = getattr(made, "__name__", type(made).__name__)
+        raise ValueError(
+            f"the planner plans segmentation from image/mask folders (data=folder, isbi2012, camvid); "
+            f"data.train_dataset makes {name}. Class folders train with a classification experiment "
+            "(+experiment=hymenoptera), without +experiment=auto"
+        )
+    return factory
 
 
 def validation_images(cfg: DictConfig, train_count: int) -> tuple[int, list[tuple[int, int]]]:
@@ -124,6 +133,7 @@ def plan_run(
     settings = cfg.get("planner") or {}
     patch_typed = overriding(PATCH_SIZE, typed) is not None
     whole = patch_typed and composed_value(cfg, PATCH_SIZE) is None  # typed data.patch_size=null: whole images
+    folder_factory(cfg)  # the kind of data, then the crop settings, before any file is read
     # zoom and foreground share act on crops: checked before the data is read, as the datamodule checks them
     check_crop_settings(
         not whole, composed_value(cfg, "data.patch_scale"), composed_value(cfg, "data.foreground_crops")

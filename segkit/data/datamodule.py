@@ -19,7 +19,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate, get_worker_info
 
 from segkit.data.crops import ForegroundCrop
-from segkit.data.folder import check_ignore_index
+from segkit.data.folder import FolderDataset, check_ignore_index, check_labels_foreground
 from segkit.data.folds import fold_indices, sample_strata
 from segkit.data.io import image_size
 from segkit.data.normalize import (
@@ -397,6 +397,14 @@ class ImageDataModule(pl.LightningDataModule):
 
 class SegmentationDataModule(ImageDataModule):
     """Image/mask batches ``{"image": (B, C, H, W) float, "mask": (B, H, W) int64}`` for segmentation."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets, and refuse a training folder with no foreground to learn
+        (:func:`segkit.data.folder.check_labels_foreground`)."""
+        super().setup(stage)
+        train = getattr(self.train_set, "dataset", self.train_set)  # unwrap a hold-out or fold Subset
+        if isinstance(train, FolderDataset):
+            check_labels_foreground(train)
 
 
 class ClassificationDataModule(ImageDataModule):

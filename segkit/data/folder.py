@@ -155,10 +155,13 @@ class FolderDataset(Dataset):
         maps = WeightMaps.from_spec(weight_map)
         self.weight_maps: list[np.ndarray] | None = [] if maps else None
         self.classes_present: list[tuple[int, ...]] = []  # per sample; stratifies k-fold splits
+        self.masks_with_ignored = 0  # masks holding ignore_index pixels (check_labels_foreground)
         self.cached: list[tuple[np.ndarray, np.ndarray]] | None = [] if cache else None  # (image, mask)
         for _, image_path, mask_path in self.samples:
             mask = self._check(image_path, mask_path)
-            self.classes_present.append(tuple(int(c) for c in np.unique(mask) if c != ignore_index))
+            values = np.unique(mask)
+            self.classes_present.append(tuple(int(c) for c in values if c != ignore_index))
+            self.masks_with_ignored += int(ignore_index in values)
             if maps:
                 self.weight_maps.append(maps(mask, ignore_index))
             if self.cached is not None:
@@ -195,6 +198,27 @@ class FolderDataset(Dataset):
 
     def _mask(self, mask_path: Path) -> np.ndarray:
         return self.encoding(read_mask(mask_path), mask_path).astype(np.uint8)
+
+
+def check_labels_foreground(dataset: FolderDataset) -> None:
+    """Refuse a training split whose masks label nothing but class 0 beside ignored pixels.
+
+    Binary masks saved as 0/255 and read with the default ``ignore_index`` 255 do exactly that: every
+    foreground pixel is ignored, so the run learns to answer background everywhere and scores it on
+    background alone, without an error anywhere. A mapping or a threshold says how to read the masks, so
+    with either the split is taken as it is."""
+    encoding = dataset.encoding
+    if encoding.mapping is not None or encoding.threshold is not None or not dataset.masks_with_ignored:
+        return
+    if any(c != 0 for present in dataset.classes_present for c in present):
+        return
+    value = encoding.ignore_index
+    raise ValueError(
+        f"{dataset.root}: the masks hold only 0 and {value}, and {value} is data.ignore_index: every pixel but the "
+        f"background is ignored, and there is nothing else to learn. Binary masks saved as 0/{value}: "
+        f"data.train_dataset.mask_mapping='{{0: 0, {value}: 1}}' (or data.train_dataset.mask_threshold=127); "
+        f"if {value} does mark pixels to ignore, these masks label no foreground"
+    )
 
 
 def _check_pairs(images: dict[str, Path], masks: dict[str, Path]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,23 @@ def test_an_ignore_index_outside_8_bits_is_refused(tmp_path: Path) -> None:
         MaskEncoding(2, ignore_index=-100)
     with pytest.raises(ValueError, match="ignore_index=300"):
         SegmentationDataModule(train_dataset=None, num_classes=2, ignore_index=300)
+
+
+def test_binary_masks_saved_as_0_255_are_refused_before_training_on_background_alone(tmp_path: Path) -> None:
+    """0/255 masks read with the default ignore_index 255 trained without a word: every foreground pixel
+    ignored, the model taught background. The datamodule now names the folder and the mapping to set; with
+    the mapping, or with masks that label a class besides 0, it trains as before."""
+    from segkit.data import SegmentationDataModule
+
+    def datamodule(values: tuple[int, ...], **mapping) -> SegmentationDataModule:
+        root = write_pairs(tmp_path / "-".join(map(str, values)) / "train", n=4, values=values)
+        factory = partial(FolderDataset, root, num_classes=2, **mapping)
+        return SegmentationDataModule(factory, val_dataset=None, num_classes=2, patch_size=None, batch_size=2)
+
+    with pytest.raises(ValueError, match=r"0-255/train: the masks hold only 0 and 255, and 255 is data.ignore_index"
+                                         r".*mask_mapping='\{0: 0, 255: 1\}'"):  # fmt: skip
+        datamodule((0, 255)).setup("fit")
+    mapped = datamodule((0, 255), mask_mapping={0: 0, 255: 1})
+    mapped.setup("fit")
+    assert 1 in next(iter(mapped.train_dataloader()))["mask"].unique().tolist()
+    datamodule((0, 1, 255)).setup("fit")  # 255 beside a labelled class: pixels meant to be ignored

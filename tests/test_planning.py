@@ -1041,6 +1041,17 @@ def test_a_long_budget_plans_the_resnet34_encoder(tmp_path: Path, monkeypatch) -
     assert net(torch.zeros(1, 3, 256, 256)).shape == (1, 2, 256, 256)
 
 
+def test_the_budget_is_read_in_the_form_lightning_reads() -> None:
+    """``00:05:00`` was planned as five minutes, then Lightning's Timer refused it after the plan; ``5min``
+    stopped on "invalid literal for int()". Both are now refused first, naming the key and the form."""
+    read = planner.budget_seconds
+    assert read(OmegaConf.create({"trainer": {"max_time": "00:01:05:00"}})) == 3900
+    assert read(OmegaConf.create({"trainer": {"max_time": {"minutes": 5, "seconds": 30}}})) == 330
+    for bad in ("00:05:00", "5min", 300):
+        with pytest.raises(ValueError, match=r"trainer.max_time=.* is not DD:HH:MM:SS"):
+            read(OmegaConf.create({"trainer": {"max_time": bad}}))
+
+
 @pytest.mark.parametrize(("data", "made"), [("hymenoptera", "ImageFolderDataset"), ("synthetic", "SyntheticShapes")])
 def test_data_without_masks_on_disk_is_refused_by_name(tmp_path: Path, data: str, made: str) -> None:
     """``+experiment=auto data=hymenoptera`` stopped on "data.foreground_crops ... got None", a setting the

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -102,10 +103,14 @@ def budget_seconds(cfg: DictConfig) -> float:
     max_time = cfg.trainer.get("max_time")
     if max_time is None:
         raise ValueError("the planner needs a budget: set trainer.max_time (e.g. trainer.max_time=00:00:05:00)")
-    if isinstance(max_time, str):
-        parts = [int(p) for p in max_time.split(":")]
-        days, hours, minutes, seconds = [0] * (4 - len(parts)) + parts
+    found = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", max_time.strip()) if isinstance(max_time, str) else None
+    if found:  # the form Lightning's Timer reads, so that the run gets the budget that was planned for
+        days, hours, minutes, seconds = map(int, found.groups())
         return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    if not isinstance(max_time, Mapping):
+        raise ValueError(
+            f"trainer.max_time={max_time!r} is not DD:HH:MM:SS, the form Lightning reads (five minutes: 00:00:05:00)"
+        )
     return float(sum(int(max_time.get(k, 0)) * s for k, s in (("days", 86400), ("hours", 3600), ("minutes", 60),
                                                                   ("seconds", 1))))  # fmt: skip
 

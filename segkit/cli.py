@@ -110,6 +110,20 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def expected_error(err: Exception) -> Exception | None:
+    """The error to report in one line, or ``None`` for a traceback: ``err`` when it is an expected kind (a
+    bad path or value, pretrained weights out of reach), or the expected error that Hydra's ``instantiate``
+    met while building an object from the config (it raises an ``InstantiationException`` whose message is
+    the cause's ``repr``, quotes escaped, and keeps the cause itself as ``__cause__``)."""
+    from hydra.errors import InstantiationException
+
+    from segkit.models.weights import WeightsUnavailableError
+
+    if isinstance(err, InstantiationException) and isinstance(err.__cause__, Exception):
+        err = err.__cause__
+    return err if isinstance(err, (*EXPECTED_ERRORS, WeightsUnavailableError)) else None
+
+
 def clear_errors(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Wrap a command's ``run(cfg)``: an expected error (bad path, bad value) becomes one logged line and exit
     status 1, instead of a traceback; ``HYDRA_FULL_ERROR=1`` re-raises it.
@@ -121,8 +135,9 @@ def clear_errors(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
     def wrapped(cfg: DictConfig) -> Any:
         try:
             return run(cfg)
-        except EXPECTED_ERRORS as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        except Exception as raised:
+            err = expected_error(raised)
+            if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             if in_multirun():
                 log.error("This job failed: %s: %s", type(err).__name__, err)

@@ -109,7 +109,7 @@ def test_a_misspelt_key_gets_its_close_match(tmp_path: Path) -> None:
 )
 def test_a_missing_value_is_named_with_the_usage_line(verb: str, args: list[str], needed: str, capsys) -> None:
     """Hydra answered ``segkit.predict`` without ``output=`` with an omegaconf traceback about
-    ``hydra.run.dir``; the command now exits 2 naming what it needs, before any import of torch or Lightning."""
+    ``hydra.run.dir``; the command now exits 2 naming what it needs, before Hydra runs it."""
     from segkit.cli import check_overrides
 
     with pytest.raises(SystemExit) as exited:
@@ -126,6 +126,35 @@ def test_commands_with_every_value_given_pass_the_check() -> None:
     check_overrides("train", "segkit.train", [])
     check_overrides("predict", "segkit.predict", ["ckpt=run", "input=a.png", "output=out"])
     check_overrides("train", "segkit.train", ["-m", "data.fold=0,1"])  # a sweep: Hydra reads it
+
+
+def test_an_expected_error_met_while_building_from_the_config_is_one_line(caplog, monkeypatch) -> None:
+    """Hydra's ``instantiate`` wraps what a constructor raises in an ``InstantiationException`` printed as the
+    cause's ``repr`` (quotes escaped, ``\\n`` for line breaks) under "Error in call to target"; the cause
+    is now the one line, as if the command had raised it. Other errors keep their traceback."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from segkit.cli import clear_errors
+    from segkit.models.weights import WeightsUnavailableError
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    cfg = OmegaConf.create({"model": {"_target_": "segkit.models.UNet", "num_classes": 2, "encoder": "not_a_model"}})
+    with caplog.at_level("ERROR"), pytest.raises(SystemExit) as exited:
+        clear_errors(lambda c: instantiate(c.model))(cfg)
+    assert exited.value.code == 1
+    assert caplog.messages == ["ValueError: timm cannot build encoder 'not_a_model': Unknown model (not_a_model) "
+                               "(HYDRA_FULL_ERROR=1 shows the traceback)"]  # fmt: skip
+
+    def offline(_):
+        raise WeightsUnavailableError("Could not fetch pretrained weights 'resnet18'")
+
+    with pytest.raises(SystemExit):
+        clear_errors(offline)(cfg)
+    assert caplog.messages[-1].startswith("WeightsUnavailableError: Could not fetch pretrained weights 'resnet18'")
+    not_expected = OmegaConf.create({"model": {"_target_": "builtins.divmod", "_args_": [1, 0]}})
+    with pytest.raises(Exception, match="Error in call to target 'builtins.divmod'"):  # ZeroDivisionError
+        clear_errors(lambda c: instantiate(c.model))(not_expected)
 
 
 def test_predict_without_arguments_prints_its_usage_not_a_traceback(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ input (a constant model would pass any placement), for same and valid padding, w
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -121,3 +123,16 @@ def test_a_model_trained_on_whole_images_predicts_them_whole() -> None:
     unsaid = {k: v for k, v in meta.items() if k != "patch_size"}  # metadata that does not say: 256² tiles
     Predictor(LoadedModel(net, unsaid, "test"), device="cpu").logits(image)
     assert sum(calls) > 1
+
+
+@pytest.mark.parametrize(
+    ("tile", "shown"), [([50], "[50]"), (50, "50"), ([64, 0], "[64, 0]"), ([64.5, 64], "[64.5, 64]")]
+)
+def test_a_malformed_tile_is_refused_by_name(tile, shown: str) -> None:
+    """``tile=[50]`` stopped on "tuple index out of range" inside the sliding window, ``tile=50`` on "'int'
+    object is not iterable"."""
+    net = UNet(num_classes=2, depth=2, base_channels=4)
+    with pytest.raises(ValueError, match=rf"tile must be \[height, width\] in pixels .*, got {re.escape(shown)}$"):
+        SlidingWindow(net, tile)
+    with pytest.raises(ValueError, match="tile_batch_size must be a positive whole number of tiles, got 0"):
+        SlidingWindow(net, [64, 64], tile_batch_size=0)

@@ -18,7 +18,7 @@ from segkit.data.io import read_image, read_image_bytes
 from segkit.data.normalize import PER_IMAGE, NormalizeAnyDepth
 from segkit.inference.ensemble import Ensemble, check_members, member_paths
 from segkit.inference.model_files import LoadedModel, load_model, metadata_value, precision_name
-from segkit.inference.sliding_window import SlidingWindow
+from segkit.inference.sliding_window import SlidingWindow, checked_tile
 from segkit.metrics.binary import two_class_logits
 from segkit.precision import NO_FAST_BF16, cpu_has_fast_bf16
 
@@ -106,7 +106,7 @@ class Predictor:
         self.tta_reason = "as given" if tta else "as the model's run recorded" if meta.get("tta") else "none recorded"
         tta = None if tta == "none" else tta or meta.get("tta")
         self.tile_given = bool(tile)
-        tile = tuple(tile) if tile else tuple(meta.get("patch_size") or DEFAULT_TILE)
+        tile = checked_tile(tile) or tuple(meta.get("patch_size") or DEFAULT_TILE)
         window = (net, overlap, 0.125, tile_batch_size, tta, self.device, self.precision)
         self.window = SlidingWindow(net, tile, *window[1:])
         # A model file that does not say (no "patch_size" key, hand-written metadata) tiles as it always did.
@@ -190,7 +190,9 @@ def config_options(cfg: DictConfig) -> dict:
     """The :class:`Predictor` arguments besides model and device, from the shared inference keys
     (conf/inference/default.yaml) and the precision group, when one was chosen."""
     precision = OmegaConf.select(cfg, "trainer.precision")
-    return {"tile": list(cfg.tile) if cfg.get("tile") else None, "overlap": cfg.overlap, "tta": cfg.get("tta"),
+    tile = cfg.get("tile")
+    tile = OmegaConf.to_object(tile) if OmegaConf.is_config(tile) else tile  # checked by the Predictor
+    return {"tile": tile, "overlap": cfg.overlap, "tta": cfg.get("tta"),
             "precision": precision_name(precision) if precision else None,
             "tile_batch_size": cfg.tile_batch_size}  # fmt: skip
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from segkit.data.settings import positive_int
+
 TTA_MODES = (None, "hflip", "flips", "d4")
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -82,6 +84,16 @@ def _tta_pairs(mode: str | None) -> list[tuple[Callable, Callable]]:
     return pairs
 
 
+def checked_tile(tile: Sequence[int] | None) -> tuple[int, int] | None:
+    """``tile`` as ``(height, width)``, or ``None`` (the whole image); anything else is refused by name."""
+    if tile is None:
+        return None
+    if not (isinstance(tile, Sequence) and len(tile) == 2 and all(positive_int(v) for v in tile)):
+        shown = list(tile) if isinstance(tile, Sequence) and not isinstance(tile, str) else tile
+        raise ValueError(f"tile must be [height, width] in pixels (e.g. tile=[256,256]), got {shown!r}")
+    return int(tile[0]), int(tile[1])
+
+
 class SlidingWindow:
     """Predicts logits ``(K, H, W)`` for one normalised image ``(C, H, W)`` of any size.
 
@@ -118,7 +130,9 @@ class SlidingWindow:
         if precision not in AUTOCAST:
             raise ValueError(f"precision must be one of {sorted(AUTOCAST)}, got {precision!r}")
         self.net, self.overlap, self.sigma_scale = net, overlap, sigma_scale
-        self.tile = (int(tile[0]), int(tile[1])) if tile is not None else None
+        if not positive_int(tile_batch_size):
+            raise ValueError(f"tile_batch_size must be a positive whole number of tiles, got {tile_batch_size!r}")
+        self.tile = checked_tile(tile)
         self.tile_batch_size, self.tta = tile_batch_size, _tta_pairs(tta)
         self.device, self.precision, self.channels_last = torch.device(device), precision, channels_last
         self.valid = getattr(net, "padding", "same") == "valid"

@@ -14,6 +14,9 @@ from contextlib import contextmanager
 NOISY_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",  # torch deprecation triggered inside Lightning
     r"Precision .* is not supported by the model summary",  # the summary's size estimate; training is fine
+    # an epoch shorter than trainer.log_every_n_steps (a small folder): Lightning counts the interval over
+    # the whole run, not within an epoch, so the steps are logged all the same
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 # raised while a dependency is imported, so before any command runs: timm's HRNet declares a
 # torch.jit.interface, which torch >= 2.10 deprecates, and every segkit command would open with it

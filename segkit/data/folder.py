@@ -71,7 +71,7 @@ class MaskEncoding:
         unknown = [int(v) for v in values if not (0 <= v < self.num_classes or v == self.ignore_index)]
         if unknown:
             few = max(unknown) < 64  # class indices, by the look of them (a forgotten data.num_classes)
-            hint = f"if they are classes, data.num_classes={max(unknown) + 1} covers them; else " if few else ""
+            hint = f"if they are classes, data.num_classes must be at least {max(unknown) + 1}; else " if few else ""
             raise ValueError(
                 f"mask {path} has values {unknown[:10]} outside the class set 0..{self.num_classes - 1} "
                 f"(ignore_index {self.ignore_index}); {hint}set a mask mapping or threshold in the data config"

@@ -95,8 +95,8 @@ def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
 
 def test_unknown_mask_values_are_named(tmp_path: Path) -> None:
     root = write_pairs(tmp_path, n=2, values=(0, 1, 7))
-    hint = r"values \[7\] outside the class set 0\.\.2 \(ignore_index 255\); if they are classes, data.num_classes=8"
-    with pytest.raises(ValueError, match=hint + " covers them; else set a mask mapping"):
+    hint = r"values \[7\] outside the class set 0\.\.2 \(ignore_index 255\); if they are classes, data.num_classes"
+    with pytest.raises(ValueError, match=hint + " must be at least 8; else set a mask mapping"):
         FolderDataset(root, num_classes=3)
     soft = write_pairs(tmp_path / "soft", n=2, values=(0, 128))  # soft edges: no class count would mean them
     with pytest.raises(ValueError, match=r"values \[128\] .* \(ignore_index 255\); set a mask mapping or threshold"):

@@ -78,8 +78,8 @@ def listed_no_weight_decay(net: nn.Module) -> set[int]:
     ``features_only`` wrappers."""
     listed = set()
     for module in net.modules():
-        names = no_weight_decay_names(module)
-        listed |= {id(p) for name, p in module.named_parameters() if name in names}
+        if names := no_weight_decay_names(module):
+            listed |= {id(p) for name, p in module.named_parameters() if name in names}
     return listed
 
 

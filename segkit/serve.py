@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from importlib import resources
 
 import hydra
@@ -97,12 +98,28 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on, before the model loads: uvicorn would log only "[Errno 98]
+    Address already in use" after segkit had announced that it was serving there. The probe binds as uvicorn
+    does (``SO_REUSEADDR``), so a port left in TIME_WAIT by a stopped server still counts as free."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ValueError(
+                f"port={port}: {host}:{port} cannot be bound ({err.strerror}); another server (an earlier "
+                f"segkit.serve?) may hold it: `ss -ltnp | grep :{port}` names it, or choose another port=..."
+            ) from err
+
+
 def run(cfg: DictConfig) -> None:
     """Serve until interrupted: Ctrl+C, or SIGTERM (``kill``, systemd, ``docker stop``, Kubernetes).
 
     LitServe stops its HTTP and inference processes only on ``KeyboardInterrupt``; Python's default SIGTERM
     ends the main process at once and would leave them orphaned, still holding the port.
     """
+    check_port_free(str(cfg.host), int(cfg.port))
     server = build_server(cfg)
     stop_on_sigterm()
     log.info("Serving on http://%s:%d (page at /, POST /predict, GET /info, GET /health)", cfg.host, cfg.port)

@@ -233,6 +233,22 @@ def test_a_signal_stops_every_server_process_quietly_and_frees_the_port(trained_
         s.bind(("127.0.0.1", port))  # nothing holds the port
 
 
+def test_a_port_in_use_is_refused_before_the_model_loads() -> None:
+    """uvicorn answered a taken port with "[Errno 98] Address already in use" after segkit had logged that it
+    was serving there; the port is now tried first, and the message names it and what to do."""
+    from segkit.serve import check_port_free
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(
+            ValueError, match=rf"port={port}: 127.0.0.1:{port} cannot be bound \(Address already in use\)"
+        ):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", port)  # closed: free again
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether a process of group ``pgid`` other than a zombie is left."""
     found = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True, text=True).stdout.split()

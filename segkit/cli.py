@@ -112,16 +112,19 @@ def in_multirun() -> bool:
 
 def expected_error(err: Exception) -> Exception | None:
     """The error to report in one line, or ``None`` for a traceback: ``err`` when it is an expected kind (a
-    bad path or value, pretrained weights out of reach), or the expected error that Hydra's ``instantiate``
-    met while building an object from the config (it raises an ``InstantiationException`` whose message is
-    the cause's ``repr``, quotes escaped, and keeps the cause itself as ``__cause__``)."""
+    bad path or value, pretrained weights out of reach, a trainer setting Lightning refuses), or the expected
+    error that Hydra's ``instantiate`` met while building an object from the config (it raises an
+    ``InstantiationException`` whose message is the cause's ``repr``, quotes escaped, and keeps the cause
+    itself as ``__cause__``)."""
     from hydra.errors import InstantiationException
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     from segkit.models.weights import WeightsUnavailableError
 
     if isinstance(err, InstantiationException) and isinstance(err.__cause__, Exception):
         err = err.__cause__
-    return err if isinstance(err, (*EXPECTED_ERRORS, WeightsUnavailableError)) else None
+    kinds = (*EXPECTED_ERRORS, WeightsUnavailableError, MisconfigurationException)  # Lightning's: a bad trainer.*
+    return err if isinstance(err, kinds) else None
 
 
 def clear_errors(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:

@@ -211,6 +211,18 @@ def check_strict_weights(model_cfg: DictConfig) -> None:
         )
 
 
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """Refuse ``trainer=gpu`` where torch sees no GPU, saying why and what to do instead: Lightning's own
+    answer is "No supported gpu backend found!". Lightning's ``gpu`` is CUDA, or MPS on a Mac."""
+    accelerator = str(trainer_cfg.get("accelerator"))
+    if accelerator not in ("gpu", "cuda") or torch.cuda.is_available() or torch.backends.mps.is_available():
+        return
+    cpu_only = torch.version.cuda is None
+    why = (f"torch {torch.__version__} is a CPU-only build (install a CUDA one: pytorch.org)" if cpu_only
+           else f"torch {torch.__version__} sees no CUDA device (nvidia-smi, CUDA_VISIBLE_DEVICES)")  # fmt: skip
+    raise ValueError(f"trainer.accelerator={accelerator} (trainer=gpu), but {why}; on the CPU: trainer=cpu")
+
+
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict:
     """Fit the configured task and return what ``metrics.json`` holds: the final weights' validation scores
     (``{"val/miou": ..., ...}``), the best checkpoint's (``best/val/...``), test scores with
@@ -224,6 +236,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     output_dir = Path(cfg.paths.output_dir)
 
     check_strict_weights(cfg.model)
+    check_accelerator(cfg.trainer)
     net = instantiate(cfg.model)
     aug = cfg.get("aug") or {}
     datamodule = instantiate(

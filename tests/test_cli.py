@@ -154,6 +154,10 @@ def test_an_expected_error_met_while_building_from_the_config_is_one_line(caplog
     with pytest.raises(SystemExit):
         clear_errors(offline)(cfg)
     assert caplog.messages[-1].startswith("WeightsUnavailableError: Could not fetch pretrained weights 'resnet18'")
+    timer = OmegaConf.create({"model": {"_target_": "pytorch_lightning.callbacks.Timer", "duration": "5min"}})
+    with pytest.raises(SystemExit):  # Lightning's MisconfigurationException: a trainer setting it refuses
+        clear_errors(lambda c: instantiate(c.model))(timer)
+    assert caplog.messages[-1].startswith("MisconfigurationException: `Timer(duration='5min')` is not a valid")
     not_expected = OmegaConf.create({"model": {"_target_": "builtins.divmod", "_args_": [1, 0]}})
     with pytest.raises(Exception, match="Error in call to target 'builtins.divmod'"):  # ZeroDivisionError
         clear_errors(lambda c: instantiate(c.model))(not_expected)

@@ -92,6 +92,20 @@ def test_the_handoff_experiment_without_weights_is_refused(compose_cfg) -> None:
         train(cfg)
 
 
+@pytest.mark.parametrize(("cuda", "why"), [(None, "is a CPU-only build"), ("13.0", "sees no CUDA device")])
+def test_the_gpu_preset_without_a_gpu_says_why(compose_cfg, monkeypatch, cuda: str | None, why: str) -> None:
+    """Lightning answered ``trainer=gpu`` on a machine without one with "No supported gpu backend found!"."""
+    from segkit.train import train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+    cfg = compose_cfg("+experiment=quickstart", "trainer=gpu")
+    cfg.trainer.accelerator = "gpu"  # compose_cfg sets the CPU for tests
+    with pytest.raises(ValueError, match=rf"trainer.accelerator=gpu \(trainer=gpu\), but torch .* {why}.*trainer=cpu"):
+        train(cfg)
+
+
 def test_unknown_key_and_unknown_experiment_fail_at_compose_time(compose_cfg) -> None:
     with pytest.raises(ConfigCompositionException):
         compose_cfg("+experiment=no_such_experiment")

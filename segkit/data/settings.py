@@ -16,13 +16,19 @@ def positive_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
-def checked_patch_size(value) -> tuple[int, int] | None:
-    """``data.patch_size`` as ``(height, width)``, or ``None`` (whole images)."""
+def checked_size(value, key: str) -> tuple[int, int] | None:
+    """``value`` as ``(height, width)`` in pixels, or ``None``; anything else is refused, naming ``key``."""
     if value is None:
         return None
     if not (isinstance(value, Sequence) and len(value) == 2 and all(positive_int(v) for v in value)):
-        raise ValueError(f"data.patch_size must be [height, width] in pixels (e.g. [256,256]), got {value!r}")
+        shown = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+        raise ValueError(f"{key} must be [height, width] in pixels (e.g. {key}=[256,256]), got {shown!r}")
     return int(value[0]), int(value[1])
+
+
+def checked_patch_size(value) -> tuple[int, int] | None:
+    """``data.patch_size`` as ``(height, width)``, or ``None`` (whole images)."""
+    return checked_size(value, "data.patch_size")
 
 
 def checked_batch_size(value) -> int:

@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from segkit.data.intensity import IntensityNormalization
 from segkit.data.io import read_image, read_image_bytes
 from segkit.data.normalize import PER_IMAGE, NormalizeAnyDepth
+from segkit.data.settings import checked_size
 from segkit.inference.ensemble import Ensemble, check_members, member_paths
 from segkit.inference.model_files import LoadedModel, load_model, metadata_value, precision_name
-from segkit.inference.sliding_window import SlidingWindow, checked_tile
+from segkit.inference.sliding_window import SlidingWindow
 from segkit.metrics.binary import two_class_logits
 from segkit.precision import NO_FAST_BF16, cpu_has_fast_bf16
 
@@ -106,7 +107,7 @@ class Predictor:
         self.tta_reason = "as given" if tta else "as the model's run recorded" if meta.get("tta") else "none recorded"
         tta = None if tta == "none" else tta or meta.get("tta")
         self.tile_given = bool(tile)
-        tile = checked_tile(tile) or tuple(meta.get("patch_size") or DEFAULT_TILE)
+        tile = checked_size(tile, "tile") or tuple(meta.get("patch_size") or DEFAULT_TILE)
         window = (net, overlap, 0.125, tile_batch_size, tta, self.device, self.precision)
         self.window = SlidingWindow(net, tile, *window[1:])
         # A model file that does not say (no "patch_size" key, hand-written metadata) tiles as it always did.

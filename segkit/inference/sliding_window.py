@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segkit.data.settings import positive_int
+from segkit.data.settings import checked_size, positive_int
 
 TTA_MODES = (None, "hflip", "flips", "d4")
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -84,16 +84,6 @@ def _tta_pairs(mode: str | None) -> list[tuple[Callable, Callable]]:
     return pairs
 
 
-def checked_tile(tile: Sequence[int] | None) -> tuple[int, int] | None:
-    """``tile`` as ``(height, width)``, or ``None`` (the whole image); anything else is refused by name."""
-    if tile is None:
-        return None
-    if not (isinstance(tile, Sequence) and len(tile) == 2 and all(positive_int(v) for v in tile)):
-        shown = list(tile) if isinstance(tile, Sequence) and not isinstance(tile, str) else tile
-        raise ValueError(f"tile must be [height, width] in pixels (e.g. tile=[256,256]), got {shown!r}")
-    return int(tile[0]), int(tile[1])
-
-
 class SlidingWindow:
     """Predicts logits ``(K, H, W)`` for one normalised image ``(C, H, W)`` of any size.
 
@@ -132,7 +122,7 @@ class SlidingWindow:
         self.net, self.overlap, self.sigma_scale = net, overlap, sigma_scale
         if not positive_int(tile_batch_size):
             raise ValueError(f"tile_batch_size must be a positive whole number of tiles, got {tile_batch_size!r}")
-        self.tile = checked_tile(tile)
+        self.tile = checked_size(tile, "tile")
         self.tile_batch_size, self.tta = tile_batch_size, _tta_pairs(tta)
         self.device, self.precision, self.channels_last = torch.device(device), precision, channels_last
         self.valid = getattr(net, "padding", "same") == "valid"

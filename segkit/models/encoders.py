@@ -185,17 +185,29 @@ def timm_no_weight_decay(name: str, in_channels: int, features: nn.Module) -> se
     1.0.12's CoAtNet), it is built on the CPU; a model that cannot be built at all lists nothing: the list
     refines the optimizer's groups, it is no reason to refuse an encoder.
     """
-    try:
-        with torch.device("meta"):
-            full = timm.create_model(name, pretrained=False, in_chans=in_channels)
-    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # older timm: some models need real tensors
+    for device in ("meta", "cpu"):  # older timm builds some models only with real tensors
         try:
-            full = timm.create_model(name, pretrained=False, in_chans=in_channels)
+            with torch.device(device):
+                full = timm.create_model(name, pretrained=False, in_chans=in_channels)
+            break
         except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
-            log.debug("timm model %s not built (%s): no no_weight_decay() names", name, err)
-            return set()
+            log.debug("timm model %s not built on %s (%s)", name, device, err)
+    else:
+        return set()
     listed = set(full.no_weight_decay()) if hasattr(full, "no_weight_decay") else set()
     return {key for key, _ in features.named_parameters() if any(k in listed for k in key_spellings(key))}
+
+
+def no_weight_decay_names(module: nn.Module) -> set[str]:
+    """The parameter names ``module`` lists in ``no_weight_decay()``. smp's ``tu-<timm name>`` encoders wrap
+    a timm ``features_only`` model and do not pass the method on, so theirs come from the timm model they
+    name, as :class:`TimmEncoder`'s do: smp and segkit models train alike."""
+    from segmentation_models_pytorch.encoders.timm_universal import TimmUniversalEncoder
+
+    if isinstance(module, TimmUniversalEncoder):
+        return {f"model.{name}" for name in timm_no_weight_decay(module.name, 3, module.model)}
+    method = getattr(module, "no_weight_decay", None)
+    return set(method()) if callable(method) else set()
 
 
 def build_encoder(

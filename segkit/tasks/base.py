@@ -13,7 +13,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
 from segkit.inference.model_files import METADATA_KEY, inference_metadata
-from segkit.models.encoders import timm_no_weight_decay
+from segkit.models.encoders import no_weight_decay_names
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -81,18 +81,6 @@ def listed_no_weight_decay(net: nn.Module) -> set[int]:
         if names := no_weight_decay_names(module):
             listed |= {id(p) for name, p in module.named_parameters() if name in names}
     return listed
-
-
-def no_weight_decay_names(module: nn.Module) -> set[str]:
-    """The parameter names ``module`` lists in ``no_weight_decay()``. smp's ``tu-<timm name>`` encoders wrap
-    a timm ``features_only`` model and do not pass the method on, so theirs come from the timm model they
-    name, as :class:`segkit.models.encoders.TimmEncoder`'s do: smp and segkit models train alike."""
-    from segmentation_models_pytorch.encoders.timm_universal import TimmUniversalEncoder
-
-    if isinstance(module, TimmUniversalEncoder):
-        return {f"model.{name}" for name in timm_no_weight_decay(module.name, 3, module.model)}
-    method = getattr(module, "no_weight_decay", None)
-    return set(method()) if callable(method) else set()
 
 
 def build_optimization(

@@ -16,11 +16,10 @@ from pathlib import Path
 import hydra
 import numpy as np
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 
 from segkit.cli import check_overrides, clear_errors
-from segkit.metrics.output import strict_json
+from segkit.metrics.output import print_written_table, strict_json
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +87,7 @@ def summarize(directory: str | Path) -> dict:
 
 def print_table(summary: dict, directory: Path) -> None:
     """Metrics as rows, folds then mean ± std as columns."""
-    table = Table(title=f"{len(summary['folds'])}-fold cross-validation (final weights)",
-                  caption=str(directory / "crossval.json"))  # fmt: skip
+    table = Table(title=f"{len(summary['folds'])}-fold cross-validation (final weights)")
     table.add_column("metric", overflow="fold")
     for fold in summary["folds"]:
         table.add_column(f"fold {fold}", justify="right")
@@ -98,7 +96,7 @@ def print_table(summary: dict, directory: Path) -> None:
         cells = [_cell(v[name]) for v in summary["folds"].values()]
         std = summary["std"][name]
         table.add_row(name, *cells, f"{_cell(mean)} ± {_cell(std)}")
-    Console(width=max(100, Console().width)).print(table)
+    print_written_table(table, directory / "crossval.json")
 
 
 def _cell(value: float | None) -> str:

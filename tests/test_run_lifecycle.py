@@ -138,6 +138,16 @@ def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
     assert saved == {"val/iou_x": None, "val/miou": 0.5, "weights": {"val/": "final"}}
 
 
+def test_the_metrics_path_is_printed_on_one_line(tmp_path: Path, capsys) -> None:
+    """A log piped to a file must hold the path whole, to be copied; a table caption wrapped it at the table's
+    width ("eval.jso" / "n")."""
+    from segkit.metrics.output import write_metrics
+
+    path = tmp_path / ("a_rather_long_run_directory_name_" * 3) / "metrics.json"
+    write_metrics({"val/miou": 0.5}, path, "t")
+    assert f"written to {path}" in capsys.readouterr().out.splitlines()
+
+
 def test_a_fixed_seed_step_budgeted_run_repeats_exactly(compose_cfg, tmp_path: Path) -> None:
     weights = []
     for name in ("a", "b"):

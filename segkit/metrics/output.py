@@ -31,13 +31,24 @@ def write_metrics(metrics: dict[str, Any], path: Path, title: str) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(strict_json(metrics), indent=2, sort_keys=True, allow_nan=False) + "\n")
-    table = Table(title=title, caption=str(path))
+    table = Table(title=title)
     table.add_column("metric", overflow="fold")
     table.add_column("value", justify="right")
     for name, value in sorted(metrics.items()):
         if isinstance(value, int | float):
             table.add_row(name, "undefined" if not math.isfinite(value) else f"{value:.4f}")
-    console = Console(width=max(100, Console().width))
-    console.print(table)
+    console = print_written_table(table, path)
     for prefix, source in sorted((metrics.get("weights") or {}).items()):
         console.print(f"{prefix}* from {source}", soft_wrap=True)
+
+
+def print_written_table(table: Table, path: Path) -> Console:
+    """Print ``table`` at least 100 columns wide, then where its numbers were written, on one line.
+
+    The path is not the table's caption: a caption wraps at the table's width, and a path broken across
+    lines in a log cannot be copied.
+    """
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    console.print(f"written to {path}", soft_wrap=True, highlight=False)
+    return console

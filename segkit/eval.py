@@ -43,6 +43,11 @@ def data_config(cfg: DictConfig, predictor: Predictor) -> DictConfig:
     log.info("Data: the run's own data config (%s); data=... overrides it", path)
     data = OmegaConf.create(OmegaConf.to_container(run_cfg.data, resolve=True))
     if len(predictor.members) > 1 and data.get("num_folds"):
+        if cfg.split != "test" and data.get("val_dataset") is None:
+            raise ValueError(
+                "the ensemble's members trained on every fold of the training set, and their data config has no "
+                "val_dataset to score them on unseen images: give split=test, or data=... with a val_dataset"
+            )
         log.info("The ensemble's members trained on every fold: scoring the data config's own %s split", cfg.split)
         data.num_folds = None
     return data

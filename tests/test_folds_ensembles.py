@@ -75,6 +75,24 @@ def test_the_datamodule_validates_on_the_fold_and_split_samples_agree(tmp_path: 
     assert [s["name"] for s in split_samples(data_cfg, "val")] == dm.split["val"]  # segkit.eval's view
 
 
+def test_without_a_val_dataset_split_samples_holds_out_what_the_datamodule_held_out(tmp_path: Path) -> None:
+    """A run trained with ``data.val_dataset=null`` validated on ``val_fraction`` of its training folder;
+    ``segkit.eval`` on that run must score the same images (it once refused: "no val_dataset")."""
+    write_pairs(tmp_path / "train", n=10, values=(0, 1))
+    factory = OmegaConf.create({"_target_": "segkit.data.FolderDataset", "_partial_": True,
+                                "root": str(tmp_path / "train"), "num_classes": 3})  # fmt: skip
+    from hydra.utils import instantiate
+
+    dm = SegmentationDataModule(instantiate(factory), 3, val_fraction=0.3, split_seed=5, mean=[0.5] * 3, std=[0.5] * 3)
+    dm.setup("fit")
+    data_cfg = OmegaConf.create({"train_dataset": factory, "val_dataset": None, "val_fraction": 0.3, "split_seed": 5})
+    val = [s["name"] for s in split_samples(data_cfg, "val")]
+    assert val == [s["name"] for s in dm.val_set] and len(val) == 3
+    assert [s["name"] for s in split_samples(data_cfg, "train")] == [s["name"] for s in dm.train_set]
+    with pytest.raises(ValueError, match="split=tset: give split=val, test or train"):
+        split_samples(data_cfg, "tset")
+
+
 def test_folder_datasets_record_the_classes_each_image_contains(tmp_path: Path) -> None:
     write_pairs(tmp_path / "a", n=2, values=(0, 2))
     dataset = FolderDataset(tmp_path / "a", num_classes=3)
@@ -136,6 +154,20 @@ def write_fold_run(root: Path, fold: int, folds: list[list[str]], miou: float) -
     record = {"num_folds": len(folds), "fold": fold, "split_seed": 0, "train": train, "val": val}
     (run / "folds.json").write_text(json.dumps(record))
     (run / "metrics.json").write_text(json.dumps({"val/miou": miou, "val/loss": 1.0, "weights": {"val/": "final"}}))
+
+
+def test_a_fold_ensemble_without_an_unseen_val_dataset_is_refused(tmp_path: Path) -> None:
+    """Fold models trained on every training image; with ``val_dataset: null`` the only "val" left is a
+    hold-out of that same folder, so scoring it would report the members' training images."""
+    from segkit.eval import data_config
+
+    (tmp_path / ".hydra").mkdir()
+    data = {"train_dataset": {"root": "x"}, "val_dataset": None, "num_folds": 2, "fold": 0}
+    OmegaConf.save({"data": data}, tmp_path / ".hydra" / "config.yaml")
+    ensemble = Predictor([tiny_model(tmp_path, seed) for seed in (1, 2)], precision="fp32", device="cpu")
+    with pytest.raises(ValueError, match="no val_dataset to score them on unseen images: give split=test"):
+        data_config(OmegaConf.create({"ckpt": str(tmp_path), "split": "val"}), ensemble)
+    assert data_config(OmegaConf.create({"ckpt": str(tmp_path), "split": "test"}), ensemble).num_folds is None
 
 
 def test_crossval_reports_each_fold_and_the_mean_and_spread(tmp_path: Path) -> None:

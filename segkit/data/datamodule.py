@@ -13,14 +13,13 @@ import albumentations as A
 import cv2
 import numpy as np
 import pytorch_lightning as pl
-import torch
 import torch.distributed as dist
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate, get_worker_info
 
 from segkit.data.crops import ForegroundCrop
 from segkit.data.folder import FolderDataset, check_ignore_index, check_labels_foreground
-from segkit.data.folds import fold_indices, sample_strata
+from segkit.data.folds import fold_indices, holdout_indices, sample_strata
 from segkit.data.io import image_size
 from segkit.data.normalize import (
     DISPLAY_MEAN,
@@ -296,13 +295,9 @@ class ImageDataModule(pl.LightningDataModule):
             self.test_set = self.test_factory(transform=self.val_transform)
 
     def _hold_out(self, train: Dataset) -> tuple[Dataset, Dataset]:
-        n = len(train)  # type: ignore[arg-type]
-        n_val = max(1, round(n * self.val_fraction))
-        if not 0 < self.val_fraction < 1 or n_val >= n:
-            raise ValueError(f"val_fraction={self.val_fraction} leaves no training data from {n} samples")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        train_idx, val_idx = holdout_indices(len(train), self.val_fraction, self.split_seed)  # type: ignore[arg-type]
         val = self._read_with(train, self.val_transform)
-        return Subset(train, sorted(order[n_val:])), Subset(val, sorted(order[:n_val]))
+        return Subset(train, train_idx), Subset(val, val_idx)
 
     def _fold(self, train: Dataset) -> tuple[Dataset, Dataset]:
         """Fold ``fold`` of the training set validates; the other folds train. Names go to ``self.split``."""

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 
@@ -72,3 +73,13 @@ def fold_indices(strata: Sequence[Sequence[int]], num_folds: int, fold: int, see
     folds = stratified_folds(strata, num_folds, seed)
     train = sorted(i for f, indices in enumerate(folds) if f != fold for i in indices)
     return train, folds[fold]
+
+
+def holdout_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """``(train, val)`` indices when a data config has no validation set: a random ``val_fraction`` of the
+    ``n`` training samples, drawn with ``seed``, so training and ``segkit.eval`` hold out the same images."""
+    n_val = max(1, round(n * val_fraction))
+    if not 0 < val_fraction < 1 or n_val >= n:
+        raise ValueError(f"data.val_fraction={val_fraction} leaves no training data from {n} samples")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n_val:]), sorted(order[:n_val])

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import Subset
 
-from segkit.data.folds import fold_indices, sample_strata
+from segkit.data.folds import fold_indices, holdout_indices, sample_strata
 from segkit.inference.files import FileProgress, save_index_png
 from segkit.inference.predictor import Predictor
 from segkit.inference.report import Gallery, write_html_report
@@ -114,16 +114,21 @@ def write_report(scores: dict, rows: list[dict], confmat: torch.Tensor, names: l
 
 
 def split_samples(data_cfg: DictConfig, split: str) -> Sequence[dict]:
-    """The raw samples (no augmentation, no normalisation) of a data config's ``val`` or ``test`` split, as a
-    dataset that reads each file when indexed. With ``num_folds``, ``val`` is the fold the run validated on."""
-    if split == "val" and data_cfg.get("num_folds"):
+    """The raw samples (no augmentation, no normalisation) of a data config's ``train``, ``val`` or ``test``
+    split, as a dataset that reads each file when indexed. ``train`` and ``val`` are what the run trained and
+    validated on: with ``num_folds`` the folds, without a ``val_dataset`` the ``val_fraction`` held out of the
+    training set and the rest."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split={split}: give split=val, test or train")
+    if split != "test" and (data_cfg.get("num_folds") or data_cfg.get("val_dataset") is None):
         train = instantiate(data_cfg.train_dataset)(transform=None)
-        _, val = fold_indices(sample_strata(train), int(data_cfg.num_folds), int(data_cfg.fold),
-                              int(data_cfg.get("split_seed", 0)))  # fmt: skip
-        return Subset(train, val)
+        seed = int(data_cfg.get("split_seed", 0))
+        if data_cfg.get("num_folds"):
+            parts = fold_indices(sample_strata(train), int(data_cfg.num_folds), int(data_cfg.fold), seed)
+        else:
+            parts = holdout_indices(len(train), float(data_cfg.get("val_fraction", 0.2)), seed)
+        return Subset(train, parts[split == "val"])
     node = data_cfg.get(f"{split}_dataset")
     if node is None:
-        raise ValueError(
-            f"the data config has no {split}_dataset; give one (data.{split}_dataset=...) or pick split=val"
-        )
+        raise ValueError(f"the data config has no {split}_dataset: give one (data.{split}_dataset=...) or split=val")
     return instantiate(node)(transform=None)

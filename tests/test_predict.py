@@ -146,3 +146,13 @@ def test_bad_predict_requests_fail_before_any_work(trained_run: Path, tmp_path: 
     four = LoadedModel(loaded.net, {**loaded.metadata, "in_channels": 4}, loaded.source)
     with pytest.raises(ValueError, match="takes 4 input channels"):
         Predictor(four)
+
+
+def test_a_classifier_is_refused_with_where_its_scores_are(tmp_path: Path) -> None:
+    from segkit.inference.model_files import inference_metadata
+    from segkit.models import Classifier
+
+    net = Classifier("unet", num_classes=2)
+    model = LoadedModel(net, inference_metadata(net, "classification", ["ants", "bees"], None), tmp_path / "model")
+    with pytest.raises(ValueError, match="is a classification model, and predict, eval and serve take segmentation"):
+        Predictor(model)

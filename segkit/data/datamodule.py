@@ -406,11 +406,12 @@ class ClassificationDataModule(ImageDataModule):
     """Image/label batches ``{"image": (B, C, H, W) float, "label": (B,) int64}`` for classification.
 
     Class names come from the training dataset (ImageFolder folder names) unless given; ``num_classes`` must
-    match them, so a missing or extra class folder fails before training.
+    match them, so a missing or extra class folder fails before training. A label is the place of its folder
+    among the sorted class folders, so the validation and test folders must hold the same class folders.
     """
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets and take the class names from the training set."""
+        """Build the datasets, take the class names from the training set and check the other splits'."""
         super().setup(stage)
         dataset = getattr(self.train_set, "dataset", self.train_set)  # unwrap a hold-out Subset
         names = list(getattr(dataset, "class_names", self.class_names))
@@ -420,3 +421,13 @@ class ClassificationDataModule(ImageDataModule):
             )
         if not self.names_given:
             self.class_names = names
+        for split, evaluated in (("val", self.val_set), ("test", self.test_set)):
+            evaluated = getattr(evaluated, "dataset", evaluated)
+            other = getattr(evaluated, "class_names", None)
+            if other is not None and list(other) != names:
+                raise ValueError(
+                    f"{getattr(evaluated, 'root', split)} has class folders {list(other)} but the training set "
+                    f"{getattr(dataset, 'root', '')} has {names}: a label is its folder's place in that list, so "
+                    f"the {split} labels would name other classes. Give the {split} folder the training set's "
+                    "class folders (an empty folder for a class with no images there)"
+                )

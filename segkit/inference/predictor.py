@@ -88,7 +88,10 @@ class Predictor:
                                      {"members": sources})  # fmt: skip
         meta = self.model.metadata
         if self.model.task != "segmentation":
-            raise ValueError(f"{self.model.source} is a {self.model.task} model; predict segments images")
+            raise ValueError(
+                f"{self.model.source} is a {self.model.task} model, and predict, eval and serve take segmentation "
+                "models: its validation scores are in its run's metrics.json, and segkit.load_model(...) loads it"
+            )
         self.in_channels = int(meta["in_channels"])
         if self.in_channels not in (1, 3):
             raise ValueError(

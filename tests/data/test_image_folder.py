@@ -63,6 +63,23 @@ def test_datamodule_checks_num_classes_and_batches_labels(tmp_path: Path) -> Non
         ClassificationDataModule(factory, num_classes=3).setup("fit")
 
 
+def test_a_val_folder_with_other_class_folders_is_refused_by_name(tmp_path: Path) -> None:
+    """A val folder holding only ``bees/`` labelled its bees 0, the training set's ants: val/acc 0, silently."""
+    from functools import partial
+
+    train = write_class_folders(tmp_path / "train", n=2)
+    val = write_class_folders(tmp_path / "val", classes=("bees",), n=2)
+    dm = ClassificationDataModule(partial(ImageFolderDataset, train), 2, partial(ImageFolderDataset, val))
+    with pytest.raises(
+        ValueError, match=r"val has class folders \['bees'\] but the training set .* has \['ants', 'bees'\]"
+    ):
+        dm.setup("fit")
+    (val / "ants").mkdir()  # an empty folder for a class the split lacks
+    dm = ClassificationDataModule(partial(ImageFolderDataset, train), 2, partial(ImageFolderDataset, val))
+    dm.setup("fit")
+    assert {s["label"].item() for s in dm.val_set} == {1}  # bees are 1, as in training
+
+
 def test_synthetic_shape_classes_are_balanced_enough_and_deterministic() -> None:
     ds = SyntheticShapeClasses(60, seed=2)
     labels = ds.labels

@@ -17,6 +17,10 @@ NOISY_WARNINGS = (
     # an epoch shorter than trainer.log_every_n_steps (a small folder): Lightning counts the interval over
     # the whole run, not within an epoch, so the steps are logged all the same
     r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # under DDP, once per epoch-level value the tasks log: their val/test scores are computed from torchmetrics
+    # states already summed over the processes, and train/loss is each process's own mean on purpose (a sync
+    # would all-reduce every step), so 20-odd lines of advice apply to none of them
+    r"It is recommended to use `self.log\('(train|val|test)/.*sync_dist=True\)` when logging on epoch level",
 )
 # raised while a dependency is imported, so before any command runs: timm's HRNet declares a
 # torch.jit.interface, which torch >= 2.10 deprecates, and every segkit command would open with it

@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -48,10 +49,25 @@ def command_line_problem(config_name: str, overrides: Sequence[str]) -> str | No
         except ConfigCompositionException as err:
             return close_key(config_name, plain, err)
     missing = [key for key in unset_keys(cfg) if not key.startswith("hydra.")]
-    if not missing:
+    if missing:
+        usage = cfg.hydra.help.template.splitlines()[0]
+        return f"needs {', '.join(f'{key}=' for key in missing)} (see --help)\n{usage}"
+    return None if "-m" in overrides or "--multirun" in overrides else run_dir_problem(cfg)
+
+
+def run_dir_problem(cfg: DictConfig) -> str | None:
+    """Why the folder a command writes into (``hydra.run.dir``) cannot be made: an existing file there (Hydra
+    would fail on ``os.mkdir`` with a traceback). ``None`` when it can, or when the folder is only known once
+    Hydra runs (an interpolation of Hydra's own)."""
+    raw = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
+    try:
+        path = Path(str(OmegaConf.select(cfg, "hydra.run.dir", throw_on_resolution_failure=True)))
+    except Exception:  # ${hydra:...} and the like resolve only inside a run
         return None
-    usage = cfg.hydra.help.template.splitlines()[0]
-    return f"needs {', '.join(f'{key}=' for key in missing)} (see --help)\n{usage}"
+    if not path.is_file():
+        return None
+    key = found.group(1) if (found := re.fullmatch(r"\$\{(\w+)\}", str(raw))) else "hydra.run.dir"
+    return f"{key}={path} is a file; the command writes its outputs into a folder there: give another path"
 
 
 def close_key(config_name: str, plain: Sequence[str], err: Exception) -> str | None:

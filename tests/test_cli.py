@@ -122,6 +122,23 @@ def test_a_missing_value_is_named_with_the_usage_line(verb: str, args: list[str]
     assert usage.startswith(f"Usage: python -m segkit.{verb} ")
 
 
+@pytest.mark.parametrize("verb", ["predict", "eval", "serve"])
+def test_an_output_that_is_a_file_is_refused_before_hydra(verb: str, tmp_path: Path, capsys) -> None:
+    """``output=run.log``, an existing file, ended in Hydra's ``os.mkdir`` traceback (FileExistsError)."""
+    from segkit.cli import check_overrides
+
+    (tmp_path / "run.log").write_text("")
+    args = [f"output={tmp_path / 'run.log'}", "ckpt=run", *(["input=a.png"] if verb == "predict" else [])]
+    with pytest.raises(SystemExit) as exited:
+        check_overrides(verb, f"segkit.{verb}", args)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"segkit.{verb}: output={tmp_path / 'run.log'} is a file; {FOLDER_HINT}\n"
+    check_overrides(verb, f"segkit.{verb}", [f"output={tmp_path / 'new'}", *args[1:]])  # a new folder is fine
+
+
+FOLDER_HINT = "the command writes its outputs into a folder there: give another path"
+
+
 def test_commands_with_every_value_given_pass_the_check() -> None:
     from segkit.cli import check_overrides
 

@@ -18,13 +18,14 @@ from omegaconf import DictConfig
 from segkit.cli import check_overrides, clear_errors
 from segkit.inference.export import OPSET, PARITY_BATCHES, check_sizes, export, parity
 from segkit.inference.model_files import load_model
+from segkit.quiet import silence_known_noise
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
     """Export ``cfg.ckpt`` and check parity; returns ``{"path", "format", "dynamic", "max_abs_diff"}``."""
-    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per folded constant otherwise
+    silence_known_noise()
     loaded = load_model(cfg.ckpt)
     example = cfg.get("size") or loaded.metadata.get("patch_size") or [256, 256]
     path, dynamic = export(loaded, cfg.format, cfg.output, example)

@@ -1,7 +1,7 @@
 """Silence the messages of dependencies that are noise to a segkit user, by exact message, never by category.
 
 Lightning's hints about its paid services, and deprecations inside Lightning and timm that a user cannot act
-on, are filtered; any other warning still shows.
+on, are filtered; any other warning still shows. The ONNX exporter's INFO logging is raised to WARNING.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ NOISY_WARNINGS = (
 # torch.jit.interface, which torch >= 2.10 deprecates, and every segkit command would open with it
 NOISY_IMPORT_WARNINGS = (r"`torch.jit.interface` is deprecated",)
 NOISY_LOG_PREFIXES = ("💡 Tip:",)  # Lightning's adverts for litlogger / litmodels
+# INFO records of a dependency's inner workings, which Hydra's logging (root at INFO) would print: onnx_ir and
+# onnxscript's optimizer report every constant they folded or did not fold (11 of an ONNX export's 13 lines)
+QUIET_LOGGERS = ("onnx_ir", "onnxscript")
 
 
 class _DropPrefixes(logging.Filter):
@@ -40,6 +43,8 @@ def silence_known_noise() -> None:
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropPrefixes) for f in logger.filters):
         logger.addFilter(_DropPrefixes())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @contextmanager

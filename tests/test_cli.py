@@ -203,6 +203,8 @@ def test_export_writes_its_log_beside_the_exported_file(trained_run: Path, tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.log", "m.onnx"]
     assert not (tmp_path / "export.log").exists()
+    lines = (tmp_path / "out" / "export.log").read_text().splitlines()
+    assert [line.split("] - ")[1].split()[0] for line in lines] == ["Exported", "Parity"]  # no onnxscript INFO
 
 
 def test_the_synthetic_folder_writer_makes_a_folder_dataset(tmp_path: Path) -> None:

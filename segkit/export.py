@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from segkit.cli import check_overrides, clear_errors
-from segkit.inference.export import OPSET, PARITY_BATCHES, check_sizes, export, parity
+from segkit.inference.export import OPSET, PARITY_BATCHES, check_sizes, export, export_format, parity
 from segkit.inference.model_files import load_model
 from segkit.quiet import silence_known_noise
 
@@ -28,10 +28,11 @@ def run(cfg: DictConfig) -> dict:
     silence_known_noise()
     loaded = load_model(cfg.ckpt)
     example = cfg.get("size") or loaded.metadata.get("patch_size") or [256, 256]
-    path, dynamic = export(loaded, cfg.format, cfg.output, example)
+    fmt = export_format(cfg.get("format"), cfg.output)
+    path, dynamic = export(loaded, fmt, cfg.output, example)
     first, second, _ = check_sizes(loaded.net, example)
-    diff = parity(loaded, cfg.format, path, [first, second])
-    what = f"ONNX opset {OPSET}" if cfg.format == "onnx" else "TorchScript (traced)"
+    diff = parity(loaded, fmt, path, [first, second])
+    what = f"ONNX opset {OPSET}" if fmt == "onnx" else "TorchScript (traced)"
     shape = "dynamic height/width" if dynamic else f"fixed input {first[0]}x{first[1]}"
     extra = Path(f"{path}.data")
     files = f"{path} and its weights {extra} (keep them together)" if extra.is_file() else f"{path} (one file)"
@@ -40,7 +41,7 @@ def run(cfg: DictConfig) -> dict:
              " and ".join(map(str, PARITY_BATCHES)), diff, cfg.tolerance)  # fmt: skip
     if diff > cfg.tolerance:
         raise RuntimeError(f"exported logits differ from eager ones by {diff:.2e} > tolerance {cfg.tolerance}")
-    return {"path": str(path), "format": cfg.format, "dynamic": dynamic, "max_abs_diff": diff}
+    return {"path": str(path), "format": fmt, "dynamic": dynamic, "max_abs_diff": diff}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")

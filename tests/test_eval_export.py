@@ -157,3 +157,15 @@ def test_eval_on_isbi_slices_reproduces_the_training_validation(compose_cfg, tmp
     assert scores["val/iou_membrane"] == pytest.approx(trained["val/iou_membrane"], abs=1e-3)
     assert scores["val/pixel_error"] == pytest.approx(trained["val/pixel_error"], abs=1e-3)
     assert scores["val/adapted_rand_error"] == pytest.approx(trained["val/adapted_rand_error"], abs=5e-3)
+
+
+def test_the_export_format_follows_the_output_suffix() -> None:
+    """``output=model.pt`` wrote an ONNX file (the default format) under a TorchScript name."""
+    from segkit.inference.export import export_format
+
+    assert export_format(None, "a/model.pt") == "torchscript" and export_format(None, "m.ONNX") == "onnx"
+    assert export_format("onnx", "model.bin") == "onnx"  # a suffix that names nothing: the format given
+    with pytest.raises(ValueError, match="format=onnx but output=model.pt names a torchscript file"):
+        export_format("onnx", "model.pt")
+    with pytest.raises(ValueError, match="its suffix '.bin' names no format; give format=onnx or format=torchscript"):
+        export_format(None, "model.bin")

@@ -20,6 +20,8 @@ from torch import nn
 from segkit.inference.model_files import LoadedModel
 
 FORMATS = ("onnx", "torchscript")
+SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript",
+                  ".torchscript": "torchscript"}  # fmt: skip
 OPSET = 18
 PARITY_BATCHES = (1, 2)
 ONNX_INLINE_LIMIT = 2**31  # protobuf's 2 GB: larger models need an external weights file
@@ -46,6 +48,24 @@ def check_sizes(net: nn.Module, example_hw: Sequence[int]) -> tuple[tuple[int, i
         return (h, w), (h, w), False
     stride = int(getattr(net, "total_stride", 32))
     return (h, w), (h + stride + 3, w + 2 * stride - 5), True  # the second size is not a stride multiple
+
+
+def export_format(fmt: str | None, output: str | Path) -> str:
+    """The format to write: ``fmt``, else the one the output's suffix names (``.onnx``; ``.pt``, ``.pth``,
+    ``.ts``: TorchScript). A ``fmt`` that the suffix contradicts is refused: ``output=model.pt`` used to get an
+    ONNX file, the default format, under a name every reader takes for TorchScript."""
+    suffix = Path(output).suffix.lower()
+    named = SUFFIX_FORMATS.get(suffix)
+    if fmt is None:
+        if named is None:
+            raise ValueError(f"output={output}: its suffix {suffix!r} names no format; give format=onnx or "
+                             "format=torchscript, or end the name in .onnx or .pt")  # fmt: skip
+        return named
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if named is not None and named != fmt:
+        raise ValueError(f"format={fmt} but output={output} names a {named} file: change one of them")
+    return fmt
 
 
 def export(

@@ -1,4 +1,4 @@
-"""Export: ``python -m segkit.export ckpt=<run dir | .ckpt | model dir> format=onnx|torchscript output=<file>``.
+"""Export: ``python -m segkit.export ckpt=<run dir | .ckpt | model dir> output=<file.onnx | file.pt> [format=...]``.
 
 The exported graph takes a normalised ``(B, C, H, W)`` float32 image and returns logits. ONNX graphs have a
 dynamic batch dimension; same-padding U-Nets also export with dynamic height and width, valid-padding ones at

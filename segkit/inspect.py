@@ -227,12 +227,18 @@ def main() -> None:
     import hydra  # the command line only; the library above stays free of Hydra
     from hydra.utils import instantiate
 
-    @hydra.main(version_base="1.3", config_path="conf", config_name="inspect")
-    def run(cfg) -> None:
+    from segkit.cli import check_overrides, clear_errors
+
+    def show(cfg) -> None:
         net = instantiate(cfg.model)
         result = profile(net, input_size=tuple(cfg.input_size), in_channels=cfg.model.get("in_channels"))
         print(result.table())
 
+    @hydra.main(version_base="1.3", config_path="conf", config_name="inspect")
+    def run(cfg) -> None:
+        clear_errors(show)(cfg)
+
+    check_overrides("inspect", "segkit.inspect")
     run()
 
 

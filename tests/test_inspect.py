@@ -57,6 +57,17 @@ def test_command_line_prints_the_table() -> None:
     assert "2x388x388" in out
 
 
+def test_a_size_the_network_cannot_take_is_one_line_not_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "segkit.inspect", "model=unet_paper", "model.num_classes=2", "input_size=[100,100]"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "input length 100 is too small for a depth-4 U-Net with valid padding; the smallest that works is 188" in (
+        done.stderr
+    )
+
+
 def test_receptive_field_flows_through_residual_adds() -> None:
     class Residual(nn.Module):
         def __init__(self) -> None:

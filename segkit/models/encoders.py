@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from segkit.models.blocks import DoubleConv
-from segkit.models.weights import LoadReport, key_spellings, load_encoder_state, resolve_weights
+from segkit.models.weights import LoadReport, key_spellings, load_encoder_state, resolve_weights, weights_path
 from segkit.quiet import quiet_import
 
 with quiet_import():
@@ -53,6 +53,10 @@ class Encoder(nn.Module):
         log.info("%s", report)
         if not log.isEnabledFor(logging.INFO):  # plain Python use without logging set up: still show it
             print(report)
+        if kept := len(report.missing) + len(report.mismatched):
+            log.warning("%d of %d encoder tensors keep their random initialisation (missing from %s or shaped "
+                        "differently): are these %s weights? model.strict_weights=true refuses such a file",
+                        kept, report.total, report.source, model_name)  # fmt: skip
 
     def freeze(self) -> None:
         """Fix weights and BatchNorm statistics: no gradients, and eval mode whatever the parent's mode."""
@@ -229,7 +233,7 @@ def build_encoder(
         return TimmEncoder(name, in_channels, weights, strict)
     encoder = UNetEncoder(in_channels, depth, base_channels, padding, norm, dropout)
     if weights is not None:
-        if not weights.startswith("file:"):
+        if weights_path(weights) is None:
             raise ValueError(f"the classic 'unet' encoder has no hub weights; got weights={weights!r}, use file:<path>")
         encoder.load_weights(weights, name, in_channels, strict)
     return encoder

@@ -179,7 +179,8 @@ def load_encoder_state(
         tensor = state_dict[found]
         is_first_conv = first_conv is not None and found == f"{first_conv}.weight"
         if tensor.shape != current.shape and tensor.ndim == 4 and tensor.shape[1] != current.shape[1]:
-            if is_first_conv or tensor.shape[0] == current.shape[0]:
+            takes_the_image = current.shape[1] == in_channels  # a deeper conv of another network is no first conv
+            if is_first_conv or (first_conv is None and takes_the_image and tensor.shape[0] == current.shape[0]):
                 tensor = adapt_first_conv(tensor, in_channels).to(current.dtype)
                 c = state_dict[found].shape[1]
                 rule = "sum over input channels" if in_channels == 1 else f"repeat and scale by {c}/{in_channels}"
@@ -250,10 +251,24 @@ def fetch_pretrained(model_name: str, tag: str) -> tuple[Path, str]:
     raise WeightsUnavailableError(advice)
 
 
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+
+def weights_path(spec: str) -> Path | None:
+    """The file a ``weights`` spec names, or ``None`` for a timm name: ``file:<path>``, and also a path typed
+    without the prefix (an existing file, or a spec with a folder separator or a weight file's suffix), which
+    was once looked up as a timm tag ("timm has no pretrained weights named 'r50.pth'")."""
+    if spec.startswith("file:"):
+        return Path(spec[len("file:") :]).expanduser()
+    path = Path(spec).expanduser()
+    if path.is_file() or "/" in spec or "\\" in spec or path.suffix.lower() in WEIGHT_FILE_SUFFIXES:
+        return path
+    return None
+
+
 def resolve_weights(spec: str, model_name: str) -> tuple[dict[str, torch.Tensor], str]:
     """Turn a ``weights`` spec into a state dict and a description of its source."""
-    if spec.startswith("file:"):
-        path = Path(spec[len("file:") :]).expanduser()
+    if (path := weights_path(spec)) is not None:
         return read_state_dict(path), f"file {path}"
     path, source = fetch_pretrained(model_name, spec)
     return read_state_dict(path), source

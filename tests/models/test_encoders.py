@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,23 @@ def test_strict_mode_and_wrong_architecture_raise(tmp_path: Path) -> None:
         TimmEncoder("resnet18", weights=f"file:{path}", strict=True)
     with pytest.raises(ValueError, match="no tensor"):
         TimmEncoder("test_convnext", weights=f"file:{path}")
+
+
+def test_another_resnets_file_is_warned_about_and_no_deep_conv_is_adapted(tmp_path: Path, caplog, monkeypatch) -> None:
+    """A ResNet-50 file given to a ResNet-34 loaded its BatchNorms in silence, and its report listed deep 1x1
+    convs (256 -> 3 input channels) as "first-conv adaptations". Typed without ``file:``, a path was looked up
+    as a timm tag ("timm has no pretrained weights named 'r50.pth'")."""
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pth")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="segkit.models.encoders"):
+        report = TimmEncoder("resnet34", weights="r50.pth").load_report  # a bare relative path
+    assert report.source == "file r50.pth" and report.adapted == []
+    assert report.mismatched and not report.missing
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"{len(report.mismatched)} of {report.total} encoder tensors keep their random initialisation" in warning
+    assert "are these resnet34 weights?" in warning
+    with pytest.raises(FileNotFoundError, match="weights file not found: nowhere.pth"):
+        TimmEncoder("resnet34", weights="nowhere.pth")
 
 
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:

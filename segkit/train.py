@@ -211,6 +211,26 @@ def check_strict_weights(model_cfg: DictConfig) -> None:
         )
 
 
+def check_input_channels(net: nn.Module, datamodule: pl.LightningDataModule) -> None:
+    """Refuse a network whose first layer takes other channels than the training images have: the paper's
+    U-Net (``model=unet_paper``, one channel, for EM slices) on RGB images failed inside torch's first conv
+    ("expected input[8, 3, 188, 188] to have 1 channels"). One training sample, as the loader gives it, says."""
+    expected = getattr(net, "config", {}).get("in_channels")
+    if expected is None or datamodule.train_set is None:
+        return
+    channels = int(torch.as_tensor(datamodule.train_set[0]["image"]).shape[0])
+    if channels == int(expected):
+        return
+    dataset = getattr(datamodule.train_set, "dataset", datamodule.train_set)  # a hold-out or fold Subset
+    where = f" in {dataset.root}" if hasattr(dataset, "root") else ""
+    grey = ", or read them as grey: data.train_dataset.color_mode=gray" if expected == 1 and hasattr(
+        dataset, "color_mode") else ""  # fmt: skip
+    raise ValueError(
+        f"the network takes {expected}-channel images (model.in_channels={expected}) but the training images"
+        f"{where} have {channels}: set model.in_channels={channels}{grey}"
+    )
+
+
 def check_accelerator(trainer_cfg: DictConfig) -> None:
     """Refuse ``trainer=gpu`` where torch sees no GPU, saying why and what to do instead: Lightning's own
     answer is "No supported gpu backend found!". Lightning's ``gpu`` is CUDA, or MPS on a Mac."""
@@ -247,6 +267,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         **weights_normalization(net, cfg.data),
     )
     datamodule.setup("fit")  # checks every file now, before any trainer is built
+    check_input_channels(net, datamodule)
     resolve_class_weights(cfg, datamodule)
     # Class names may come from the data itself (ImageFolder folders), so the task takes the datamodule's.
     task = instantiate(cfg.task, net=net, class_names=datamodule.class_names, _convert_="all")

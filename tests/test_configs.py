@@ -106,6 +106,20 @@ def test_the_gpu_preset_without_a_gpu_says_why(compose_cfg, monkeypatch, cuda: s
         train(cfg)
 
 
+def test_a_network_taking_other_channels_than_the_images_is_refused(compose_cfg, tmp_path: Path) -> None:
+    """``model=unet_paper`` (one channel) on RGB images failed inside torch's first conv."""
+    from conftest import write_pairs
+
+    from segkit.train import train
+
+    write_pairs(tmp_path / "train", n=4, size=(64, 64), values=(0, 1))
+    cfg = compose_cfg("data=folder", f"paths.data_dir={tmp_path}", "data.val_dataset=null", "model.in_channels=1",
+                      "data.patch_size=[64,64]", "+debug=fast_dev_run")  # fmt: skip
+    with pytest.raises(ValueError, match=r"takes 1-channel images \(model.in_channels=1\) but the training images "
+                       r"in .*train have 3: set model.in_channels=3, or read them as grey"):  # fmt: skip
+        train(cfg)
+
+
 def test_unknown_key_and_unknown_experiment_fail_at_compose_time(compose_cfg) -> None:
     with pytest.raises(ConfigCompositionException):
         compose_cfg("+experiment=no_such_experiment")

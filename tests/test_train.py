@@ -75,6 +75,15 @@ def test_a_checkpoint_with_other_optimizer_groups_is_refused_by_name(compose_cfg
     assert torch.load(last, weights_only=True)["global_step"] == 8
 
 
+def test_a_checkpoint_of_another_network_is_refused_by_name(compose_cfg, tmp_path: Path) -> None:
+    """``ckpt_path=last`` with ``model.base_channels`` changed met torch's "size mismatch" line per tensor."""
+    train(compose_cfg("trainer.max_steps=1", "model.base_channels=8", *TINY))
+    refused = (r"last\.ckpt holds another network than this run builds: \d+ of its \d+ network tensors differ "
+               r"\(e\.g\. net\.encoder\..*: \(8, 3, 3, 3\) there, \(4, 3, 3, 3\) here\)")  # fmt: skip
+    with pytest.raises(ValueError, match=refused):
+        train(compose_cfg("trainer.max_steps=2", "model.base_channels=4", "ckpt_path=last", *TINY))
+
+
 def test_folder_data_trains_and_bad_data_fails_before_training(compose_cfg, synthetic_dir: Path) -> None:
     folder = [f"paths.data_dir={synthetic_dir}", "data=folder", "data.num_classes=3", "data.batch_size=2"]
     metrics = train(compose_cfg(*folder, "+debug=fast_dev_run", "callbacks.rich_progress_bar=null"))

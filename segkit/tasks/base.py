@@ -213,13 +213,33 @@ class Task(pl.LightningModule):
         )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Check, when ``Trainer.fit`` resumes, that the optimizer state fits this task's parameter groups.
+        """Check that a checkpoint a trainer loads holds this network, and, when ``Trainer.fit`` resumes, that
+        the optimizer state fits this task's parameter groups.
 
         Only a resumed fit restores the optimizer: ``load_from_checkpoint`` (inference, fine-tuning) and
         ``validate``/``test`` of an older checkpoint take its weights alone and load whatever its groups.
         """
-        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+        if self._trainer is None:
+            return
+        self.check_network_shapes(checkpoint, str(self.trainer.ckpt_path))
+        if self.trainer.state.fn == TrainerFn.FITTING:
             self.check_resumable(checkpoint, str(self.trainer.ckpt_path))
+
+    def check_network_shapes(self, checkpoint: dict, path: str) -> None:
+        """Refuse a checkpoint of another network (``ckpt_path=last`` with ``model.base_channels`` changed),
+        naming the file and a tensor that differs: torch's answer is a "size mismatch" line per tensor."""
+        saved = checkpoint.get("state_dict", {})
+        built = {k: tuple(v.shape) for k, v in self.state_dict().items() if k.startswith("net.")}
+        differ = [(k, tuple(saved[k].shape) if k in saved else None, shape) for k, shape in built.items()
+                  if k not in saved or tuple(saved[k].shape) != shape]  # fmt: skip
+        if differ:
+            key, theirs, ours = differ[0]
+            found = f"{theirs} there, {ours} here" if theirs is not None else f"absent there, {ours} here"
+            raise ValueError(
+                f"{path} holds another network than this run builds: {len(differ)} of its {len(built)} network tensors "
+                f"differ (e.g. {key}: {found}). Use the model settings of the run that wrote it (its "
+                ".hydra/config.yaml, model.*), or train in a new run directory"
+            )
 
     def check_resumable(self, checkpoint: dict, path: str) -> None:
         """Refuse a checkpoint whose optimizer state holds other parameter groups than this task builds,

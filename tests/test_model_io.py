@@ -68,4 +68,11 @@ def test_checkpoints_without_metadata_and_foreign_classes_are_refused(tmp_path: 
         load_model(folder)
     with pytest.raises(FileNotFoundError, match="no checkpoint, run directory or model folder"):
         load_model(tmp_path / "missing.ckpt")
+    (tmp_path / "train.log").write_text("a log, typed for ckpt=")  # torch said "Weights only load failed..."
+    with pytest.raises(ValueError, match=r"train\.log is not a Lightning checkpoint; ckpt= takes a run directory"):
+        load_model(tmp_path / "train.log")
+    with pytest.raises(
+        ValueError, match=r"model\.safetensors is not a Lightning checkpoint \(the model folder is .*evil\)"
+    ):
+        load_model(folder / "model.safetensors")
     assert os.listdir(tmp_path)

@@ -18,6 +18,7 @@ from torch import nn
 
 from segkit.models import Classifier, UNet
 from segkit.models.pretrained import FORMAT_VERSION, WEIGHTS_FILE, model_spec, read_config
+from segkit.models.weights import weight_file_format
 
 METADATA_KEY = "segkit"
 UNSAID = {"normalization": "dataset"}  # keys added after model files were first written: what older files did
@@ -188,6 +189,14 @@ def check_classes(meta: dict, num_classes: int, class_names: list[str] | None, w
 
 
 def _from_checkpoint(path: Path) -> LoadedModel:
+    try:
+        is_torch_file = weight_file_format(path) != "safetensors"
+    except ValueError:
+        is_torch_file = False
+    if not is_torch_file:  # a log, an image, or a model folder's weights alone: torch would say "unpickling"
+        hint = f" (the model folder is {path.parent})" if path.name == WEIGHTS_FILE else ""
+        raise ValueError(f"{path} is not a Lightning checkpoint{hint}; ckpt= takes a run directory, a .ckpt "
+                         "file or a model folder")  # fmt: skip
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

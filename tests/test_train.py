@@ -84,6 +84,18 @@ def test_a_checkpoint_of_another_network_is_refused_by_name(compose_cfg, tmp_pat
         train(compose_cfg("trainer.max_steps=2", "model.base_channels=4", "ckpt_path=last", *TINY))
 
 
+def test_a_one_image_training_split_under_batchnorm_says_so(compose_cfg, tmp_path: Path) -> None:
+    """``data.val_fraction=0.95`` of a small folder left one training image; the error said "training with
+    batch size 1 ... raise data.batch_size", which the user had set to 2."""
+    from conftest import write_pairs
+
+    write_pairs(tmp_path / "train", n=3, size=(64, 64), values=(0, 1))
+    cfg = compose_cfg("data=folder", f"paths.data_dir={tmp_path}", "data.val_dataset=null", "data.val_fraction=0.5",
+                      "data.patch_size=[64,64]", "data.batch_size=2", "+debug=fast_dev_run")  # fmt: skip
+    with pytest.raises(ValueError, match=r"the training split holds 1 image, so every batch holds 1.*val_fraction"):
+        train(cfg)
+
+
 def test_folder_data_trains_and_bad_data_fails_before_training(compose_cfg, synthetic_dir: Path) -> None:
     folder = [f"paths.data_dir={synthetic_dir}", "data=folder", "data.num_classes=3", "data.batch_size=2"]
     metrics = train(compose_cfg(*folder, "+debug=fast_dev_run", "callbacks.rich_progress_bar=null"))

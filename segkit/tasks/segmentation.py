@@ -168,8 +168,15 @@ class SegmentationTask(Task):
 
     def _check_batch(self, batch: dict[str, torch.Tensor], split: str) -> None:
         if split == "train" and batch["image"].shape[0] == 1 and self._has_batchnorm:
+            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+            train_set = getattr(datamodule, "train_set", None)
+            if train_set is not None and len(train_set) == 1:
+                raise ValueError(
+                    "the training split holds 1 image, so every batch holds 1, and BatchNorm's statistics of one "
+                    "image are meaningless: add training images (or lower data.val_fraction), or use model.norm=group"
+                )
             raise ValueError(
-                "training with batch size 1 and BatchNorm gives meaningless batch statistics; "
+                "a training batch holds 1 image, and BatchNorm's statistics of one image are meaningless; "
                 "raise data.batch_size or use model.norm=group"
             )
         weighted = getattr(self.loss, "uses_weight_map", False)

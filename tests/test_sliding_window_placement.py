@@ -136,3 +136,13 @@ def test_a_malformed_tile_is_refused_by_name(tile, shown: str) -> None:
         SlidingWindow(net, tile)
     with pytest.raises(ValueError, match="tile_batch_size must be a positive whole number of tiles, got 0"):
         SlidingWindow(net, [64, 64], tile_batch_size=0)
+
+
+def test_a_valid_padding_tile_with_tiny_logits_is_refused_with_a_size_that_works() -> None:
+    """``tile=[188,188]``, the paper U-Net's minimum input, yields 4x4 logits a tile: ~90,000 tiles for a
+    1040x1388 image, hours of predicting, where the error for 100 px had pointed to 188."""
+    net = UNet(num_classes=2, in_channels=1, padding="valid", norm=None)
+    with pytest.raises(ValueError, match=r"tile=\[188, 188\] gives 4x4 logits .* at least tile=\[380,380\] \(196 px"):
+        SlidingWindow(net, [188, 188])
+    assert net.output_size((380, 380)) == (196, 196)
+    SlidingWindow(net, [572, 572])  # the paper's tile: 388 px of logits

@@ -55,6 +55,23 @@ def mirror_pad(image: torch.Tensor, top: int, bottom: int, left: int, right: int
     return torch.from_numpy(np.pad(image.detach().cpu().float().numpy(), pad, mode="reflect")).to(image.device)
 
 
+def check_valid_tile(net: nn.Module, tile: tuple[int, int]) -> None:
+    """Refuse a tile below a valid-padding network's minimum (its own clear error), or one whose logits are
+    under a quarter of its side: the minimum input of the paper's U-Net, 188 px, yields 4x4 logits, so a
+    1040x1388 image took ~90,000 tiles and ran for hours. The paper's tile, 572 px, yields 388."""
+    out = net.output_size(tile)
+    if all(4 * o >= t for o, t in zip(out, tile, strict=True)):
+        return
+    side = next(n for n in range(8, 4096, 4) if 2 * n >= net.input_size_for((n, n))[0])  # logits >= half the input
+    suggested = net.input_size_for((side, side))
+    side = net.output_size(suggested)[0]
+    raise ValueError(
+        f"tile={list(tile)} gives {out[0]}x{out[1]} logits a tile with this valid-padding network (it trims "
+        f"{tile[0] - out[0]} px off each side length), so an image would take thousands of tiles: give at least "
+        f"tile=[{suggested[0]},{suggested[1]}] ({side} px of logits), or leave tile= out"
+    )
+
+
 def mirror_pad_for_valid(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
     """Mirror the borders of ``(B, C, H, W)`` images so a valid-padding network's logits cover all ``H x W``.
 
@@ -127,7 +144,7 @@ class SlidingWindow:
         self.device, self.precision, self.channels_last = torch.device(device), precision, channels_last
         self.valid = getattr(net, "padding", "same") == "valid"
         if self.valid and self.tile is not None:
-            net.output_size(self.tile)  # raises a clear error when the tile is below the network's minimum
+            check_valid_tile(net, self.tile)
 
     def geometry(self, hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """``(input tile, output tile, margin)`` for an image of ``hw``: what each tile reads and writes."""

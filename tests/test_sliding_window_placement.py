@@ -146,3 +146,8 @@ def test_a_valid_padding_tile_with_tiny_logits_is_refused_with_a_size_that_works
         SlidingWindow(net, [188, 188])
     assert net.output_size((380, 380)) == (196, 196)
     SlidingWindow(net, [572, 572])  # the paper's tile: 388 px of logits
+    meta = inference_metadata(net, "segmentation", ["a", "b"], None)
+    meta.update(mean=[0.0], std=[1.0], patch_size=[188, 188], precision="fp32")  # trained on the minimum crop
+    assert Predictor(LoadedModel(net, meta, "test"), device="cpu").window.tile == (380, 380)  # the default's floor
+    meta.update(patch_size=[572, 572])
+    assert Predictor(LoadedModel(net, meta, "test"), device="cpu").window.tile == (572, 572)  # the crop itself

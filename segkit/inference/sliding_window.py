@@ -55,6 +55,13 @@ def mirror_pad(image: torch.Tensor, top: int, bottom: int, left: int, right: int
     return torch.from_numpy(np.pad(image.detach().cpu().float().numpy(), pad, mode="reflect")).to(image.device)
 
 
+def smallest_good_valid_tile(net: nn.Module) -> tuple[int, int]:
+    """The smallest square input tile whose logits are at least half its side, for a valid-padding network:
+    the default tile's floor, so a model trained on the minimum crop does not predict through 4x4 windows."""
+    side = next(n for n in range(8, 4096, 4) if 2 * n >= net.input_size_for((n, n))[0])
+    return net.input_size_for((side, side))
+
+
 def check_valid_tile(net: nn.Module, tile: tuple[int, int]) -> None:
     """Refuse a tile below a valid-padding network's minimum (its own clear error), or one whose logits are
     under a quarter of its side: the minimum input of the paper's U-Net, 188 px, yields 4x4 logits, so a
@@ -62,8 +69,7 @@ def check_valid_tile(net: nn.Module, tile: tuple[int, int]) -> None:
     out = net.output_size(tile)
     if all(4 * o >= t for o, t in zip(out, tile, strict=True)):
         return
-    side = next(n for n in range(8, 4096, 4) if 2 * n >= net.input_size_for((n, n))[0])  # logits >= half the input
-    suggested = net.input_size_for((side, side))
+    suggested = smallest_good_valid_tile(net)
     side = net.output_size(suggested)[0]
     raise ValueError(
         f"tile={list(tile)} gives {out[0]}x{out[1]} logits a tile with this valid-padding network (it trims "

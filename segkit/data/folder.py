@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,8 @@ class FolderDataset(Dataset):
         ignore_index: mask value ignored by losses and metrics.
         mask_mapping: stored mask value -> class index (e.g. ``{0: 1, 255: 0}``).
         mask_threshold: binarise masks as ``value > threshold`` instead of a mapping.
+        mask_suffix: what a mask's file stem adds to its image's (``"_mask"`` for ``0001_mask.png`` beside
+            ``0001.jpg``; Carvana's ``_mask``, ISIC's ``_segmentation``); ``""``: the same stem.
         stems: keep only these file stems (e.g. a validation split of slice numbers).
         exclude_stems: drop these file stems.
         color_mode: ``"rgb"`` (3 channels; alpha dropped) or ``"gray"`` (1 channel).
@@ -124,6 +127,7 @@ class FolderDataset(Dataset):
         ignore_index: int = 255,
         mask_mapping: Mapping[int, int] | None = None,
         mask_threshold: float | None = None,
+        mask_suffix: str = "",
         stems: Sequence[str | int] | None = None,
         exclude_stems: Sequence[str | int] | None = None,
         color_mode: str = "rgb",
@@ -140,8 +144,8 @@ class FolderDataset(Dataset):
         self.intensity = IntensityNormalization.from_spec(intensity)
         self.transform = transform
         images = list_images(self.root / images_dir)
-        masks = list_images(self.root / masks_dir)
-        _check_pairs(images, masks)
+        masks = by_image_stem(list_images(self.root / masks_dir), mask_suffix)
+        _check_pairs(images, masks, mask_suffix)
         names = list(images)
         if stems is not None:
             wanted = [str(s) for s in stems]
@@ -223,10 +227,36 @@ def check_labels_foreground(dataset: FolderDataset) -> None:
     )
 
 
-def _check_pairs(images: dict[str, Path], masks: dict[str, Path]) -> None:
+def by_image_stem(masks: dict[str, Path], suffix: str) -> dict[str, Path]:
+    """Masks keyed by the stem of the image they label: their own stem less ``suffix``. A mask without the
+    suffix is an error naming it (it would pair with an image of its own stem, or with none)."""
+    if not suffix:
+        return masks
+    unsuffixed = [str(path) for stem, path in masks.items() if not stem.endswith(suffix)]
+    if unsuffixed:
+        raise FileNotFoundError(f"{len(unsuffixed)} mask(s) do not end in mask_suffix={suffix!r}: {unsuffixed[:5]}")
+    return {stem[: -len(suffix)]: path for stem, path in masks.items()}
+
+
+def common_mask_suffix(images: Iterable[str], masks: Iterable[str]) -> str | None:
+    """The suffix most mask stems add to an image stem (``0001_mask`` for ``0001``: ``"_mask"``), cut at a
+    ``_``, ``-``, ``.`` or space; ``None`` when fewer than half the masks read that way."""
+    images, masks = set(images), list(masks)
+    found = Counter(stem[i:] for stem in masks for i in range(1, len(stem)) if stem[i] in "_-. " and stem[:i] in images)
+    if not found:
+        return None
+    suffix, count = found.most_common(1)[0]
+    return suffix if 2 * count >= len(masks) else None
+
+
+def _check_pairs(images: dict[str, Path], masks: dict[str, Path], suffix: str = "") -> None:
     no_mask = [str(images[s]) for s in images if s not in masks]
     no_image = [str(masks[s]) for s in masks if s not in images]
+    pairing = f"stem plus {suffix!r}" if suffix else "same stem"
     if no_mask:
-        raise FileNotFoundError(f"{len(no_mask)} image(s) have no mask with the same stem: {no_mask[:5]}")
+        hint = ""
+        if not suffix and (found := common_mask_suffix(images, masks)) is not None:
+            hint = f"; the mask stems add {found!r} to the image stems: set data.train_dataset.mask_suffix={found}"
+        raise FileNotFoundError(f"{len(no_mask)} image(s) have no mask with the {pairing}: {no_mask[:5]}{hint}")
     if no_image:
-        raise FileNotFoundError(f"{len(no_image)} mask(s) have no image with the same stem: {no_image[:5]}")
+        raise FileNotFoundError(f"{len(no_image)} mask(s) have no image with the {pairing}: {no_image[:5]}")

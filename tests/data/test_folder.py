@@ -86,6 +86,25 @@ def test_missing_image_names_the_mask(tmp_path: Path) -> None:
         FolderDataset(root, num_classes=3)
 
 
+def test_masks_named_with_a_suffix_pair_through_mask_suffix_and_the_error_finds_it(tmp_path: Path) -> None:
+    """Carvana's ``0001_mask.gif`` beside ``0001.jpg``, ISIC's ``_segmentation``: pairing by the same stem
+    found no mask for any image, and the error did not say why."""
+    root = write_pairs(tmp_path, n=3)
+    for mask in (root / "masks").iterdir():
+        mask.rename(mask.with_name(f"{mask.stem}_mask{mask.suffix}"))
+    with pytest.raises(FileNotFoundError, match=r"3 image\(s\) have no mask with the same stem: .*; the mask stems "
+                       r"add '_mask' to the image stems: set data.train_dataset.mask_suffix=_mask$"):  # fmt: skip
+        FolderDataset(root, num_classes=3)
+    dataset = FolderDataset(root, num_classes=3, mask_suffix="_mask")
+    assert [(name, mask.name) for name, _, mask in dataset.samples] == [(f"{i}", f"{i}_mask.png") for i in range(3)]
+    (root / "masks" / "2_mask.png").rename(root / "masks" / "2.png")  # one mask without the suffix
+    with pytest.raises(FileNotFoundError, match=r"1 mask\(s\) do not end in mask_suffix='_mask': .*masks/2\.png"):
+        FolderDataset(root, num_classes=3, mask_suffix="_mask")
+    (root / "masks" / "2.png").rename(root / "masks" / "3_mask.png")  # a mask for an image that is not there
+    with pytest.raises(FileNotFoundError, match=r"1 image\(s\) have no mask with the stem plus '_mask'"):
+        FolderDataset(root, num_classes=3, mask_suffix="_mask")
+
+
 def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
     root = write_pairs(tmp_path, n=2)
     Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(root / "masks" / "1.png")

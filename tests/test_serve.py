@@ -210,6 +210,8 @@ def test_a_signal_stops_every_server_process_quietly_and_frees_the_port(trained_
     """Python's default SIGTERM ended the main process alone and left LitServe's HTTP and inference processes
     serving on the port; Ctrl+C ended the inference worker with a traceback. Both now stop the whole server,
     exit 0 and print no traceback."""
+    from segkit.serve import check_port_free
+
     port = _free_port()
     process = start_server(trained_run, port)
     if stop.startswith("SIGTERM"):
@@ -229,8 +231,7 @@ def test_a_signal_stops_every_server_process_quietly_and_frees_the_port(trained_
     assert returncode == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert "Stopped: every worker process has ended" in output
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))  # nothing holds the port
+    check_port_free("127.0.0.1", port)  # nothing listens there: a new server binds it (TIME_WAIT aside, as uvicorn)
 
 
 def test_a_port_in_use_is_refused_before_the_model_loads() -> None:

@@ -180,7 +180,7 @@ def load_encoder_state(
         is_first_conv = first_conv is not None and found == f"{first_conv}.weight"
         if tensor.shape != current.shape and tensor.ndim == 4 and tensor.shape[1] != current.shape[1]:
             takes_the_image = current.shape[1] == in_channels  # a deeper conv of another network is no first conv
-            if is_first_conv or (first_conv is None and takes_the_image and tensor.shape[0] == current.shape[0]):
+            if is_first_conv or (takes_the_image and tensor.shape[0] == current.shape[0]):
                 tensor = adapt_first_conv(tensor, in_channels).to(current.dtype)
                 c = state_dict[found].shape[1]
                 rule = "sum over input channels" if in_channels == 1 else f"repeat and scale by {c}/{in_channels}"

@@ -1159,6 +1159,7 @@ def test_the_run_directory_holds_the_planned_config(tmp_path: Path, monkeypatch)
     assert planned.task.tta == "flips"  # discs on the diagonal: no up, no left
 
 
+@pytest.mark.slow
 def test_plan_command_writes_an_experiment_file_that_trains(tmp_path: Path) -> None:
     root = disc_folder(tmp_path / "data" / "train", n=6, size=(64, 64))
     env = {**os.environ, "SEGKIT_CACHE_DIR": str(tmp_path / "cache"), "NO_ALBUMENTATIONS_UPDATE": "1"}

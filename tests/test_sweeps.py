@@ -24,6 +24,7 @@ def test_search_spaces_compose_with_the_metrics_direction(search: str, metric: s
     assert cfg.run_name == search  # the search brings its experiment
 
 
+@pytest.mark.slow
 def test_a_sweep_optimises_the_final_metric_and_survives_a_failed_trial(tmp_path: Path) -> None:
     """Three trials of the quickstart search with ``data.num_folds`` in {2, 100}: 2 trains, 100 (more folds
     than samples) fails with a clear error. The search's seeded sampler draws both: the sweep records the

@@ -38,6 +38,7 @@ from segkit.checkpoint import (
 )
 from segkit.cli import check_overrides, clear_errors, in_multirun
 from segkit.data.class_weights import POWER_BY_NAME, median_frequency_weights
+from segkit.data.datamodule import unwrapped
 from segkit.inference.model_files import LoadedModel
 from segkit.metrics.output import write_metrics
 from segkit.planning.planner import planned_config
@@ -221,7 +222,7 @@ def check_input_channels(net: nn.Module, datamodule: pl.LightningDataModule) -> 
     channels = int(torch.as_tensor(datamodule.train_set[0]["image"]).shape[0])
     if channels == int(expected):
         return
-    dataset = getattr(datamodule.train_set, "dataset", datamodule.train_set)  # a hold-out or fold Subset
+    dataset = unwrapped(datamodule.train_set)
     where = f" in {dataset.root}" if hasattr(dataset, "root") else ""
     grey = ", or read them as grey: data.train_dataset.color_mode=gray" if expected == 1 and hasattr(
         dataset, "color_mode") else ""  # fmt: skip

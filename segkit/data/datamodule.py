@@ -151,6 +151,11 @@ def collate(samples: list[dict]) -> dict:
     return default_collate(samples)
 
 
+def unwrapped(dataset: Dataset | None) -> Dataset | None:
+    """The dataset a hold-out or fold ``Subset`` views (its folder, class names, colour mode), or ``dataset``."""
+    return getattr(dataset, "dataset", dataset)
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Builds train/val(/test) datasets from factories and feeds them to Lightning.
 
@@ -397,7 +402,7 @@ class SegmentationDataModule(ImageDataModule):
         """Build the datasets, and refuse a training folder with no foreground to learn
         (:func:`segkit.data.folder.check_labels_foreground`)."""
         super().setup(stage)
-        train = getattr(self.train_set, "dataset", self.train_set)  # unwrap a hold-out or fold Subset
+        train = unwrapped(self.train_set)
         if isinstance(train, FolderDataset):
             check_labels_foreground(train)
 
@@ -413,7 +418,7 @@ class ClassificationDataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets, take the class names from the training set and check the other splits'."""
         super().setup(stage)
-        dataset = getattr(self.train_set, "dataset", self.train_set)  # unwrap a hold-out Subset
+        dataset = unwrapped(self.train_set)
         names = list(getattr(dataset, "class_names", self.class_names))
         if len(names) != self.num_classes:
             raise ValueError(
@@ -421,8 +426,7 @@ class ClassificationDataModule(ImageDataModule):
             )
         if not self.names_given:
             self.class_names = names
-        for split, evaluated in (("val", self.val_set), ("test", self.test_set)):
-            evaluated = getattr(evaluated, "dataset", evaluated)
+        for split, evaluated in (("val", unwrapped(self.val_set)), ("test", unwrapped(self.test_set))):
             other = getattr(evaluated, "class_names", None)
             if other is not None and list(other) != names:
                 raise ValueError(

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import nn
 
+from segkit.data.datamodule import unwrapped
 from segkit.models import Classifier, UNet
 from segkit.models.pretrained import FORMAT_VERSION, WEIGHTS_FILE, model_spec, read_config
 from segkit.models.weights import weight_file_format
@@ -101,8 +102,7 @@ def inference_metadata(net: nn.Module, task: str, class_names: list[str], datamo
         "precision": precision_name(precision) if precision is not None else None,
     }
     if datamodule is not None:
-        dataset = getattr(datamodule, "train_set", None)
-        dataset = getattr(dataset, "dataset", dataset)  # a hold-out Subset
+        dataset = unwrapped(getattr(datamodule, "train_set", None))
         intensity = getattr(dataset, "intensity", None)
         meta.update(
             mean=[float(v) for v in datamodule.mean],

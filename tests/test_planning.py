@@ -1191,9 +1191,10 @@ def test_plan_command_writes_an_experiment_file_that_trains(tmp_path: Path) -> N
     assert job["model"]["base_channels"] == 4 and job["model"]["in_channels"] == 1
 
 
-def test_the_jobs_of_a_multirun_share_the_first_jobs_plan(tmp_path: Path, monkeypatch) -> None:
+def test_the_jobs_of_a_multirun_share_the_first_jobs_plan(tmp_path: Path, monkeypatch, caplog) -> None:
     """``-m data.fold=0,1,...``: job 0 plans and leaves the plan in the sweep directory; the next job takes it
-    (it neither fingerprints nor probes: its data folder is gone), so every fold trains the same recipe."""
+    (it neither fingerprints nor probes: its data folder is gone), so every fold trains the same recipe.
+    Each job logs the decision table once (job 0 printed it twice, for the shared copy and its own)."""
     from functools import partial
 
     from hydra import compose, initialize_config_module
@@ -1204,9 +1205,14 @@ def test_the_jobs_of_a_multirun_share_the_first_jobs_plan(tmp_path: Path, monkey
     shared = tmp_path / "sweep" / "plans" / "key"
     with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
         again = partial(compose, "train")
-        first = planned_config(compose("train", overrides), overrides, again, tmp_path / "0", shared)
-        shutil.rmtree(tmp_path / "data")
-        second = planned_config(compose("train", overrides), overrides, again, tmp_path / "1", shared)
+        with caplog.at_level(logging.INFO, logger="segkit.planning"):
+            first = planned_config(compose("train", overrides), overrides, again, tmp_path / "0", shared)
+            tables = [r for r in caplog.records if r.getMessage().startswith("Plan: ")]
+            assert len(tables) == 1, [r.getMessage()[:80] for r in tables]
+            caplog.clear()
+            shutil.rmtree(tmp_path / "data")
+            second = planned_config(compose("train", overrides), overrides, again, tmp_path / "1", shared)
+            assert len([r for r in caplog.records if r.getMessage().startswith("Plan: ")]) == 1
     assert (shared / "plan.yaml").read_text() == (tmp_path / "1" / "plan.yaml").read_text()
     assert second.model.base_channels == first.model.base_channels
     assert second.data.patch_size == first.data.patch_size

@@ -519,8 +519,9 @@ def planned_config(
     else:
         plan = plan_run(cfg, typed=user_keys(overrides), compose=compose)
         title = f"planned by segkit for {' '.join(overrides)}"
-        if shared_dir is not None:
-            save_plan(plan, shared_dir, title)
+        if shared_dir is not None:  # the table is logged once, with the run's own copy
+            save_plan(plan, shared_dir, title, log_table=False)
+            log.info("Plan shared with this multirun's other jobs through %s", shared_dir)
         save_plan(plan, Path(output_dir), title)
     planned, kept = apply_plan(plan, overrides, compose)
     planned.paths.output_dir = str(output_dir)

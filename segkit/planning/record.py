@@ -91,9 +91,9 @@ def _yaml_lines(tree: dict, indent: int) -> list[str]:
     return lines
 
 
-def save_plan(plan: Plan, directory: Path, title: str) -> None:
+def save_plan(plan: Plan, directory: Path, title: str, log_table: bool = True) -> None:
     """``plan.yaml`` (an experiment file) and ``fingerprint.json`` (with the probe's timings) in ``directory``,
-    and the decision table in the log."""
+    and (``log_table``) the decision table in the log."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "plan.yaml").write_text(plan.experiment_yaml(title))
     decisions = [[d.key, d.value, d.reason] for d in plan.decisions]
@@ -101,6 +101,8 @@ def save_plan(plan: Plan, directory: Path, title: str) -> None:
     tmp = directory / "fingerprint.json.tmp"  # other ranks wait for this file: it appears whole
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(directory / "fingerprint.json")
+    if not log_table:
+        return
     log.info("Plan: %s\n%s", describe(plan), plan.table())
     log.info("Plan saved: %s (an experiment file; fingerprint.json beside it)", directory / "plan.yaml")
 

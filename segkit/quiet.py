@@ -27,8 +27,9 @@ NOISY_WARNINGS = (
 NOISY_IMPORT_WARNINGS = (r"`torch.jit.interface` is deprecated",)
 NOISY_LOG_PREFIXES = ("💡 Tip:",)  # Lightning's adverts for litlogger / litmodels
 # INFO records of a dependency's inner workings, which Hydra's logging (root at INFO) would print: onnx_ir and
-# onnxscript's optimizer report every constant they folded or did not fold (11 of an ONNX export's 13 lines)
-QUIET_LOGGERS = ("onnx_ir", "onnxscript")
+# onnxscript's optimizer report every constant they folded or did not fold (11 of an ONNX export's 13 lines);
+# alembic, imported by Optuna's sweeper and MLflow's store, announces each of its plugins and migrations
+QUIET_LOGGERS = ("onnx_ir", "onnxscript", "alembic")
 
 
 class _DropPrefixes(logging.Filter):

@@ -400,4 +400,5 @@ def plan_and_train(cfg: DictConfig) -> dict:
 
 if __name__ == "__main__":
     check_overrides("train", "segkit.train")
+    silence_known_noise()  # before Hydra loads a sweeper (Optuna's imports log through Hydra's root handler)
     main()

@@ -50,3 +50,4 @@ def test_a_sweep_optimises_the_final_metric_and_survives_a_failed_trial(tmp_path
     output = done.stdout + done.stderr
     assert output.count("Failed experiment") == 3 - len(scores)
     assert "data.num_folds=100 needs" in output  # the failure is reported, by name
+    assert "setup plugin alembic" not in output  # Optuna's imports log nothing of alembic's (segkit.quiet)

@@ -509,6 +509,40 @@ def test_test_time_flips_follow_the_symmetry_of_the_labels() -> None:
     assert rules.decide_tta(classes((495, 505, 500, 500), (9, 1, 5, 5), shares=[0.995, 0.005])).value == "flips"
 
 
+def test_images_with_a_left_and_a_right_are_never_mirrored(tmp_path: Path, monkeypatch) -> None:
+    """Two discs alike but for their side (class 1 left, class 2 right, as a chest X-ray's lungs): the plan
+    predicts in one pass and trains without mirrors. It once refused test-time flips for such images but
+    trained them with ``em`` (flips and 90-degree rotations), which swap the sides under their labels."""
+    assert rules.decide_augmentation("gray", 1000, sided="class 1 lies 100% in the left half").value == "sided"
+    assert rules.decide_augmentation("rgb", 100, sided="class 1 lies 100% in the left half").value == "none"
+    assert rules.decide_augmentation("rgb", 1000, "sky lies 98% in the top half", "class 1 ...").value == "sided"
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data" / "train"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        mask = np.zeros((64, 64), np.uint8)
+        for label, cx in ((1, 18 + i % 3), (2, 46 - i % 3)):
+            mask[(yy - 32) ** 2 + (xx - cx) ** 2 <= 64] = label
+        image = (rng.normal(60, 8, (64, 64)) + 120 * (mask > 0)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    cfg = compose_config(unplanned(root.parent, "data.num_classes=3"), output_dir=tmp_path / "r")
+    chosen = {d.key: d for d in plan_run(cfg).decisions}
+    assert chosen["aug"].value == "sided" and "lies 100% in the left half" in chosen["aug"].reason
+    assert chosen["task.tta"].value is None
+    # the pipeline keeps each class on its side, however it scales, turns or shades the image
+    cfg = compose_config(unplanned(root.parent, "data.num_classes=3", "aug=sided"), output_dir=tmp_path / "s")
+    pipeline = hydra.utils.instantiate(cfg.aug.train)
+    image, mask = np.asarray(Image.open(root / "images" / "0.png")), np.asarray(Image.open(root / "masks" / "0.png"))
+    for _ in range(40):
+        out = pipeline(image=image, mask=mask)["mask"]
+        left, right = (np.nonzero(out == label)[1].mean() for label in (1, 2))
+        assert left < 32 < right
+
+
 def test_width_is_the_widest_that_gets_enough_steps() -> None:
     timings = {8: 0.1, 16: 0.2, 32: 0.5}  # 255 usable seconds: 2550, 1275 and 510 steps
     assert rules.choose_width(timings, rules.Floors(300, 600))[0] == 16

@@ -348,12 +348,18 @@ def decide_learning_rate(rate: float, device: str, width: int | str, planned_ste
     )
 
 
-def decide_augmentation(color_mode: str, planned_steps: float, upright: str | None = None) -> Decision:
+def decide_augmentation(
+    color_mode: str, planned_steps: float, upright: str | None = None, sided: str | None = None
+) -> Decision:
     """Grey images (microscopy, EM): flips, 90-degree rotations, elastic, grey-value jitter; colour images:
     left-right flips, scale and rotation, colour jitter. With very few steps only flips (nothing to gain from
     harder samples the network cannot fit yet). ``upright``: why the images have an up (:func:`upright`);
     then vertical flips and 90-degree rotations would show the network skies below roads, so grey images
-    get the colour family's pipeline (left-right flips only) and few steps get ``hflip``.
+    get the colour family's pipeline (left-right flips only) and few steps get ``hflip``. ``sided``: why the
+    images have a left and a right (:func:`sided`, as the left and right lung); then a mirror would paint a
+    left-side structure on the right under its left-side label, so no pipeline mirrors or rotates by 90
+    degrees: ``sided`` (scale, small rotations, jitter), or ``none`` with few steps
+    (``benchmarks/sided_layout.py``: two blobs alike but for their side).
 
     Colour images with no up (stained microscopy, aerial views) get flips in both axes and nothing more
     (``light``): on both draws of the nuclei stand-in at 5 CPU minutes (16 channels, three seeds each) it led
@@ -363,6 +369,11 @@ def decide_augmentation(color_mode: str, planned_steps: float, upright: str | No
     from the data's symmetry", "The planner against the hand recipe", "Inverted grey levels for folders that
     mix light and dark nuclei", "The expert's parts separated on the nuclei stand-in", "The rare-foreground
     folder, three seeds" and "The nuclei stand-in against its own ceiling"."""
+    if sided:
+        if planned_steps < 300:
+            return Decision("aug", "none", f"only ~{planned_steps:.0f} steps in the budget, {sided}: no mirrors")
+        return Decision("aug", "sided", f"{sided}: no mirrors (they would swap the sides' classes); "
+                        "scale/rotation, colour/grey jitter")  # fmt: skip
     if planned_steps < 300:
         if upright:
             return Decision("aug", "hflip", f"only ~{planned_steps:.0f} steps in the budget, {upright}: mirrors only")
@@ -404,6 +415,12 @@ def upright(classes: dict, names: Sequence[str] | None = None) -> str | None:
     return _where(vertical, names) if vertical else None
 
 
+def sided(classes: dict, names: Sequence[str] | None = None) -> str | None:
+    """Why the images have a left and a right (a class lying mostly in one of those halves), or ``None``."""
+    horizontal = one_sided(classes, "left", "right")
+    return _where(horizontal, names) if horizontal else None
+
+
 def decide_tta(classes: dict, names: Sequence[str] | None = None, topology: bool = False) -> Decision:
     """Test-time augmentation for predict/eval/serve: the flips under which the labels' layout is the same.
     Averaging the logits of the flipped images is nnU-Net's default (mirroring); on the nuclei stand-in it
@@ -419,9 +436,9 @@ def decide_tta(classes: dict, names: Sequence[str] | None = None, topology: bool
     if topology:
         return Decision("task.tta", None, "the run scores topology (adapted Rand error), which averaged flips "
                         "hurt on ISBI (0.114 -> 0.151): one pass")  # fmt: skip
-    horizontal, up = one_sided(classes, "left", "right"), upright(classes, names)
-    if horizontal:  # rare (a layout with a left and a right); not worth a mode of its own
-        return Decision("task.tta", None, f"{_where(horizontal, names)}: the images have a left and a right, no flips")
+    left_right, up = sided(classes, names), upright(classes, names)
+    if left_right:  # rare (a layout with a left and a right); not worth a mode of its own
+        return Decision("task.tta", None, f"{left_right}: the images have a left and a right, no flips")
     if up:
         return Decision("task.tta", "hflip", f"{up}: the images have an up, so predictions average the image "
                         "and its mirror (2 passes)")  # fmt: skip

@@ -315,7 +315,9 @@ def plan_run(
         rules.decide_schedule(stats["classes"], num_classes),
         *learning_rate,
         Decision("callbacks.export_weights", "final", "the annealed final weights, not a pick on validation"),
-        rules.decide_augmentation(color_mode, planned_steps, rules.upright(stats["classes"], names)),
+        rules.decide_augmentation(
+            color_mode, planned_steps, rules.upright(stats["classes"], names), rules.sided(stats["classes"], names)
+        ),
         rules.decide_tta(stats["classes"], names, "adapted_rand_error" in (cfg.task.get("image_metrics") or [])),
         *rules.decide_loss(stats["classes"], num_classes, names),
     ]

@@ -244,6 +244,14 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
     raise ValueError(f"trainer.accelerator={accelerator} (trainer=gpu), but {why}; on the CPU: trainer=cpu")
 
 
+def check_training_length(trainer_cfg: DictConfig) -> None:
+    """Refuse a trainer that stops before its first step: Lightning returns at once, and the run would hand
+    over its initial weights as ``model/`` and exit 0 as if it had trained."""
+    for key in ("max_epochs", "max_steps"):
+        if trainer_cfg.get(key) == 0:
+            raise ValueError(f"trainer.{key}=0 trains nothing; give a length (-1 or null for no limit on it)")
+
+
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict:
     """Fit the configured task and return what ``metrics.json`` holds: the final weights' validation scores
     (``{"val/miou": ..., ...}``), the best checkpoint's (``best/val/...``), test scores with
@@ -258,6 +266,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
 
     check_strict_weights(cfg.model)
     check_accelerator(cfg.trainer)
+    check_training_length(cfg.trainer)
     net = instantiate(cfg.model)
     aug = cfg.get("aug") or {}
     datamodule = instantiate(

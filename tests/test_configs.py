@@ -106,6 +106,17 @@ def test_the_gpu_preset_without_a_gpu_says_why(compose_cfg, monkeypatch, cuda: s
         train(cfg)
 
 
+@pytest.mark.parametrize("length", ["trainer.max_epochs=0", "trainer.max_steps=0"])
+def test_a_trainer_that_stops_before_its_first_step_is_refused(compose_cfg, tmp_path: Path, length: str) -> None:
+    """``trainer.max_epochs=0`` trained nothing, wrote ``model/`` from the initial weights and exited 0."""
+    from segkit.train import train
+
+    cfg = compose_cfg("+experiment=quickstart", length)
+    with pytest.raises(ValueError, match=rf"{length} trains nothing"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "model").exists()
+
+
 def test_a_network_taking_other_channels_than_the_images_is_refused(compose_cfg, tmp_path: Path) -> None:
     """``model=unet_paper`` (one channel) on RGB images failed inside torch's first conv."""
     from conftest import write_pairs

@@ -156,6 +156,11 @@ def test_bad_requests_get_4xx_with_a_reason_and_the_server_keeps_serving(server:
         "not an image": (_post(url, {}, b"%PDF-1.4 not a picture", "notes.pdf"), 415, "notes.pdf"),
         "too large": (_post(url, {}, _png(np.zeros((500, 500, 3), np.uint8)), "big.png"), 413, "max_pixels"),
         "five channels": (_post(url, {}, _tiff(np.zeros((32, 32, 5), np.uint8)), "x.tif"), 415, "5-channel"),
+        # a misspelt field or value was ignored: a PNG answered a client waiting for JSON
+        "format=josn": (_post(url, {"format": "josn"}, _png(_images(1)[0])), 400, "format='josn'"),
+        "overlay=ture": (_post(url, {"format": "json", "overlay": "ture"}, _png(_images(1)[0])), 400, "overlay='ture'"),
+        "overlay, no json": (_post(url, {"overlay": "true"}, _png(_images(1)[0])), 400, "send format=json too"),
+        "a server setting": (_post(url, {"tta": "flips"}, _png(_images(1)[0])), 400, "unknown form field(s) 'tta'"),
     }
     for what, ((status, body, _), expected, words) in cases.items():
         assert status == expected, (what, body)

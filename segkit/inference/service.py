@@ -7,8 +7,9 @@ concurrent requests into batches. Each request goes through the same :class:`Pre
 ``POST /predict`` takes a multipart form: ``image`` (the file) and optionally ``format=json``, ``overlay=true``,
 ``mask=true``. It answers the class-index PNG (palette PNG, the input's size) by default, or JSON with the
 per-class pixel counts (and, when asked, the overlay and mask PNGs in base64). Bad input (no file, empty file,
-not an image, unsupported channels, more than ``max_pixels``) is a 4xx with a message saying what was wrong;
-the worker carries on. Uploads stay in memory unless ``save_uploads`` names a folder.
+not an image, unsupported channels, more than ``max_pixels``, a field or value it does not know) is a 4xx
+with a message saying what was wrong; the worker carries on. Uploads stay in memory unless ``save_uploads``
+names a folder.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from segkit.visualize import overlay
 
 log = logging.getLogger(__name__)
 
-TRUE = ("1", "true", "yes", "on")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+FIELDS = ("image", "format", "overlay", "mask")  # what a request may send; the rest is the server's settings
 
 
 def overlay_png(image: np.ndarray, mask: np.ndarray, palette: list[list[int]]) -> bytes:
@@ -94,15 +96,11 @@ class SegmentationAPI(ls.LitAPI):
             raise HTTPException(415, str(err)) from None
         if image.shape[0] * image.shape[1] > self.max_pixels:
             raise HTTPException(413, f"{name}: {image.shape[0] * image.shape[1]} pixels, more than max_pixels")
+        options = request_options(request)
         if self.save_uploads is not None:
             self.save_uploads.mkdir(parents=True, exist_ok=True)
             (self.save_uploads / f"{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}_{name}").write_bytes(data)
-        return {
-            "image": image,
-            "format": str(request.get("format") or "png").lower(),
-            "overlay": str(request.get("overlay") or "").lower() in TRUE,
-            "mask": str(request.get("mask") or "").lower() in TRUE,
-        }
+        return {"image": image, **options}
 
     def batch(self, inputs: list[dict]) -> list[dict]:
         """Requests stay a list: images of one size are stacked by :meth:`Predictor.logits_many`."""
@@ -140,6 +138,29 @@ class SegmentationAPI(ls.LitAPI):
         if output["mask"]:
             answer["mask_png"] = base64.b64encode(png_bytes(mask, self.palette)).decode()
         return answer
+
+
+def request_options(request) -> dict:  # noqa: ANN001 (a form: Starlette's FormData or a dict)
+    """``format``, ``overlay`` and ``mask`` of a request, checked: a misspelt field or value (``format=josn``,
+    ``overlay=ture``, ``tta=flips``) was ignored and answered as if it had not been sent, a PNG where the
+    client waited for JSON. Each is now a 400 that names it."""
+    unknown = sorted(set(request.keys()) - set(FIELDS))
+    if unknown:
+        raise HTTPException(400, f"unknown form field(s) {', '.join(map(repr, unknown))}: a request sends "
+                            f"{', '.join(FIELDS)}; tiles, overlap, tta and precision are the server's settings "
+                            "(python -m segkit.serve tta=...)")  # fmt: skip
+    fmt = str(request.get("format") or "png").lower()
+    if fmt not in ("png", "json"):
+        raise HTTPException(400, f"format={fmt!r}: the answer is png (the class-index mask) or json")
+    flags = {}
+    for key in ("overlay", "mask"):
+        value = str(request.get(key) or "").lower()
+        if value not in TRUE + FALSE:
+            raise HTTPException(400, f"{key}={value!r}: give true or false")
+        flags[key] = value in TRUE
+        if flags[key] and fmt != "json":
+            raise HTTPException(400, f"{key}=true adds a base64 PNG to a JSON answer: send format=json too")
+    return {"format": fmt, **flags}
 
 
 def _header_pixels(data: bytes) -> int | None:

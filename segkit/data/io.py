@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segkit.data.intensity import DEFAULT_HIGH_BIT, IntensityNormalization
 
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big endian, classic/BigTIFF
+ORIENTATION = 0x0112  # EXIF: how a viewer turns the stored pixels; 5-8 swap width and height
 EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, what PIL's convert("L") uses
 _warned_default_intensity = False
@@ -58,7 +59,22 @@ def _open(path: Source, name: object = None) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         why = str(err).replace(repr(path), str(name))  # PIL names an in-memory upload by its object's repr
         raise ValueError(f"cannot read image {name}: the file is corrupt or not an image ({why})") from err
+    if _orientation(image) != 1:
+        ImageOps.exif_transpose(image, in_place=True)
     return image
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation a viewer applies (1: as stored). A phone stores a portrait photo sideways and
+    says so here; every viewer, annotation tool and OpenCV's ``imread`` shows it upright, so its mask is
+    drawn upright, and segkit reads it upright too. TIFFs are left as stored: their high-bit path
+    (tifffile) does not turn them, and one folder must not read two ways."""
+    if image.format == "TIFF":
+        return 1
+    try:
+        return int(image.getexif().get(ORIENTATION, 1))
+    except Exception:  # a malformed EXIF block: the pixels as stored
+        return 1
 
 
 def _read_tiff(path: Source, name: object = None) -> np.ndarray:
@@ -84,6 +100,8 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             w, h = image.size
+            if _orientation(image) in (5, 6, 7, 8):  # shown turned by 90 degrees
+                w, h = h, w
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         if path.suffix.lower() in TIFF_SUFFIXES:
             return _read_tiff(path).shape[:2]

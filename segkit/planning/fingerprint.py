@@ -30,8 +30,9 @@ from segkit.data.io import TIFF_SUFFIXES, read_image, read_mask
 
 log = logging.getLogger(__name__)
 
-VERSION = 6  # 3: pixels per mask value in each half of the image (the data's symmetry); 4: a generator per pair;
-# 5: grey statistics of colour folders (for a typed ``color_mode=gray``); 6: ``scaling`` (a typed intensity)
+VERSION = 7  # 3: pixels per mask value in each half of the image (the data's symmetry); 4: a generator per pair;
+# 5: grey statistics of colour folders (for a typed ``color_mode=gray``); 6: ``scaling`` (a typed intensity);
+# 7: photos read upright by their EXIF orientation (sizes and halves as shown)
 LUMA = np.array([0.299, 0.587, 0.114])  # how read_image (PIL's "L") turns RGB into grey
 PIXELS_PER_IMAGE = 20_000  # intensity statistics from a fixed random sample of each image's pixels
 MAX_COMPONENTS = 200  # object sizes kept per image and value (a random sample beyond that)

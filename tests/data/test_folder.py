@@ -105,6 +105,31 @@ def test_masks_named_with_a_suffix_pair_through_mask_suffix_and_the_error_finds_
         FolderDataset(root, num_classes=3, mask_suffix="_mask")
 
 
+def test_a_phone_photo_stored_sideways_is_read_upright_as_its_mask_was_drawn(tmp_path: Path) -> None:
+    """A JPEG whose EXIF orientation (6) turns its stored 96x64 pixels into a 64x96 portrait: viewers and
+    annotation tools show it upright, so its mask is upright. segkit read the stored pixels and refused the
+    pair for a size mismatch the user could not see."""
+    from segkit.data.io import image_size, read_image_bytes
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    shown = np.zeros((96, 64, 3), np.uint8)
+    shown[10:30, 20:40] = 250  # a bright square near the top of the portrait
+    mask = (shown[..., 0] > 0).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown after turning 90 degrees clockwise
+    Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "images" / "a.jpg", exif=exif)
+    Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
+    assert Image.open(tmp_path / "images" / "a.jpg").size == (96, 64)  # stored sideways
+    assert image_size(tmp_path / "images" / "a.jpg") == (96, 64)  # (H, W) as shown
+    sample = FolderDataset(tmp_path, num_classes=2)[0]
+    image = np.asarray(sample["image"])
+    assert image.shape == (96, 64, 3) and image[10:30, 20:40].mean() > 200 and image[50:].mean() < 20
+    assert np.array_equal(np.asarray(sample["mask"]), mask)
+    upload = read_image_bytes((tmp_path / "images" / "a.jpg").read_bytes(), "a.jpg")  # serve reads it alike
+    assert np.array_equal(upload, image)
+
+
 def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
     root = write_pairs(tmp_path, n=2)
     Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(root / "masks" / "1.png")

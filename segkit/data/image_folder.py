@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from segkit.data.io import IMAGE_SUFFIXES, image_size, natural_key, read_image
+from segkit.data.io import IMAGE_SUFFIXES, hidden, image_size, natural_key, read_image
 
 
 class ImageFolderDataset(Dataset):
@@ -39,9 +39,7 @@ class ImageFolderDataset(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset folder not found: {self.root} (check paths.data_dir)")
-        found = sorted(
-            (d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=natural_key
-        )
+        found = sorted((d.name for d in self.root.iterdir() if d.is_dir() and not hidden(d)), key=natural_key)
         if class_names is None:
             class_names = found
         missing = [c for c in class_names if c not in found]
@@ -53,7 +51,7 @@ class ImageFolderDataset(Dataset):
         self.samples: list[tuple[Path, int]] = []
         for label, name in enumerate(self.class_names):
             for path in sorted((self.root / name).iterdir(), key=lambda p: natural_key(p.name)):
-                if path.name.startswith(".") or not path.is_file():
+                if hidden(path) or not path.is_file():
                     continue
                 problem = _check_image(path)
                 if problem is None:

@@ -29,11 +29,17 @@ def natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
+def hidden(path: Path) -> bool:
+    """Hidden files and folders, and the ``__MACOSX`` folder a zip made on a Mac holds: copying or unzipping
+    there leaves ``._0001.png`` beside ``0001.png``, an AppleDouble file under an image's name."""
+    return path.name.startswith(".") or path.name == "__MACOSX"
+
+
 def list_images(folder: Path) -> dict[str, Path]:
     """Map file stem -> path for every image file in ``folder`` (not recursive), in natural order."""
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not hidden(p)]
     if not files:
         raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     by_stem: dict[str, Path] = {}

@@ -130,6 +130,16 @@ def test_a_phone_photo_stored_sideways_is_read_upright_as_its_mask_was_drawn(tmp
     assert np.array_equal(upload, image)
 
 
+def test_a_macs_appledouble_files_are_not_images(tmp_path: Path) -> None:
+    """A folder copied from a Mac holds ``._0.png`` beside ``0.png`` (metadata under an image's name): they
+    paired with each other and stopped the run as a corrupt image."""
+    write_pairs(tmp_path, n=2)
+    for sub in ("images", "masks"):
+        (tmp_path / sub / "._0.png").write_bytes(b"\x00\x05\x16\x07 Mac OS X metadata")
+    dataset = FolderDataset(tmp_path, num_classes=3)
+    assert [Path(image).name for _, image, _ in dataset.samples] == ["0.png", "1.png"]
+
+
 def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
     root = write_pairs(tmp_path, n=2)
     Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(root / "masks" / "1.png")

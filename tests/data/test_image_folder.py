@@ -23,7 +23,10 @@ def write_class_folders(root: Path, classes=("ants", "bees"), n: int = 3) -> Pat
 
 
 def test_classes_come_from_folder_names_and_palette_images_become_rgb(tmp_path: Path) -> None:
-    ds = ImageFolderDataset(write_class_folders(tmp_path))
+    root = write_class_folders(tmp_path)
+    (root / "__MACOSX" / "ants").mkdir(parents=True)  # a zip made on a Mac: not a class
+    (root / "ants" / "._0.png").write_bytes(b"Mac OS X metadata")
+    ds = ImageFolderDataset(root)
     assert ds.class_names == ["ants", "bees"] and len(ds) == 7
     assert ds.labels.count(0) == 4
     gif = next(i for i, (p, _) in enumerate(ds.samples) if p.suffix == ".gif")

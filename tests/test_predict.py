@@ -142,6 +142,9 @@ def test_bad_predict_requests_fail_before_any_work(trained_run: Path, tmp_path: 
         check_output_dir(tmp_path, list_inputs(str(image)))
     with pytest.raises(FileNotFoundError, match="matches no file"):
         list_inputs(str(tmp_path / "*.tif"))
+    (tmp_path / ".DS_Store").write_bytes(b"Bud1")
+    (tmp_path / "._a.png").write_bytes(b"Mac OS X metadata")  # a Mac's copy: each was warned about as corrupt
+    assert list_inputs(str(tmp_path)) == [image]
     loaded = load_model(trained_run)
     four = LoadedModel(loaded.net, {**loaded.metadata, "in_channels": 4}, loaded.source)
     with pytest.raises(ValueError, match="takes 4 input channels"):

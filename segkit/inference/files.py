@@ -13,14 +13,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from segkit.data.io import hidden
+
 log = logging.getLogger(__name__)
 
 
 def list_inputs(spec: str) -> list[Path]:
-    """An image file, a folder (its image files, not recursive) or a glob pattern -> sorted files."""
+    """An image file, a folder (its files but hidden ones: ``.DS_Store``, a Mac's ``._a.png``; not recursive)
+    or a glob pattern -> sorted files."""
     path = Path(spec)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file())
+        files = sorted(p for p in path.iterdir() if p.is_file() and not hidden(p))
     elif path.is_file():
         files = [path]
     else:

@@ -24,6 +24,15 @@ def check_ignore_index(ignore_index: int) -> None:
         )
 
 
+def lossy_mask_hint(path: Path | str) -> str:
+    """What to say when a JPEG mask holds values no class has: its compression adds values near the true
+    ones along every edge (a 0/255 mask comes back with 1-8 and 247-254), and no mapping lists them all."""
+    if Path(str(path)).suffix.lower() not in (".jpg", ".jpeg"):
+        return ""
+    return ("it is a JPEG, whose compression blurs class values along every edge: save masks as PNG (binary "
+            "0/255 ones also read with data.train_dataset.mask_threshold=127); else ")  # fmt: skip
+
+
 class MaskEncoding:
     """Turns stored mask values into class indices: an explicit mapping, a threshold, or values as they are.
 
@@ -63,7 +72,8 @@ class MaskEncoding:
             if unknown:
                 raise ValueError(
                     f"mask {path} has values {unknown[:10]} that are not in the mask mapping "
-                    f"{self.mapping}; add them to the mapping (map to {self.ignore_index} to ignore them)"
+                    f"{self.mapping}; {lossy_mask_hint(path)}add them to the mapping (map to {self.ignore_index} "
+                    "to ignore them)"
                 )
             out = np.empty(mask.shape, dtype=np.int64)
             for value in values:
@@ -73,6 +83,7 @@ class MaskEncoding:
         if unknown:
             few = max(unknown) < 64  # class indices, by the look of them (a forgotten data.num_classes)
             hint = f"if they are classes, data.num_classes must be at least {max(unknown) + 1}; else " if few else ""
+            hint = lossy_mask_hint(path) or hint
             raise ValueError(
                 f"mask {path} has values {unknown[:10]} outside the class set 0..{self.num_classes - 1} "
                 f"(ignore_index {self.ignore_index}); {hint}set a mask mapping or threshold in the data config"

@@ -159,6 +159,24 @@ def test_unknown_mask_values_are_named(tmp_path: Path) -> None:
         FolderDataset(root, num_classes=3, mask_mapping={0: 0, 1: 1})
 
 
+def test_jpeg_masks_are_named_as_lossy_with_the_way_out(tmp_path: Path) -> None:
+    """A 0/255 mask saved as JPEG reads back with 1-8 and 247-254 along its edges: the error suggested
+    ``data.num_classes`` of at least 9, or a mapping that could never list every value."""
+    write_pairs(tmp_path, n=2, values=(0, 1))
+    for path in sorted((tmp_path / "masks").iterdir()):
+        mask = np.zeros((32, 48), np.uint8)
+        mask[8:24, 10:30] = 255
+        Image.fromarray(mask).save(path.with_suffix(".jpg"), quality=90)
+        path.unlink()
+    lossy = "it is a JPEG, whose compression blurs class values along every edge: save masks as PNG"
+    with pytest.raises(ValueError, match=lossy):
+        FolderDataset(tmp_path, num_classes=2)
+    with pytest.raises(ValueError, match=lossy):
+        FolderDataset(tmp_path, num_classes=2, mask_mapping={0: 0, 255: 1})
+    binary = FolderDataset(tmp_path, num_classes=2, mask_threshold=127)[0]["mask"]
+    assert np.asarray(binary)[8:24, 10:30].all() and abs(int(np.asarray(binary).sum()) - 16 * 20) <= 4
+
+
 def test_ignore_index_is_allowed_in_masks(tmp_path: Path) -> None:
     root = write_pairs(tmp_path, n=2, values=(0, 1, 255))
     assert 255 in FolderDataset(root, num_classes=3)[0]["mask"].unique().tolist()

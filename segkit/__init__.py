@@ -7,6 +7,10 @@ from omegaconf import OmegaConf
 
 from segkit.precision import cpu_precision
 
+# albumentations asks PyPI for its newest version when imported (2 s on a machine without a network, a
+# warning on one with it); segkit never downloads at run time. An explicit setting still wins.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 if TYPE_CHECKING:  # type checkers and IDEs see the lazily imported names (see __getattr__)
     from segkit.inference.model_files import LoadedModel, load_model
 

@@ -65,6 +65,26 @@ def test_every_command_help_starts_with_a_usage_line(verb: str, helps: dict) -> 
     assert helps[verb]["stdout"].startswith(f"Usage: python -m segkit.{verb} ")
 
 
+def test_importing_segkit_keeps_albumentations_off_the_network(tmp_path: Path) -> None:
+    """albumentations asks PyPI for its newest version at import unless NO_ALBUMENTATIONS_UPDATE is set: a
+    user who had not read that far waited on the network (or got a warning) with every command."""
+    script = (
+        "import urllib.request\n"
+        "calls = []\n"
+        "def offline(self, url, *args, **kwargs):\n"
+        "    calls.append(getattr(url, 'full_url', url))\n"
+        "    raise OSError('offline')\n"
+        "urllib.request.OpenerDirector.open = offline\n"
+        "import segkit, albumentations\n"
+        "print('calls', calls)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "calls []" in done.stdout, done.stdout
+
+
 def test_a_run_piped_to_a_file_shows_progress_and_no_dependency_noise(tmp_path: Path) -> None:
     done = run("+experiment=quickstart", "trainer.max_epochs=2", "data.train_dataset.num_samples=32",
                "data.val_dataset.num_samples=4", "callbacks.log_progress.every_seconds=0",

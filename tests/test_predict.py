@@ -67,6 +67,8 @@ def test_a_model_runs_the_tta_its_run_recorded_unless_told(trained_run: Path) ->
     assert len(Predictor(planned, tta="none").window.tta) == 1 and len(Predictor(planned, tta="d4").window.tta) == 8
     with pytest.raises(ValueError, match="task.tta must be one of"):
         SegmentationTask(model.net, nn.CrossEntropyLoss(), torch.optim.SGD, num_classes=4, tta="mirror")
+    with pytest.raises(ValueError, match="tta must be none, hflip, flips or d4 .*got 'vflip'"):  # as typed: not None
+        Predictor(model, tta="vflip")
 
 
 def test_a_tile_below_the_valid_networks_minimum_is_refused() -> None:

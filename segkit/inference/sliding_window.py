@@ -95,7 +95,7 @@ def mirror_pad_for_valid(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
 def _tta_pairs(mode: str | None) -> list[tuple[Callable, Callable]]:
     """(forward, inverse) transforms on ``(B, C, H, W)`` tensors; the identity first."""
     if mode not in TTA_MODES:
-        raise ValueError(f"tta must be one of {TTA_MODES}, got {mode!r}")
+        raise ValueError(f"tta must be none, hflip, flips or d4 (1, 2, 4 or 8 passes averaged), got {mode!r}")
     flips = {None: [()], "hflip": [(), (-1,)]}.get(mode, [(), (-1,), (-2,), (-2, -1)])
     pairs = [((lambda x, d=d: x.flip(d) if d else x), (lambda x, d=d: x.flip(d) if d else x)) for d in flips]
     if mode == "d4":  # the 4 flips of the transposed image complete the 8 symmetries of the square

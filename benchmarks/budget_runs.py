@@ -121,3 +121,13 @@ def train_peer_for(
         if steps % 50 == 0:
             print(f"  peer step {steps}, {elapsed / 60:.1f} min, loss {loss.item():.3f}", flush=True)
     return steps
+
+
+def eval_last(run_dir: Path) -> Path:
+    """``python -m segkit.eval`` of the run's ``last.ckpt`` (its final weights) with the command's defaults, on
+    the validation split; returns the folder holding ``eval.json`` and ``per_image.csv``."""
+    output = run_dir / "eval_last"
+    command = [sys.executable, "-m", "segkit.eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
+               "split=val", f"output={output}"]  # fmt: skip
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    return output

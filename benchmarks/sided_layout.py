@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from PIL import Image
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget_runs import run_experiment  # noqa: E402
+from budget_runs import eval_last, print_means, run_experiment  # noqa: E402
 
 SIZE = 128
 
@@ -59,11 +57,7 @@ def write_folder(root: Path, train: int = 32, val: int = 16, seed: int = 0) -> N
 
 def score(run_dir: Path) -> dict:
     """``segkit.eval`` of the run's final weights with its defaults."""
-    output = run_dir / "eval_last"
-    command = [sys.executable, "-m", "segkit.eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
-               "split=val", f"output={output}"]  # fmt: skip
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
-    scores = json.loads((output / "eval.json").read_text())
+    scores = json.loads((eval_last(run_dir) / "eval.json").read_text())
     return {k: float(scores[f"val/{k}"]) for k in ("miou", "iou_class_1", "iou_class_2")}
 
 
@@ -92,10 +86,8 @@ def main() -> None:
             print(f"  aug {aug} tta {chosen.get('task.tta')}: "
                   + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items()),
                   flush=True)  # fmt: skip
-    print(f"\n{args.minutes:g} minutes, final weights, segkit.eval defaults; mean ± std over seeds {args.seeds}")
-    for side, runs in results.items():
-        cells = [f"{k} {np.mean([r[k] for r in runs]):.4f} ± {np.std([r[k] for r in runs]):.4f}" for k in runs[0]]
-        print(f"{side:12s} " + " | ".join(cells))
+    title = f"{args.minutes:g} min, final weights, segkit.eval; seeds {args.seeds}"
+    print_means(title, results, ("miou", "iou_class_1", "iou_class_2"))
 
 
 if __name__ == "__main__":

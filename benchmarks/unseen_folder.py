@@ -39,8 +39,6 @@ import argparse
 import csv
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -49,7 +47,7 @@ from PIL import Image
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget_runs import mean_std, run_experiment  # noqa: E402
+from budget_runs import eval_last, mean_std, run_experiment  # noqa: E402
 
 # (H, W) and how often the 2018 Data Science Bowl's training images have it, roughly
 SIZES = [((256, 256), 0.45), ((256, 320), 0.15), ((360, 360), 0.13), ((520, 696), 0.15), ((512, 640), 0.05),
@@ -164,10 +162,7 @@ def write_folder(
 
 def score(run_dir: Path) -> dict:
     """``segkit.eval`` of the run's last.ckpt with its defaults: pooled and mean per-image foreground IoU."""
-    output = run_dir / "eval_last"
-    command = [sys.executable, "-m", "segkit.eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
-               "split=val", f"output={output}"]  # fmt: skip
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    output = eval_last(run_dir)
     scores = json.loads((output / "eval.json").read_text())
     with open(output / "per_image.csv") as f:
         rows = list(csv.DictReader(f))

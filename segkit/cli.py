@@ -52,7 +52,24 @@ def command_line_problem(config_name: str, overrides: Sequence[str]) -> str | No
     if missing:
         usage = cfg.hydra.help.template.splitlines()[0]
         return f"needs {', '.join(f'{key}=' for key in missing)} (see --help)\n{usage}"
+    if problem := unused_key_problem(cfg, {override_key(o) for o in plain}):
+        return problem
     return None if "-m" in overrides or "--multirun" in overrides else run_dir_problem(cfg)
+
+
+def unused_key_problem(cfg: DictConfig, typed: set[str]) -> str | None:
+    """A typed key the composed config never reads: ``data.val_fraction`` holds out a share of ``train/``
+    only without a ``val_dataset``, and with one (a ``val/`` folder) the run validated there, without a word."""
+    data = cfg.get("data")
+    if "data.val_fraction" not in typed or not isinstance(data, DictConfig) or data.get("val_dataset") is None:
+        return None
+    if data.get("num_folds"):
+        return None  # the folds validate instead; val_fraction is not read either way, as the README says
+    return (
+        f"data.val_fraction={data.get('val_fraction')} holds out a share of train/ only without a val_dataset, "
+        "and this data config validates on its val_dataset (a val/ folder): add data.val_dataset=null to hold "
+        "out the share, or drop data.val_fraction"
+    )
 
 
 def run_dir_problem(cfg: DictConfig) -> str | None:

@@ -142,6 +142,21 @@ def test_a_missing_value_is_named_with_the_usage_line(verb: str, args: list[str]
     assert usage.startswith(f"Usage: python -m segkit.{verb} ")
 
 
+def test_a_val_fraction_beside_a_val_folder_is_refused(capsys) -> None:
+    """``data.val_fraction=0.25`` with ``data=folder``'s ``val/`` folder trained on all of ``train/`` and
+    validated on ``val/``, without a word: the share is held out only without a ``val_dataset``."""
+    from segkit.cli import check_overrides, command_line_problem
+
+    folder = ["data=folder", "paths.data_dir=cells", "data.num_classes=2", "data.val_fraction=0.25"]
+    with pytest.raises(SystemExit) as exited:
+        check_overrides("train", "segkit.train", folder)
+    assert exited.value.code == 2
+    assert "data.val_fraction=0.25 holds out a share of train/ only without a val_dataset" in capsys.readouterr().err
+    assert command_line_problem("train", [*folder, "data.val_dataset=null"]) is None
+    assert command_line_problem("train", [*folder, "data.num_folds=4", "data.fold=0"]) is None
+    assert command_line_problem("plan", folder) is not None  # the planner reads the same data config
+
+
 @pytest.mark.parametrize("verb", ["predict", "eval", "serve"])
 def test_an_output_that_is_a_file_is_refused_before_hydra(verb: str, tmp_path: Path, capsys) -> None:
     """``output=run.log``, an existing file, ended in Hydra's ``os.mkdir`` traceback (FileExistsError)."""

@@ -58,13 +58,16 @@ def command_line_problem(config_name: str, overrides: Sequence[str]) -> str | No
 
 
 def unused_key_problem(cfg: DictConfig, typed: set[str]) -> str | None:
-    """A typed key the composed config never reads: ``data.val_fraction`` holds out a share of ``train/``
-    only without a ``val_dataset``, and with one (a ``val/`` folder) the run validated there, without a word."""
+    """A typed key the composed config never reads, which the run used to pass over without a word:
+    ``data.fold`` without ``data.num_folds``, and ``data.val_fraction`` beside a ``val_dataset`` (a ``val/``
+    folder), where the run validated on that folder and trained on all of ``train/``."""
     data = cfg.get("data")
-    if "data.val_fraction" not in typed or not isinstance(data, DictConfig) or data.get("val_dataset") is None:
+    if not isinstance(data, DictConfig):
         return None
-    if data.get("num_folds"):
-        return None  # the folds validate instead; val_fraction is not read either way, as the README says
+    if "data.fold" in typed and data.get("fold") is not None and not data.get("num_folds"):
+        return f"data.fold={data.get('fold')} picks one of data.num_folds folds: give data.num_folds=K too"
+    if "data.val_fraction" not in typed or data.get("val_dataset") is None or data.get("num_folds"):
+        return None  # with folds, the fold validates instead and val_fraction is not read, as the README says
     return (
         f"data.val_fraction={data.get('val_fraction')} holds out a share of train/ only without a val_dataset, "
         "and this data config validates on its val_dataset (a val/ folder): add data.val_dataset=null to hold "

@@ -142,7 +142,7 @@ def test_a_missing_value_is_named_with_the_usage_line(verb: str, args: list[str]
     assert usage.startswith(f"Usage: python -m segkit.{verb} ")
 
 
-def test_a_val_fraction_beside_a_val_folder_is_refused(capsys) -> None:
+def test_a_val_fraction_beside_a_val_folder_or_a_fold_without_folds_is_refused(capsys) -> None:
     """``data.val_fraction=0.25`` with ``data=folder``'s ``val/`` folder trained on all of ``train/`` and
     validated on ``val/``, without a word: the share is held out only without a ``val_dataset``."""
     from segkit.cli import check_overrides, command_line_problem
@@ -155,6 +155,8 @@ def test_a_val_fraction_beside_a_val_folder_is_refused(capsys) -> None:
     assert command_line_problem("train", [*folder, "data.val_dataset=null"]) is None
     assert command_line_problem("train", [*folder, "data.num_folds=4", "data.fold=0"]) is None
     assert command_line_problem("plan", folder) is not None  # the planner reads the same data config
+    fold = command_line_problem("train", ["data=folder", "paths.data_dir=cells", "data.num_classes=2", "data.fold=2"])
+    assert fold == "data.fold=2 picks one of data.num_folds folds: give data.num_folds=K too"  # it did nothing
 
 
 @pytest.mark.parametrize("verb", ["predict", "eval", "serve"])

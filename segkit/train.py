@@ -42,6 +42,7 @@ from segkit.data.datamodule import unwrapped
 from segkit.inference.model_files import LoadedModel
 from segkit.metrics.output import write_metrics
 from segkit.planning.planner import planned_config
+from segkit.precision import warn_slow_cpu_precision
 from segkit.quiet import silence_known_noise
 from segkit.tracking import log_config, log_run_files, logger_node
 
@@ -267,6 +268,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     check_strict_weights(cfg.model)
     check_accelerator(cfg.trainer)
     check_training_length(cfg.trainer)
+    warn_slow_cpu_precision(str(cfg.trainer.get("accelerator", "auto")), cfg.trainer.get("precision"))
     net = instantiate(cfg.model)
     aug = cfg.get("aug") or {}
     datamodule = instantiate(

@@ -39,7 +39,7 @@ def cpu_precision() -> str:
     return "32-true"
 
 
-HALF_PRECISIONS = ("16", "16-mixed", "16-true", "bf16", "bf16-mixed", "bf16-true")
+HALF_PRECISIONS = ("16", "16-mixed", "bf16", "bf16-mixed", "bf16-true")  # what Lightning runs as bf16 on a CPU
 
 
 def warn_slow_cpu_precision(accelerator: str, precision: object) -> bool:

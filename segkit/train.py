@@ -245,12 +245,16 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
     raise ValueError(f"trainer.accelerator={accelerator} (trainer=gpu), but {why}; on the CPU: trainer=cpu")
 
 
-def check_training_length(trainer_cfg: DictConfig) -> None:
-    """Refuse a trainer that stops before its first step: Lightning returns at once, and the run would hand
-    over its initial weights as ``model/`` and exit 0 as if it had trained."""
+def check_training_length(trainer_cfg: DictConfig) -> bool:
+    """Warn (and return ``True``) when the trainer stops before its first step: Lightning returns at once, and
+    the run scores and hands over its initial weights, which it used to do without a word. Kept possible on
+    purpose: an untrained network's scores are a baseline (``tests/test_train.py`` measures learning so)."""
     for key in ("max_epochs", "max_steps"):
         if trainer_cfg.get(key) == 0:
-            raise ValueError(f"trainer.{key}=0 trains nothing; give a length (-1 or null for no limit on it)")
+            log.warning("trainer.%s=0 trains nothing: the run scores and hands over its initial weights (give "
+                        "a length, or -1 for no limit on it)", key)  # fmt: skip
+            return True
+    return False
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict:

@@ -5,8 +5,6 @@ from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
-from segkit.precision import cpu_precision
-
 # albumentations asks PyPI for its newest version when imported (2 s on a machine without a network, a
 # warning on one with it); segkit never downloads at run time. An explicit setting still wins.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -23,6 +21,14 @@ def _metric_mode(name: str) -> str:
     return mode(name)
 
 
+def _cpu_precision() -> str:
+    """``segkit.precision.cpu_precision``, imported when a config resolves: it imports torch, which every
+    command needs by then, but ``--help`` and a command-line typo are answered without (:mod:`segkit.cli`)."""
+    from segkit.precision import cpu_precision
+
+    return cpu_precision()
+
+
 # ${metric_mode:${optimized_metric}} in the configs: the direction of the monitored metric, from its name
 OmegaConf.register_new_resolver("metric_mode", _metric_mode, replace=True)
 # ${metric_direction:${optimized_metric}}: the same, as Optuna says it (maximize | minimize), for sweeps
@@ -30,7 +36,7 @@ OmegaConf.register_new_resolver(
     "metric_direction", lambda name: "maximize" if _metric_mode(name) == "max" else "minimize", replace=True
 )
 # ${cpu_precision:} in trainer=cpu: bf16-mixed where this CPU runs bf16 fast, else 32-true
-OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
+OmegaConf.register_new_resolver("cpu_precision", _cpu_precision, replace=True)
 # ${dirname:${output}}: the folder of a file the command writes (export's log goes beside the exported model)
 OmegaConf.register_new_resolver("dirname", lambda path: os.path.dirname(os.path.abspath(str(path))), replace=True)
 # ${basename:${paths.output_dir}}: a run's own folder name (an MLflow run is named after it)

@@ -138,6 +138,26 @@ def check_overrides(config_name: str, prog: str, argv: Sequence[str] | None = No
         raise SystemExit(2)
 
 
+HELP_FLAGS = ("--help", "-h", "--hydra-help")
+
+
+def answer_first(config_name: str, prog: str) -> None:
+    """``--help`` and a bad command line, answered before a command imports what it runs with.
+
+    torch, Lightning and torchvision take 10-18 s to import on a 2-core machine, and a user waited through
+    them for a usage line or a one-line typo message. Each command's module calls this above its heavy
+    imports, under ``if __name__ == "__main__"``: only Hydra and OmegaConf are loaded by then."""
+    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+        import hydra
+
+        @hydra.main(version_base="1.3", config_path="conf", config_name=config_name)
+        def show_help(cfg: DictConfig) -> None:  # Hydra prints the help and exits before calling it
+            raise AssertionError("unreachable: Hydra answers --help itself")
+
+        show_help()
+    check_overrides(config_name, prog)
+
+
 def in_multirun() -> bool:
     """True inside a job of ``python -m segkit.<verb> -m ...`` (a sweep)."""
     from hydra.core.hydra_config import HydraConfig

@@ -35,7 +35,7 @@ for verb in sys.argv[1:]:
             code = stop.code or 0
         except Exception as err:  # noqa: BLE001 -- one verb's crash is that verb's failure, not every verb's
             code = repr(err)
-    helps[verb] = {"code": code, "stdout": out.getvalue()}
+    helps[verb] = {"code": code, "stdout": out.getvalue(), "torch_imported": "torch" in sys.modules}
 print(json.dumps(helps))
 """
 
@@ -63,6 +63,27 @@ def test_help_starts_with_usage_and_lists_the_experiments(helps: dict) -> None:
 def test_every_command_help_starts_with_a_usage_line(verb: str, helps: dict) -> None:
     assert helps[verb]["code"] == 0
     assert helps[verb]["stdout"].startswith(f"Usage: python -m segkit.{verb} ")
+
+
+def test_help_is_answered_before_torch_is_imported(helps: dict) -> None:
+    """torch, Lightning and torchvision took 10-18 s to import here, and ``--help`` waited for them."""
+    assert not any(help["torch_imported"] for help in helps.values()), {
+        v: h["torch_imported"] for v, h in helps.items()
+    }
+
+
+def test_a_typo_is_answered_before_torch_is_imported(tmp_path: Path) -> None:
+    script = (
+        "import runpy, sys\n"
+        "sys.argv = ['segkit.train', '+experiment=quickstart', 'trainer.max_epoch=2']\n"
+        "try:\n"
+        "    runpy.run_module('segkit.train', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as stop:\n"
+        "    print('exit', stop.code, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "exit 2 False", done.stdout + done.stderr[-2000:]
+    assert "did you mean trainer.max_epochs?" in done.stderr
 
 
 def test_importing_segkit_keeps_albumentations_off_the_network(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ def write_discs(root: Path, n: int, seed: int) -> None:
         Image.fromarray(mask).save(root / "masks" / f"{i}.png")
 
 
+@pytest.mark.slow  # > 20 s: the default suite stays near 10 minutes
 def test_one_channel_model_trains_and_scores_like_evaluation(compose_cfg, tmp_path: Path) -> None:
     write_discs(tmp_path / "discs" / "train", 16, seed=0)
     write_discs(tmp_path / "discs" / "val", 4, seed=1)

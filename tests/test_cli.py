@@ -122,6 +122,7 @@ def test_a_run_piped_to_a_file_shows_progress_and_no_dependency_noise(tmp_path: 
         assert noise not in output, noise
 
 
+@pytest.mark.slow  # > 20 s: the default suite stays near 10 minutes
 def test_a_time_budgeted_run_shows_progress_against_its_budget(tmp_path: Path) -> None:
     done = run("+experiment=quickstart", "trainer.max_time=00:00:00:06", "trainer.max_epochs=100000",
                "data.train_dataset.num_samples=16", "data.val_dataset.num_samples=2",
@@ -254,6 +255,7 @@ def test_an_expected_error_is_one_line_in_the_console_and_the_log(tmp_path: Path
     assert "nowhere" in (tmp_path / "run" / "train.log").read_text()
 
 
+@pytest.mark.slow  # > 20 s: the default suite stays near 10 minutes
 def test_export_writes_its_log_beside_the_exported_file(trained_run: Path, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "segkit.export", f"ckpt={trained_run}",
                            f"output={tmp_path / 'out' / 'm.onnx'}"], cwd=tmp_path, capture_output=True, text=True,

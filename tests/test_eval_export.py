@@ -119,6 +119,7 @@ def test_onnx_file_alone_serves_batches(trained_run: Path, tmp_path: Path) -> No
         np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], loaded.net(x).numpy(), atol=1e-4)
 
 
+@pytest.mark.slow  # > 20 s: the default suite stays near 10 minutes
 def test_onnx_export_of_a_timm_encoder_has_dynamic_height_and_width(tmp_path: Path) -> None:
     import onnxruntime as ort
 

@@ -207,7 +207,7 @@ def _chrome():  # noqa: ANN202
 @pytest.mark.parametrize(
     "stop",
     [
-        "SIGTERM to the main process",  # kill, systemd, docker stop
+        pytest.param("SIGTERM to the main process", marks=pytest.mark.slow),  # kill, systemd, docker stop (25 s)
         pytest.param("SIGINT to the group", marks=pytest.mark.slow),  # Ctrl+C in a terminal
     ],
 )

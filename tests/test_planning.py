@@ -966,7 +966,15 @@ def test_validation_is_timed_for_the_pixels_it_scores(tmp_path: Path, monkeypatc
     assert timed == [(64, 64)] and plan.probe["val_images"] == 3
     assert plan.probe["val_seconds"] == pytest.approx(0.6)  # 0.1 s x (2 x 4096 + 16384) / 4096
     # without a val/ folder: the held-out share of the training images, at their mean size
-    assert planner.validation_pixels([], 2, {"pixels": 3 * 4096, "images": 3}) == 2 * 4096
+    fp = {"pixels": 3 * 4096, "images": 3, "height": {"median": 64}, "width": {"median": 64}}
+    assert planner.validation_pixels([], 2, fp, (64, 64)) == 2 * 4096
+    # an image over WHOLE_IMAGE_PIXELS is validated tile by tile at overlap 0.5, as eval scores it: 3 x 3 tiles
+    monkeypatch.setattr(planner, "WHOLE_IMAGE_PIXELS", 64 * 64)
+    assert planner.computed_pixels((128, 128), (64, 64)) == 9 * 4096
+    assert planner.validation_pixels([(64, 64), (128, 128)], 2, fp, (64, 64)) == 10 * 4096
+    assert planner.validation_pixels(
+        [], 2, {**fp, "height": {"median": 128}, "width": {"median": 128}}, (64, 64)
+    ) == 2 * 4096 * 9 * 4096 / (128 * 128)  # the mean image, as tiled as the median
 
 
 def test_plan_of_a_variable_size_colour_folder_with_many_classes(tmp_path: Path, monkeypatch) -> None:

@@ -10,7 +10,6 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
 from segkit.callbacks.last_checkpoint import LastCheckpoint, monitoring_checkpoint
-from segkit.inference.sliding_window import mirror_pad_for_valid
 from segkit.metrics.binary import two_class_logits
 from segkit.visualize import denormalize, save_prediction_grid
 
@@ -59,7 +58,7 @@ class PredictionGrid(pl.Callback):
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Predict the fixed samples and write the grid."""
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not hasattr(pl_module, "validation_logits"):  # segmentation tasks only
             return
         if trainer.state.fn == TrainerFn.FITTING:
             self.validations += 1
@@ -71,14 +70,10 @@ class PredictionGrid(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         preds = []
-        # a valid-padding network sees the mirrored image, as validation scores it, and shows every pixel
-        valid = getattr(pl_module.net, "padding", "same") == "valid"
-        # in the trainer's precision (bf16 autocast for a bf16 run), as validation predicted them
+        # as validation scored them (every pixel, large images tiled), in the trainer's precision
         with torch.no_grad(), trainer.precision_plugin.forward_context():
             for sample in samples:
-                image = sample["image"].unsqueeze(0).to(pl_module.device)
-                out = pl_module(mirror_pad_for_valid(pl_module.net, image) if valid else image)
-                logits = (out[0] if isinstance(out, tuple) else out)[..., : image.shape[-2], : image.shape[-1]]
+                logits, _ = pl_module.validation_logits(sample["image"].unsqueeze(0).to(pl_module.device))
                 preds.append(two_class_logits(logits).argmax(dim=1)[0].cpu().numpy())
         pl_module.train(was_training)
         name, title = picture_label(trainer)

@@ -60,6 +60,13 @@ CROPS = ("RandomCrop", "CenterCrop", "Crop", "RandomResizedCrop", "RandomSizedCr
          "AtLeastOneBBoxRandomCrop", "RandomCropNearBBox")  # fmt: skip
 
 
+def training_patch(datamodule: Any) -> list[int] | None:
+    """``[h, w]`` the network trained on: ``data.patch_size``, else the augmentation pipeline's crop."""
+    if getattr(datamodule, "patch_size", None):
+        return list(datamodule.patch_size)
+    return training_crop(getattr(datamodule, "train_transform", None))
+
+
 def training_crop(transform: Any) -> list[int] | None:
     """``[h, w]`` of the first crop in an albumentations pipeline (nested ones included), else ``None``.
 
@@ -109,9 +116,7 @@ def inference_metadata(net: nn.Module, task: str, class_names: list[str], datamo
             std=[float(v) for v in datamodule.std],
             normalization=getattr(datamodule, "normalization", "dataset"),
             ignore_index=int(getattr(datamodule, "ignore_index", 255)),
-            patch_size=list(datamodule.patch_size)
-            if getattr(datamodule, "patch_size", None)
-            else training_crop(getattr(datamodule, "train_transform", None)),
+            patch_size=training_patch(datamodule),
             intensity=intensity.to_dict() if intensity is not None else None,
             color_mode=getattr(dataset, "color_mode", "gray" if meta["in_channels"] == 1 else "rgb"),
         )

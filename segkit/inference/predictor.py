@@ -19,12 +19,9 @@ from segkit.data.normalize import PER_IMAGE, NormalizeAnyDepth
 from segkit.data.settings import checked_size
 from segkit.inference.ensemble import Ensemble, check_members, member_paths
 from segkit.inference.model_files import LoadedModel, load_model, metadata_value, precision_name
-from segkit.inference.sliding_window import SlidingWindow, smallest_good_valid_tile
+from segkit.inference.sliding_window import WHOLE_IMAGE_PIXELS, SlidingWindow, default_tile
 from segkit.metrics.binary import two_class_logits
 from segkit.precision import NO_FAST_BF16, cpu_has_fast_bf16
-
-DEFAULT_TILE = (256, 256)
-WHOLE_IMAGE_PIXELS = 1024 * 1024  # a model that validated whole images predicts one up to this size as one tile
 
 
 def resolve_device(device: str) -> torch.device:
@@ -110,10 +107,7 @@ class Predictor:
         self.tta_reason = "as given" if tta else "as the model's run recorded" if meta.get("tta") else "none recorded"
         tta = None if tta == "none" else tta or meta.get("tta")
         self.tile_given = bool(tile)
-        tile = checked_size(tile, "tile") or tuple(meta.get("patch_size") or DEFAULT_TILE)
-        if not self.tile_given and getattr(net, "padding", "same") == "valid":  # the training crop, if not tiny
-            floor = smallest_good_valid_tile(net)
-            tile = (max(tile[0], floor[0]), max(tile[1], floor[1]))
+        tile = checked_size(tile, "tile") or default_tile(net, meta.get("patch_size"))
         window = (net, overlap, 0.125, tile_batch_size, tta, self.device, self.precision)
         self.window = SlidingWindow(net, tile, *window[1:])
         # A model file that does not say (no "patch_size" key, hand-written metadata) tiles as it always did.

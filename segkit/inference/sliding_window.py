@@ -17,6 +17,8 @@ from segkit.data.settings import checked_size, positive_int
 
 TTA_MODES = (None, "hflip", "flips", "d4")
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_TILE = (256, 256)  # the tile of a model that does not say what crop it trained on
+WHOLE_IMAGE_PIXELS = 1024 * 1024  # larger images are tiled at validation, eval and predict alike
 
 
 def gaussian_importance(tile: Sequence[int], sigma_scale: float = 0.125, floor: float = 1e-3) -> torch.Tensor:
@@ -60,6 +62,16 @@ def smallest_good_valid_tile(net: nn.Module) -> tuple[int, int]:
     the default tile's floor, so a model trained on the minimum crop does not predict through 4x4 windows."""
     side = next(n for n in range(8, 4096, 4) if 2 * n >= net.input_size_for((n, n))[0])
     return net.input_size_for((side, side))
+
+
+def default_tile(net: nn.Module, patch_size: Sequence[int] | None) -> tuple[int, int]:
+    """The tile inference and large-image validation use unless told otherwise: the training crop (256x256
+    when the run had none), for a valid-padding network at least :func:`smallest_good_valid_tile`."""
+    tile = tuple(int(n) for n in patch_size) if patch_size else DEFAULT_TILE
+    if getattr(net, "padding", "same") == "valid":
+        floor = smallest_good_valid_tile(net)
+        tile = (max(tile[0], floor[0]), max(tile[1], floor[1]))
+    return tile
 
 
 def check_valid_tile(net: nn.Module, tile: tuple[int, int]) -> None:

@@ -96,7 +96,10 @@ def save_model_folder(task: pl.LightningModule, datamodule: pl.LightningDataModu
     meta = task.inference_metadata(datamodule)
     meta["weights"] = weights  # {"weights": "final" | "best", "source": where they came from}
     task.net.save_pretrained(directory, meta)
-    log.info("Model for inference: %s (segkit.load_model or python -m segkit.predict ckpt=%s)", directory, directory)
+    how = f"segkit.load_model or python -m segkit.predict ckpt={directory}"
+    if task.task_name != "segmentation":  # predict, eval and serve take segmentation models, and say so
+        how = f"segkit.load_model('{directory}') gives the network and its class names"
+    log.info("Model for inference: %s (%s)", directory, how)
 
 
 @rank_zero_only

@@ -242,7 +242,8 @@ def test_smp_timm_encoders_leave_the_same_tensors_undecayed() -> None:
                                        for s, n in ((2, 6), (3, 3)) for b in range(n)]  # fmt: skip
 
 
-def test_classification_run_writes_accuracy_and_confusion_matrices(compose_cfg, tmp_path: Path) -> None:
+def test_classification_run_writes_accuracy_and_confusion_matrices(compose_cfg, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="segkit.train")
     metrics = train(
         compose_cfg(
             "+experiment=shapes_classifier",
@@ -259,6 +260,8 @@ def test_classification_run_writes_accuracy_and_confusion_matrices(compose_cfg, 
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["val/acc"] == pytest.approx(metrics["val/acc"])
     assert (tmp_path / "run" / "confusion" / "val_epoch_000.png").is_file()
     assert (tmp_path / "run" / "confusion" / "val_best.png").is_file()
+    handed_over = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Model for inference"))
+    assert "segkit.predict" not in handed_over  # predict, eval and serve refuse a classifier
 
 
 def test_aux_head_run_logs_its_loss_and_f1(compose_cfg) -> None:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate, get_w
 from segkit.data.crops import ForegroundCrop
 from segkit.data.folder import FolderDataset, check_ignore_index, check_labels_foreground
 from segkit.data.folds import fold_indices, holdout_indices, sample_strata
+from segkit.data.image_folder import ImageFolderDataset
 from segkit.data.io import image_size
 from segkit.data.normalize import (
     DISPLAY_MEAN,
@@ -426,6 +427,7 @@ class ClassificationDataModule(ImageDataModule):
             )
         if not self.names_given:
             self.class_names = names
+        self._check_every_class_trains(dataset, names)
         for split, evaluated in (("val", unwrapped(self.val_set)), ("test", unwrapped(self.test_set))):
             other = getattr(evaluated, "class_names", None)
             if other is not None and list(other) != names:
@@ -435,3 +437,17 @@ class ClassificationDataModule(ImageDataModule):
                     f"the {split} labels would name other classes. Give the {split} folder the training set's "
                     "class folders (an empty folder for a class with no images there)"
                 )
+
+    @staticmethod
+    def _check_every_class_trains(dataset: Dataset, names: list[str]) -> None:
+        """Refuse a training class without images (an empty class folder), as torchvision's ImageFolder does: the
+        run trained without a word, never predicted the class, and reported its recall as 0."""
+        if not isinstance(dataset, ImageFolderDataset):
+            return
+        present = set(dataset.labels)
+        empty = [name for k, name in enumerate(names) if k not in present]
+        if empty:
+            raise ValueError(
+                f"{dataset.root}: class folder(s) {empty} hold no images, so the network could never learn them: add "
+                "images, or remove the folder(s) (from the val and test folders too) and lower data.num_classes"
+            )

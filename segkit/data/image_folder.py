@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -10,6 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 from segkit.data.io import IMAGE_SUFFIXES, hidden, image_size, natural_key, read_image
+
+log = logging.getLogger(__name__)
 
 
 class ImageFolderDataset(Dataset):
@@ -57,9 +59,12 @@ class ImageFolderDataset(Dataset):
                 if problem is None:
                     self.samples.append((path, label))
                 elif skip_invalid:
-                    warnings.warn(f"skipping {path}: {problem}", stacklevel=2)
+                    log.warning("Skipping %s: %s", path, problem)  # a log line, not a warning pointing into Hydra
                 else:
-                    raise ValueError(f"{path}: {problem} (remove it, or set skip_invalid=true to skip such files)")
+                    raise ValueError(
+                        f"{path}: {problem} (remove it, or skip such files with skip_invalid=true: on the command "
+                        "line data.train_dataset.skip_invalid=true, data.val_dataset.skip_invalid=true)"
+                    )
         if not self.samples:
             raise ValueError(f"no images found under {self.root}")
 

@@ -33,7 +33,7 @@ def test_classes_come_from_folder_names_and_palette_images_become_rgb(tmp_path: 
     assert ds[gif]["image"].shape == (30, 30, 3)
 
 
-def test_non_image_file_is_an_error_naming_it_unless_skipped(tmp_path: Path) -> None:
+def test_non_image_file_is_an_error_naming_it_unless_skipped(tmp_path: Path, caplog) -> None:
     root = write_class_folders(tmp_path)
     (root / "bees" / "notes.txt").write_text("not a bee")
     with pytest.raises(ValueError, match=r"bees/notes\.txt: not an image file"):
@@ -42,8 +42,8 @@ def test_non_image_file_is_an_error_naming_it_unless_skipped(tmp_path: Path) -> 
     (root / "bees" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(ValueError, match=r"bees/broken\.jpg"):
         ImageFolderDataset(root)
-    with pytest.warns(UserWarning, match="skipping"):
-        assert len(ImageFolderDataset(root, skip_invalid=True)) == 7
+    assert len(ImageFolderDataset(root, skip_invalid=True)) == 7
+    assert any(r.levelname == "WARNING" and "bees/broken.jpg" in r.getMessage() for r in caplog.records)
 
 
 def test_datamodule_checks_num_classes_and_batches_labels(tmp_path: Path) -> None:
@@ -81,6 +81,17 @@ def test_a_val_folder_with_other_class_folders_is_refused_by_name(tmp_path: Path
     dm = ClassificationDataModule(partial(ImageFolderDataset, train), 2, partial(ImageFolderDataset, val))
     dm.setup("fit")
     assert {s["label"].item() for s in dm.val_set} == {1}  # bees are 1, as in training
+
+
+def test_a_training_class_folder_without_images_is_refused_by_name(tmp_path: Path) -> None:
+    """An empty ``train/wasps/`` trained without a word; the run never predicted wasps and reported their recall 0."""
+    from functools import partial
+
+    train = write_class_folders(tmp_path / "train", n=2)
+    (train / "wasps").mkdir()
+    dm = ClassificationDataModule(partial(ImageFolderDataset, train), 3)
+    with pytest.raises(ValueError, match=r"train: class folder\(s\) \['wasps'\] hold no images"):
+        dm.setup("fit")
 
 
 def test_synthetic_shape_classes_are_balanced_enough_and_deterministic() -> None:

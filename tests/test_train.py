@@ -264,6 +264,21 @@ def test_classification_run_writes_accuracy_and_confusion_matrices(compose_cfg, 
     assert "segkit.predict" not in handed_over  # predict, eval and serve refuse a classifier
 
 
+def test_a_class_the_val_folder_lacks_has_no_recall(compose_cfg, tmp_path: Path) -> None:
+    """val/ may hold an empty folder for a class it lacks; that class's recall was reported as 0."""
+    from data.test_image_folder import write_class_folders
+
+    write_class_folders(tmp_path / "cls" / "train", classes=("ants", "bees", "wasps"), n=3)
+    write_class_folders(tmp_path / "cls" / "val", classes=("ants", "bees"), n=2)
+    (tmp_path / "cls" / "val" / "wasps").mkdir()
+    metrics = train(
+        compose_cfg("+experiment=hymenoptera", f"data.train_dataset.root={tmp_path / 'cls' / 'train'}",
+                    f"data.val_dataset.root={tmp_path / 'cls' / 'val'}", "data.num_classes=3", "data.batch_size=4",
+                    "model.encoder=test_resnet", "trainer.max_epochs=1", "callbacks.rich_progress_bar=null")
+    )  # fmt: skip
+    assert {"val/recall_ants", "val/recall_bees"} <= set(metrics) and "val/recall_wasps" not in metrics
+
+
 def test_aux_head_run_logs_its_loss_and_f1(compose_cfg) -> None:
     metrics = train(
         compose_cfg(

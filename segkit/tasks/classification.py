@@ -101,12 +101,14 @@ class ClassificationTask(Task):
         return self(batch["image"]).softmax(dim=1)
 
     def _log_epoch(self, split: str) -> None:
-        metrics = self.metrics[split]
-        for name, metric in metrics.items():
-            value = metric.compute()  # synced across processes by torchmetrics
+        values = {name: metric.compute() for name, metric in self.metrics[split].items()}  # synced by torchmetrics
+        for metric in self.metrics[split].values():
             metric.reset()
-            if name == "recall":
-                self.log_dict({f"{split}/recall_{c}": v for c, v in zip(self.class_names, value, strict=True)})
+        support = values["confmat"].sum(dim=1)  # the split's images of each class
+        for name, value in values.items():
+            if name == "recall":  # a class the split holds no image of has no recall (torchmetrics says 0)
+                self.log_dict({f"{split}/recall_{c}": v for c, v, n in zip(self.class_names, value, support,
+                                                                           strict=True) if n > 0})  # fmt: skip
             elif name == "confmat":
                 self._save_confusion(value.cpu().numpy(), split)
             else:

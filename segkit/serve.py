@@ -92,11 +92,19 @@ def stop_on_sigterm() -> None:
 
     LitServe's HTTP processes are forked from this one and inherit the handler; there SIGTERM keeps its
     default (the process ends quietly when LitServe terminates it, as it did before).
+
+    Only the first SIGTERM interrupts: systemd signals every process of a unit, and ``timeout`` or a
+    supervisor may signal again, and a second KeyboardInterrupt broke LitServe's shutdown with a traceback.
     """
     main = os.getpid()
+    stopping = False
 
     def interrupt(signum: int, frame: object) -> None:
+        nonlocal stopping
         if os.getpid() == main:
+            if stopping:
+                return
+            stopping = True
             raise KeyboardInterrupt
         signal.signal(signum, signal.SIG_DFL)
         signal.raise_signal(signum)

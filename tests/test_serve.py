@@ -204,6 +204,26 @@ def _chrome():  # noqa: ANN202
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
 
 
+def test_only_the_first_sigterm_interrupts_the_server() -> None:
+    """systemd signals every process of a unit (and ``timeout`` forwards its own): a second SIGTERM raised
+    KeyboardInterrupt inside LitServe's graceful shutdown, which ended in a traceback."""
+    import signal
+
+    from segkit.serve import stop_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        stop_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
+        try:
+            signal.raise_signal(signal.SIGTERM)  # the shutdown under way goes on
+        except KeyboardInterrupt:
+            pytest.fail("a second SIGTERM interrupted the shutdown again")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @pytest.mark.parametrize(
     "stop",
     [

@@ -43,6 +43,7 @@ def model_info(predictor: Predictor, cfg: DictConfig) -> dict:
     meta = predictor.model.metadata
     return {
         "source": str(predictor.model.source),
+        "members": [str(member.source) for member in predictor.members],  # an ensemble's models, else the one
         "classes": predictor.class_names,
         "palette": meta["palette"],
         "in_channels": predictor.in_channels,

@@ -204,6 +204,18 @@ def _chrome():  # noqa: ANN202
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
 
 
+def test_info_lists_every_model_of_an_ensemble(trained_run: Path) -> None:
+    """``/info`` named the first model of an ensemble alone as its source."""
+    from omegaconf import OmegaConf
+
+    from segkit.inference import Predictor
+    from segkit.serve import model_info
+
+    info = model_info(Predictor([trained_run, trained_run], device="cpu"),
+                      OmegaConf.create({"max_pixels": 100, "max_batch_size": 2}))  # fmt: skip
+    assert len(info["members"]) == 2 and info["description"].startswith("ensemble of 2 models")
+
+
 def test_only_the_first_sigterm_interrupts_the_server() -> None:
     """systemd signals every process of a unit (and ``timeout`` forwards its own): a second SIGTERM raised
     KeyboardInterrupt inside LitServe's graceful shutdown, which ended in a traceback."""

@@ -28,8 +28,9 @@ NOISY_IMPORT_WARNINGS = (r"`torch.jit.interface` is deprecated",)
 NOISY_LOG_PREFIXES = ("💡 Tip:",)  # Lightning's adverts for litlogger / litmodels
 # INFO records of a dependency's inner workings, which Hydra's logging (root at INFO) would print: onnx_ir and
 # onnxscript's optimizer report every constant they folded or did not fold (11 of an ONNX export's 13 lines);
-# alembic, imported by Optuna's sweeper and MLflow's store, announces each of its plugins and migrations
-QUIET_LOGGERS = ("onnx_ir", "onnxscript", "alembic")
+# alembic, imported by Optuna's sweeper and MLflow's store, announces each of its plugins and migrations, and
+# MLflow's store says "Creating initial MLflow database tables..." in a format of its own
+QUIET_LOGGERS = ("onnx_ir", "onnxscript", "alembic", "mlflow.store.db.utils")
 
 
 class _DropPrefixes(logging.Filter):

@@ -7,6 +7,8 @@ on, are filtered; any other warning still shows. The ONNX exporter's INFO loggin
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,3 +59,11 @@ def quiet_import() -> Iterator[None]:
         for pattern in NOISY_IMPORT_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
         yield
+
+
+def no_colour_codes_in_files() -> None:
+    """A command whose standard error is a file or a pipe (CI, SLURM, ``nohup``, ``| tee``) sets ``NO_COLOR=1``
+    (no-color.org), unless it is set: Optuna's lines in a sweep's log carried ANSI colour codes (its colorlog
+    formatter colours whatever the stream). Commands only: a notebook's stderr is no terminal either."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("NO_COLOR", "1")

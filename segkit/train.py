@@ -49,7 +49,7 @@ from segkit.inference.model_files import LoadedModel
 from segkit.metrics.output import write_metrics
 from segkit.planning.planner import planned_config
 from segkit.precision import warn_slow_cpu_precision
-from segkit.quiet import silence_known_noise
+from segkit.quiet import no_colour_codes_in_files, silence_known_noise
 from segkit.tracking import log_config, log_run_files, logger_node
 
 log = logging.getLogger(__name__)
@@ -424,4 +424,5 @@ def plan_and_train(cfg: DictConfig) -> dict:
 
 if __name__ == "__main__":
     silence_known_noise()  # before Hydra loads a sweeper (Optuna's imports log through Hydra's root handler)
+    no_colour_codes_in_files()
     main()

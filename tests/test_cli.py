@@ -274,3 +274,19 @@ def test_the_synthetic_folder_writer_makes_a_folder_dataset(tmp_path: Path) -> N
     root = write_folder(tmp_path / "shapes", train=3, val=2, size=40)
     dataset = FolderDataset(root / "val", num_classes=4)
     assert len(dataset) == 2 and dataset[0]["image"].shape == (40, 40, 3) and int(dataset[0]["mask"].max()) <= 3
+
+
+def test_a_command_writing_to_a_file_asks_for_no_colour_codes(monkeypatch) -> None:
+    """Optuna's colorlog lines carried ANSI codes into a sweep's piped log; NO_COLOR=1 turns them off."""
+    import io
+    import logging
+
+    from optuna.logging import create_default_formatter
+
+    from segkit.quiet import no_colour_codes_in_files
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    no_colour_codes_in_files()
+    record = logging.LogRecord("optuna", logging.INFO, __file__, 1, "A new study created", None, None)
+    assert "\x1b[" not in create_default_formatter().format(record)

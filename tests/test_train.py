@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from segkit.metrics import strict_json
@@ -357,6 +358,32 @@ def test_a_run_stopped_by_the_clock_validates_its_final_weights(compose_cfg, cap
     validated = [line for line in lines if line.startswith("validated")]
     assert len(validated) == 1 and "val/miou" in validated[0]  # only the stop triggered a validation
     assert "ETA 0:00:00" in validated[0] and "-1 day" not in "".join(lines)  # past the clock: 0, not negative
+
+
+def test_a_validation_that_ends_past_the_budget_ends_the_run(compose_cfg) -> None:
+    """Lightning's Timer reads the clock after steps only: past the budget at a validation's end, the run
+    trained one more step and validated again before its final validation."""
+    import time
+
+    from pytorch_lightning.callbacks import Timer
+
+    class SlowFirstValidation(pl.Callback):
+        def __init__(self) -> None:
+            self.steps_at_validation: list[int] = []
+
+        def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if not trainer.sanity_checking and trainer.state.fn == "fit":
+                self.steps_at_validation.append(trainer.global_step)
+                if len(self.steps_at_validation) == 1:  # the first validation ends just past the budget
+                    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+                    time.sleep(max(timer.time_remaining(), 0.0) + 0.2)
+
+    slow = SlowFirstValidation()
+    cfg = compose_cfg("+experiment=quickstart", "trainer.max_epochs=1000", "trainer.max_time=00:00:00:05", *TINY)
+    train(cfg, extra_callbacks=[slow])
+    assert slow.steps_at_validation == [4]  # no step and no validation after it
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 4
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""Lightning callbacks: pictures of training, progress lines, the last checkpoint and one on SIGTERM."""
+"""Lightning callbacks: pictures of training, progress lines, the last checkpoint and one on SIGTERM, the budget."""
 
+from segkit.callbacks.budget import StopAtBudget
 from segkit.callbacks.curves import MetricCurves
 from segkit.callbacks.last_checkpoint import LastCheckpoint, monitoring_checkpoint
 from segkit.callbacks.predictions import PredictionGrid
@@ -13,5 +14,6 @@ __all__ = [
     "LogProgress",
     "MetricCurves",
     "PredictionGrid",
+    "StopAtBudget",
     "terminal_progress_bar",
 ]

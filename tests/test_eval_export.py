@@ -174,7 +174,7 @@ def test_the_export_format_follows_the_output_suffix() -> None:
 
 
 def test_validation_tiles_images_over_a_megapixel_as_eval_does(compose_cfg, tmp_path: Path, monkeypatch) -> None:
-    """A 4000x3000 photo validated as one tile took 9.5 GB of memory with the 0.48 M-parameter U-Net (a wider
+    """A 4000x3000 photo validated as one tile took 7.6 GB of memory with the 0.48 M-parameter U-Net (a wider
     network runs out of it), and eval tiled it anyway. Scaled down here: the limit is 48x48 pixels, the
     images 80x80, the crop 32x32. Validation, the prediction grid and eval all see 32x32 tiles, and the run's
     final validation scores what eval scores."""

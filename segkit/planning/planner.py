@@ -296,9 +296,10 @@ def plan_run(
         val_hw = tuple(int(np.median([s[i] for s in val_sizes])) for i in (0, 1))
     else:
         val_hw = (int(fp["height"]["median"]), int(fp["width"]["median"]))
-    val_tile = default_tile(net(chosen), None if whole else patch)
+    chosen_net = net(chosen)
+    val_tile = default_tile(chosen_net, None if whole else patch)
     timed_hw = val_hw if val_hw[0] * val_hw[1] <= WHOLE_IMAGE_PIXELS else val_tile  # large images: one tile
-    one_val = time_forward(net(chosen), in_channels, timed_hw, device, precision)
+    one_val = time_forward(chosen_net, in_channels, timed_hw, device, precision)
     val_seconds = one_val * validation_pixels(val_sizes, n_val, fp, val_tile) / (timed_hw[0] * timed_hw[1])
     interval, interval_why = rules.validation_interval(val_seconds, step_seconds, budget)
     planned_steps = rules.TRAINING_SHARE * budget / step_seconds

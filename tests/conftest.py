@@ -66,6 +66,17 @@ def write_pairs(root: Path, n: int = 4, size: tuple[int, int] = (32, 48), values
     return root
 
 
+def write_class_folders(root: Path, classes=("ants", "bees"), n: int = 3) -> Path:
+    """Class folders of random JPEGs (and one palette GIF in the first class): the ImageFolder layout."""
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(root / name / f"{i}.jpg")
+    Image.fromarray(rng.integers(0, 256, (30, 30), dtype=np.uint8)).convert("P").save(root / classes[0] / "x.gif")
+    return root
+
+
 @pytest.fixture
 def synthetic_dir(tmp_path: Path) -> Path:
     """A ``train/`` and ``val/`` folder of 3-class image/mask pairs (the data/folder.yaml layout)."""

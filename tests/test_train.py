@@ -267,7 +267,7 @@ def test_classification_run_writes_accuracy_and_confusion_matrices(compose_cfg, 
 
 def test_a_class_the_val_folder_lacks_has_no_recall(compose_cfg, tmp_path: Path) -> None:
     """val/ may hold an empty folder for a class it lacks; that class's recall was reported as 0."""
-    from data.test_image_folder import write_class_folders
+    from conftest import write_class_folders
 
     write_class_folders(tmp_path / "cls" / "train", classes=("ants", "bees", "wasps"), n=3)
     write_class_folders(tmp_path / "cls" / "val", classes=("ants", "bees"), n=2)

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import write_class_folders
 
 from segkit.data import ClassificationDataModule, ImageFolderDataset, SyntheticShapeClasses
-
-
-def write_class_folders(root: Path, classes=("ants", "bees"), n: int = 3) -> Path:
-    rng = np.random.default_rng(0)
-    for name in classes:
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(root / name / f"{i}.jpg")
-    Image.fromarray(rng.integers(0, 256, (30, 30), dtype=np.uint8)).convert("P").save(root / classes[0] / "x.gif")
-    return root
 
 
 def test_classes_come_from_folder_names_and_palette_images_become_rgb(tmp_path: Path) -> None:

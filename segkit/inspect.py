@@ -228,21 +228,23 @@ def profile(module: nn.Module, input_size: Sequence[int] = (224, 224), in_channe
     return Profile(params=total_params, macs=sum(r.macs for r in rows), rows=rows)
 
 
+def print_profile(cfg) -> None:
+    """Print the profile table of ``cfg.model`` (a composed ``conf/inspect.yaml``) at ``cfg.input_size``."""
+    from hydra.utils import instantiate  # the command line only; the library above stays free of Hydra
+
+    net = instantiate(cfg.model)
+    print(profile(net, input_size=tuple(cfg.input_size), in_channels=cfg.model.get("in_channels")).table())
+
+
 def main() -> None:
     """``python -m segkit.inspect model=<config> input_size=[H,W]``: print the profile of a configured model."""
-    import hydra  # the command line only; the library above stays free of Hydra
-    from hydra.utils import instantiate
+    import hydra
 
     from segkit.cli import clear_errors
 
-    def show(cfg) -> None:
-        net = instantiate(cfg.model)
-        result = profile(net, input_size=tuple(cfg.input_size), in_channels=cfg.model.get("in_channels"))
-        print(result.table())
-
     @hydra.main(version_base="1.3", config_path="conf", config_name="inspect")
     def run(cfg) -> None:
-        clear_errors(show)(cfg)
+        clear_errors(print_profile)(cfg)
 
     run()
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwise calls the network at import
@@ -98,3 +101,44 @@ def trained_run(tmp_path_factory) -> Path:
     ], output_dir=root / "run")  # fmt: skip
     train(cfg)
     return root / "run"
+
+
+# What a fresh interpreter has done once segkit's modules are imported: the network calls it tried
+# (albumentations asks PyPI for its version at import unless NO_ALBUMENTATIONS_UPDATE is set) and the
+# matplotlib backend it left (a notebook's inline backend must survive). One child serves both tests.
+FRESH_IMPORT_SCRIPT = """
+import json, urllib.request
+calls = []
+def offline(self, url, *args, **kwargs):
+    calls.append(getattr(url, "full_url", url))
+    raise OSError("offline")
+urllib.request.OpenerDirector.open = offline
+import matplotlib
+matplotlib.use("svg")
+import segkit, albumentations
+import segkit.visualize, segkit.callbacks, segkit.train, segkit.tasks
+print(json.dumps({"calls": calls, "backend": matplotlib.get_backend()}))
+"""
+
+
+@pytest.fixture(scope="session")
+def fresh_imports(tmp_path_factory) -> dict:
+    """``FRESH_IMPORT_SCRIPT``'s findings, in a child without ``NO_ALBUMENTATIONS_UPDATE``."""
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run([sys.executable, "-c", FRESH_IMPORT_SCRIPT], cwd=tmp_path_factory.mktemp("imports"),
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(trained_run: Path, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """``python -m segkit.eval`` of ``trained_run`` with no data overrides, the report and the predictions on:
+    one command run (each costs ~12 s of torch and Lightning import), read by the eval, report and browser
+    tests. Returns the finished process and the output folder."""
+    out = tmp_path_factory.mktemp("evaluated") / "eval"
+    command = [sys.executable, "-m", "segkit.eval", f"ckpt={trained_run}", f"output={out}", "tile=[64,64]",
+               "report=true", "save_predictions=true"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done, out

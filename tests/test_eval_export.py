@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig, OmegaConf
 
+from segkit.eval import run as eval_run
 from segkit.export import run as export_run
 from segkit.inference import Predictor
 from segkit.inference.evaluation import confusion, evaluate, split_samples
@@ -31,45 +30,44 @@ def test_confusion_counts_by_hand() -> None:
     assert confusion(target, pred, 3, 255).tolist() == expected
 
 
-def _eval_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "segkit.eval", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip
+def _eval_config(*overrides: str) -> DictConfig:
+    """The config ``python -m segkit.eval OVERRIDES`` runs; the command turns a ValueError into one line
+    (``clear_errors``, tests/test_cli.py)."""
+    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
+        return compose(config_name="eval", overrides=list(overrides))
 
 
-def test_eval_cli_reproduces_the_training_validation_from_the_run_alone(trained_run: Path, tmp_path: Path) -> None:
+def test_eval_cli_reproduces_the_training_validation_from_the_run_alone(trained_run: Path, evaluated_run) -> None:
     """No data overrides: the run's own data config (4 validation images, not data/synthetic's 64), and the
     training precision (trainer=cpu's: bf16 where the CPU has bf16 kernels) by default."""
-    done = _eval_cli(f"ckpt={trained_run}", f"output={tmp_path / 'eval'}", "tile=[64,64]")
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    scores = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    done, out = evaluated_run
+    scores = json.loads((out / "eval.json").read_text())
     trained = json.loads((trained_run / "metrics.json").read_text())
     for key in ("val/miou", "val/acc", "val/iou_background", "val/iou_disc"):
         assert scores[key] == pytest.approx(trained[key], abs=1e-3), key
-    rows = list(csv.DictReader(open(tmp_path / "eval" / "per_image.csv")))
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert len(rows) == 4 and {"image", "iou_disc", "dice_square", "pixel_error"} <= set(rows[0])
-    assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
+    assert (out / "confusion_matrix.png").is_file()
     assert "val/miou" in done.stdout  # the table
-    log = (tmp_path / "eval" / "eval.log").read_text()
+    log = (out / "eval.log").read_text()
     assert "the run's own data config" in log
     assert f"precision {precision_name(cpu_precision())} (as the model was trained)" in log
-    json.loads((tmp_path / "eval" / "eval.json").read_text(), parse_constant=pytest.fail)  # strict: no NaN
+    json.loads((out / "eval.json").read_text(), parse_constant=pytest.fail)  # strict: no NaN
 
 
 def test_eval_refuses_data_whose_classes_differ_from_the_model(trained_run: Path, tmp_path: Path) -> None:
-    done = _eval_cli(f"ckpt={trained_run}", "data=folder", "data.num_classes=2", f"paths.data_dir={tmp_path}",
-                     f"output={tmp_path / 'eval'}")  # fmt: skip
-    output = done.stdout + done.stderr
-    assert done.returncode == 1 and "Traceback" not in output  # one clear line, also in the log
-    assert "the model predicts 4 classes" in output and "has 2" in output
-    assert "the model predicts 4 classes" in (tmp_path / "eval" / "eval.log").read_text()
+    cfg = _eval_config(f"ckpt={trained_run}", "data=folder", "data.num_classes=2", f"paths.data_dir={tmp_path}",
+                       f"output={tmp_path / 'eval'}")  # fmt: skip
+    with pytest.raises(ValueError, match="the model predicts 4 classes .* has 2"):
+        eval_run(cfg)
 
 
 def test_eval_of_a_checkpoint_outside_a_run_asks_for_its_data(trained_run: Path, tmp_path: Path) -> None:
     import shutil
 
     ckpt = shutil.copy(trained_run / "checkpoints" / "last.ckpt", tmp_path / "loose.ckpt")
-    done = _eval_cli(f"ckpt={ckpt}", f"output={tmp_path / 'eval'}")
-    assert done.returncode == 1 and "is not inside a run directory" in done.stdout + done.stderr
+    with pytest.raises(ValueError, match="is not inside a run directory .* give one, e.g. data=folder"):
+        eval_run(_eval_config(f"ckpt={ckpt}", f"output={tmp_path / 'eval'}"))
 
 
 def test_evaluate_takes_arrays_made_in_code(trained_run: Path) -> None:

@@ -324,15 +324,11 @@ def test_the_page_segments_an_uploaded_image_in_a_real_browser(server: dict, tmp
 
 
 @pytest.mark.browser
-def test_report_html_opens_offline_worst_first_in_a_real_browser(trained_run: Path, tmp_path: Path) -> None:
+def test_report_html_opens_offline_worst_first_in_a_real_browser(evaluated_run, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    out = tmp_path / "eval"
-    done = subprocess.run([sys.executable, "-m", "segkit.eval", f"ckpt={trained_run}", f"output={out}", "tile=[64,64]",
-                           "report=true"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    _, out = evaluated_run  # python -m segkit.eval ... report=true
     driver = _chrome()
     try:
         driver.get((out / "report.html").as_uri())

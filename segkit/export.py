@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from segkit.cli import clear_errors
 from segkit.inference.export import OPSET, PARITY_BATCHES, check_sizes, export, export_format, parity
 from segkit.inference.model_files import load_model
+from segkit.inference.sliding_window import default_tile
 from segkit.quiet import silence_known_noise
 
 log = logging.getLogger(__name__)
@@ -33,21 +34,32 @@ def run(cfg: DictConfig) -> dict:
     """Export ``cfg.ckpt`` and check parity; returns ``{"path", "format", "dynamic", "max_abs_diff"}``."""
     silence_known_noise()
     loaded = load_model(cfg.ckpt)
-    example = cfg.get("size") or loaded.metadata.get("patch_size") or [256, 256]
+    example = cfg.get("size") or default_tile(loaded.net, loaded.metadata.get("patch_size"))  # predict's tile
     fmt = export_format(cfg.get("format"), cfg.output)
     path, dynamic = export(loaded, fmt, cfg.output, example)
-    first, second, _ = check_sizes(loaded.net, example)
-    diff = parity(loaded, fmt, path, [first, second])
+    sizes = list(dict.fromkeys(check_sizes(loaded.net, example)[:2]))  # a valid-padding network: one size
+    diff = parity(loaded, fmt, path, sizes)
     what = f"ONNX opset {OPSET}" if fmt == "onnx" else "TorchScript (traced)"
-    shape = "dynamic height/width" if dynamic else f"fixed input {first[0]}x{first[1]}"
+    shape = "dynamic height/width" if dynamic else fixed_input(loaded.net, sizes[0])
     extra = Path(f"{path}.data")
     files = f"{path} and its weights {extra} (keep them together)" if extra.is_file() else f"{path} (one file)"
     log.info("Exported %s as %s, dynamic batch, %s: %s", loaded.source, what, shape, files)
-    log.info("Parity at %s and %s, batch %s: max |exported - eager| = %.2e (tolerance %.0e)", first, second,
-             " and ".join(map(str, PARITY_BATCHES)), diff, cfg.tolerance)  # fmt: skip
+    log.info("Parity at %s, batch %s: max |exported - eager| = %.2e (tolerance %.0e)",
+             " and ".join(f"{h}x{w}" for h, w in sizes), " and ".join(map(str, PARITY_BATCHES)), diff,
+             cfg.tolerance)  # fmt: skip
     if diff > cfg.tolerance:
         raise RuntimeError(f"exported logits differ from eager ones by {diff:.2e} > tolerance {cfg.tolerance}")
     return {"path": str(path), "format": fmt, "dynamic": dynamic, "max_abs_diff": diff}
+
+
+def fixed_input(net, size: tuple[int, int]) -> str:
+    """How to feed a graph exported at one size; a valid-padding network's logits are the input's centre, so
+    its users must mirror-pad images by the margin it trims (as segkit's sliding window does)."""
+    text = f"fixed input {size[0]}x{size[1]}"
+    if getattr(net, "padding", "same") != "valid":
+        return text
+    out = net.output_size(size)
+    return f"{text}, logits {out[0]}x{out[1]} (valid padding: the input's centre, {(size[0] - out[0]) // 2} px in)"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")

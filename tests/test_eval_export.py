@@ -22,6 +22,9 @@ from segkit.inference.model_files import load_model, precision_name
 from segkit.precision import cpu_precision
 from segkit.train import train
 
+TINY_RUN = ["data.train_dataset.num_samples=2", "data.val_dataset.num_samples=1", "data.batch_size=2",
+            "callbacks.rich_progress_bar=null"]  # fmt: skip
+
 
 def test_confusion_counts_by_hand() -> None:
     target = np.array([[0, 1, 1], [2, 255, 1]])
@@ -98,6 +101,34 @@ def test_export_parity_at_two_sizes_and_two_batch_sizes(trained_run: Path, tmp_p
     assert result["dynamic"] and result["max_abs_diff"] <= 1e-4
     assert Path(result["path"]).stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"model.{fmt}"]  # one file: the weights are inside
+
+
+def test_a_valid_padding_model_exports_at_the_tile_predict_uses(compose_cfg, tmp_path: Path, caplog) -> None:
+    """Without ``size=``, export took the training crop or 256x256, predict's tile only for same padding: a
+    paper-depth valid-padding U-Net trained on whole images was exported at 256x256, where its logits are
+    68x68 (predict slides 380x380 tiles, 196x196 of logits), and a deeper one could not export at all. The log
+    says what the fixed graph returns, and tracing it warns about nothing."""
+    import logging
+    import warnings
+
+    from segkit.inference.sliding_window import default_tile
+
+    size = ["data.train_dataset.image_size=[192,192]", "data.val_dataset.image_size=[192,192]"]  # depth 4: >= 188
+    train(compose_cfg("+experiment=quickstart", "model.padding=valid", "model.depth=4", "model.base_channels=4",
+                      "trainer.max_steps=1", *size, *TINY_RUN))  # fmt: skip
+    cfg = OmegaConf.create({"ckpt": str(tmp_path / "run"), "format": "torchscript", "size": None,
+                            "output": str(tmp_path / "m.pt"), "tolerance": 1e-4})  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="segkit.export"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = export_run(cfg)
+    loaded = load_model(tmp_path / "run")
+    assert default_tile(loaded.net, loaded.metadata.get("patch_size")) == (380, 380)
+    assert not result["dynamic"] and result["max_abs_diff"] <= 1e-4
+    assert "fixed input 380x380, logits 196x196 (valid padding: the input's centre, 92 px in)" in caplog.text
+    assert "Parity at 380x380, batch 1 and 2" in caplog.text
+    x = torch.randn(1, 3, 380, 380)
+    with torch.no_grad():
+        assert torch.jit.load(result["path"])(x).shape == (1, 4, 196, 196)
 
 
 def test_onnx_file_alone_serves_batches(trained_run: Path, tmp_path: Path) -> None:

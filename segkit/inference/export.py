@@ -86,6 +86,8 @@ def export(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is deprecated.*")  # jit.trace: still the TorchScript path
         warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean")  # decoder's size check
+        if not dynamic:  # a valid-padding network's output size becomes a constant: right at its one size
+            warnings.filterwarnings("ignore", message="Converting a tensor to a Python integer")
         if fmt == "torchscript":
             torch.jit.trace(net, x).save(str(output))
         else:

@@ -76,3 +76,17 @@ def test_checkpoints_without_metadata_and_foreign_classes_are_refused(tmp_path: 
     ):
         load_model(folder / "model.safetensors")
     assert os.listdir(tmp_path)
+
+
+def test_a_multirun_directory_is_refused_with_its_runs_named(tmp_path: Path) -> None:
+    """``segkit.export ckpt=<multirun dir>`` (and ``load_model``) said "has neither model/ nor
+    checkpoints/last.ckpt", as if the sweep had failed; predict, eval and serve take it as an ensemble."""
+    sweep = tmp_path / "mr"
+    for run in ("0", "1"):
+        (sweep / run / ".hydra").mkdir(parents=True)  # the layout ``python -m segkit.train -m`` writes
+        UNet(num_classes=2, depth=1, base_channels=4).save_pretrained(sweep / run / "model")
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    with pytest.raises(ValueError, match=r"mr is a multirun directory \(2 runs: 0, 1\), and this takes one model: "
+                                         r"give one run, e\.g\. .*mr/0\. segkit\.predict"):  # fmt: skip
+        load_model(sweep)
+    assert load_model(sweep / "0").net.num_classes == 2

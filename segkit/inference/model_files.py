@@ -167,6 +167,13 @@ def handed_over(run_dir: Path) -> Path:
     for candidate in (run_dir / "model", run_dir / "checkpoints" / "last.ckpt"):
         if candidate.exists():
             return candidate
+    if (run_dir / "multirun.yaml").is_file():
+        runs = sorted(p.name for p in run_dir.iterdir() if (p / ".hydra").is_dir())
+        raise ValueError(
+            f"{run_dir} is a multirun directory ({len(runs)} runs: {', '.join(runs)}), and this takes one model: give "
+            f"one run, e.g. {run_dir / (runs[0] if runs else '0')}. segkit.predict, segkit.eval and segkit.serve "
+            "take the whole directory as an ensemble"
+        )
     raise FileNotFoundError(f"{run_dir} has neither model/ nor checkpoints/last.ckpt")
 
 

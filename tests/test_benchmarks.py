@@ -77,6 +77,7 @@ def test_unseen_folder_benchmark_runs(tmp_path: Path) -> None:
     assert 0 <= pooled <= 1 and 0 <= per_image <= 1 and steps > 0, out
 
 
+@pytest.mark.slow  # runs the script, as the other slow ones here do (~15 s, mostly torch's import)
 def test_width_step_times_prints_the_bound_beside_each_doubling(tmp_path: Path) -> None:
     out = run_script("width_step_times.py", "--patch", "32", "--depth", "2", "--widths", "4", "8", "16", cwd=tmp_path)
     row = re.search(r"^\s+16\s+\d+ \s+(\d+)\s+([\d.]+)$", out, re.MULTILINE)

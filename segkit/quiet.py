@@ -67,3 +67,22 @@ def no_colour_codes_in_files() -> None:
     formatter colours whatever the stream). Commands only: a notebook's stderr is no terminal either."""
     if not sys.stderr.isatty():
         os.environ.setdefault("NO_COLOR", "1")
+
+
+def console_info_on_rank_zero_only(rank: int | None = None) -> None:
+    """Under DDP every process runs the command, and all of them print to the one terminal: 8 GPUs showed each
+    INFO line ("Training in …", "Final validation …") 8 times. On processes of rank > 0 the console handlers
+    keep WARNING and above; each process's log file (Lightning-launched ranks write ``train_ddp_process_<r>.log``)
+    keeps everything, and a warning or error from any rank still reaches the terminal.
+
+    ``rank``: Lightning's reading of ``RANK`` / ``LOCAL_RANK`` / ``SLURM_PROCID``, which the launcher (Lightning,
+    torchrun, srun) sets before the process starts."""
+    if rank is None:
+        from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+        rank = rank_zero_only.rank
+    if not rank:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(max(handler.level, logging.WARNING))

@@ -49,7 +49,7 @@ from segkit.inference.model_files import LoadedModel
 from segkit.metrics.output import write_metrics
 from segkit.planning.planner import planned_config
 from segkit.precision import warn_slow_cpu_precision
-from segkit.quiet import no_colour_codes_in_files, silence_known_noise
+from segkit.quiet import console_info_on_rank_zero_only, no_colour_codes_in_files, silence_known_noise
 from segkit.tracking import log_config, log_run_files, logger_node
 
 log = logging.getLogger(__name__)
@@ -402,6 +402,7 @@ def score_final_and_best(cfg: DictConfig, trainer: pl.Trainer, task: pl.Lightnin
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Command-line entry; returns ``optimized_metric`` of the final weights, for Hydra sweepers."""
+    console_info_on_rank_zero_only()  # Hydra has set up the console and the log file by now
     metrics = clear_errors(plan_and_train)(cfg)
     return metrics.get(cfg.get("optimized_metric", "val/miou"))
 

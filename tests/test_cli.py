@@ -276,3 +276,28 @@ def test_a_command_writing_to_a_file_asks_for_no_colour_codes(monkeypatch) -> No
     no_colour_codes_in_files()
     record = logging.LogRecord("optuna", logging.INFO, __file__, 1, "A new study created", None, None)
     assert "\x1b[" not in create_default_formatter().format(record)
+
+
+def test_ranks_above_zero_keep_info_lines_out_of_the_terminal(tmp_path: Path) -> None:
+    """Under DDP each rank printed every INFO line to the one terminal; other ranks now log them to their
+    file only, and their warnings still reach the terminal."""
+    import io
+    import logging
+
+    from segkit.quiet import console_info_on_rank_zero_only
+
+    root = logging.getLogger()
+    terminal, file = logging.StreamHandler(io.StringIO()), logging.FileHandler(tmp_path / "rank1.log")
+    saved = root.handlers, root.level
+    root.handlers, root.level = [terminal, file], logging.INFO
+    try:
+        console_info_on_rank_zero_only(rank=0)
+        logging.getLogger("segkit.x").info("rank zero's line")
+        console_info_on_rank_zero_only(rank=1)
+        logging.getLogger("segkit.x").info("an info line")
+        logging.getLogger("segkit.x").warning("a warning")
+    finally:
+        root.handlers, root.level = saved
+        file.close()
+    assert terminal.stream.getvalue().splitlines() == ["rank zero's line", "a warning"]
+    assert (tmp_path / "rank1.log").read_text().splitlines() == ["rank zero's line", "an info line", "a warning"]

@@ -117,6 +117,10 @@ def test_lightning_launched_ddp_through_the_cli_gives_one_run_directory(tmp_path
     assert (runs[0] / "metrics.json").is_file() and (runs[0] / ".hydra" / "config.yaml").is_file()
     assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert "sync_dist=True" not in done.stderr  # Lightning's advice, once per score: the scores are synced
+    # each of segkit's INFO lines once in the terminal (Hydra's console: stdout), where rank 1's went too; rank
+    # 1's own log file keeps its lines
+    assert done.stdout.count("Final validation of the final weights") == 1, done.stdout[-3000:]
+    assert "Final validation of the final weights" in (runs[0] / "train_ddp_process_1.log").read_text()
 
 
 SLOW_RUN = [

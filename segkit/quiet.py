@@ -78,7 +78,7 @@ def console_info_on_rank_zero_only(rank: int | None = None) -> None:
     ``rank``: Lightning's reading of ``RANK`` / ``LOCAL_RANK`` / ``SLURM_PROCID``, which the launcher (Lightning,
     torchrun, srun) sets before the process starts."""
     if rank is None:
-        from lightning_fabric.utilities.rank_zero import rank_zero_only
+        from pytorch_lightning.utilities import rank_zero_only
 
         rank = rank_zero_only.rank
     if not rank:

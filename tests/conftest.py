@@ -17,6 +17,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hydra import compose, initialize_config_module  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -54,6 +55,12 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _compose
+
+
+def compose_command(verb: str, *overrides: str) -> DictConfig:
+    """The config ``python -m segkit.<verb> OVERRIDES`` runs (``conf/<verb>.yaml``), composed in-process."""
+    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
+        return compose(config_name=verb, overrides=list(overrides))
 
 
 def write_pairs(root: Path, n: int = 4, size: tuple[int, int] = (32, 48), values: tuple[int, ...] = (0, 1, 2)) -> Path:

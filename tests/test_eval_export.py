@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_module
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from segkit.eval import run as eval_run
 from segkit.export import run as export_run
@@ -21,6 +20,7 @@ from segkit.inference.evaluation import confusion, evaluate, split_samples
 from segkit.inference.model_files import load_model, precision_name
 from segkit.precision import cpu_precision
 from segkit.train import train
+from tests.conftest import compose_command
 
 TINY_RUN = ["data.train_dataset.num_samples=2", "data.val_dataset.num_samples=1", "data.batch_size=2",
             "callbacks.rich_progress_bar=null"]  # fmt: skip
@@ -31,13 +31,6 @@ def test_confusion_counts_by_hand() -> None:
     pred = np.array([[0, 1, 0], [2, 2, 2]])
     expected = [[1, 0, 0], [1, 1, 1], [0, 0, 1]]  # the ignored pixel (255) counts nowhere
     assert confusion(target, pred, 3, 255).tolist() == expected
-
-
-def _eval_config(*overrides: str) -> DictConfig:
-    """The config ``python -m segkit.eval OVERRIDES`` runs; the command turns a ValueError into one line
-    (``clear_errors``, tests/test_cli.py)."""
-    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
-        return compose(config_name="eval", overrides=list(overrides))
 
 
 def test_eval_cli_reproduces_the_training_validation_from_the_run_alone(trained_run: Path, evaluated_run) -> None:
@@ -59,8 +52,8 @@ def test_eval_cli_reproduces_the_training_validation_from_the_run_alone(trained_
 
 
 def test_eval_refuses_data_whose_classes_differ_from_the_model(trained_run: Path, tmp_path: Path) -> None:
-    cfg = _eval_config(f"ckpt={trained_run}", "data=folder", "data.num_classes=2", f"paths.data_dir={tmp_path}",
-                       f"output={tmp_path / 'eval'}")  # fmt: skip
+    cfg = compose_command("eval", f"ckpt={trained_run}", "data=folder", "data.num_classes=2",
+                          f"paths.data_dir={tmp_path}", f"output={tmp_path / 'eval'}")  # fmt: skip
     with pytest.raises(ValueError, match="the model predicts 4 classes .* has 2"):
         eval_run(cfg)
 
@@ -70,7 +63,7 @@ def test_eval_of_a_checkpoint_outside_a_run_asks_for_its_data(trained_run: Path,
 
     ckpt = shutil.copy(trained_run / "checkpoints" / "last.ckpt", tmp_path / "loose.ckpt")
     with pytest.raises(ValueError, match="is not inside a run directory .* give one, e.g. data=folder"):
-        eval_run(_eval_config(f"ckpt={ckpt}", f"output={tmp_path / 'eval'}"))
+        eval_run(compose_command("eval", f"ckpt={ckpt}", f"output={tmp_path / 'eval'}"))  # one line: clear_errors
 
 
 def test_evaluate_takes_arrays_made_in_code(trained_run: Path) -> None:

@@ -10,11 +10,11 @@ import pytest
 import timm
 import torch
 import torchvision
-from hydra import compose, initialize_config_module
 from torch import nn
 
 from segkit.inspect import conv_output_size, conv_params, pixel_use_counts, print_profile, profile
 from segkit.models import MinPool2d, UNet
+from tests.conftest import compose_command
 
 PUBLISHED = [  # (model, millions of parameters, GMACs at 224x224 or None)
     (lambda: torchvision.models.resnet50(), 25.56, 4.1),
@@ -50,9 +50,7 @@ def test_conv_arithmetic_by_hand() -> None:
 
 
 def test_the_command_prints_the_table(capsys) -> None:
-    with initialize_config_module(config_module="segkit.conf", version_base="1.3"):
-        cfg = compose(config_name="inspect", overrides=["model=unet_paper", "model.num_classes=2",
-                                                        "input_size=[572,572]"])  # fmt: skip
+    cfg = compose_command("inspect", "model=unet_paper", "model.num_classes=2", "input_size=[572,572]")
     print_profile(cfg)  # what python -m segkit.inspect runs (its errors: the next test)
     out = capsys.readouterr().out
     assert "total: 31.0" in out  # the paper's U-Net: 31.0 M parameters

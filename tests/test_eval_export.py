@@ -63,7 +63,7 @@ def test_eval_of_a_checkpoint_outside_a_run_asks_for_its_data(trained_run: Path,
 
     ckpt = shutil.copy(trained_run / "checkpoints" / "last.ckpt", tmp_path / "loose.ckpt")
     with pytest.raises(ValueError, match="is not inside a run directory .* give one, e.g. data=folder"):
-        eval_run(compose_command("eval", f"ckpt={ckpt}", f"output={tmp_path / 'eval'}"))  # one line: clear_errors
+        eval_run(compose_command("eval", f"ckpt={ckpt}", f"output={tmp_path / 'eval'}"))
 
 
 def test_evaluate_takes_arrays_made_in_code(trained_run: Path) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from segkit.data.normalize import PER_IMAGE
-from segkit.inference.model_files import LoadedModel, metadata_value
+from segkit.inference.model_files import LoadedModel, metadata_value, multirun_runs
 from segkit.metrics.binary import two_class_logits
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,9 @@ def member_paths(source: str | Path) -> list[Path]:
     """The models a path names: the finished runs of a multirun directory (one run per sub-folder, as
     ``python -m segkit.train -m ...`` writes), else the path itself (a list of one)."""
     path = Path(source)
-    if not path.is_dir() or not (path / "multirun.yaml").is_file():
+    runs = multirun_runs(path)
+    if runs is None:
         return [path]
-    runs = sorted((p for p in path.iterdir() if p.is_dir() and (p / ".hydra").is_dir()), key=_natural)
     finished = [p for p in runs if (p / "model").is_dir()]
     for run in runs:
         if run not in finished:
@@ -102,7 +102,3 @@ def member_paths(source: str | Path) -> list[Path]:
     if not finished:
         raise FileNotFoundError(f"the multirun directory {path} holds no finished run (no <run>/model/)")
     return finished
-
-
-def _natural(path: Path) -> tuple:
-    return (0, int(path.name)) if path.name.isdigit() else (1, path.name)

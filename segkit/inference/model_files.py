@@ -161,17 +161,27 @@ def best_checkpoint(run_dir: str | Path) -> Path:
     raise FileNotFoundError(f"{run_dir} kept no best checkpoint (no monitoring ModelCheckpoint in its last.ckpt)")
 
 
+def multirun_runs(path: Path) -> list[Path] | None:
+    """The run folders of a multirun directory (``python -m segkit.train -m ...``: ``multirun.yaml`` beside one
+    run per sub-folder), in job order; ``None`` when ``path`` is not one."""
+    if not path.is_dir() or not (path / "multirun.yaml").is_file():
+        return None
+    runs = (p for p in path.iterdir() if p.is_dir() and (p / ".hydra").is_dir())
+    return sorted(runs, key=lambda p: (0, int(p.name)) if p.name.isdigit() else (1, p.name))
+
+
 def handed_over(run_dir: Path) -> Path:
     """What a run directory stands for: its ``model/`` folder (the weights ``callbacks.export_weights`` chose),
     else, for a run that did not finish, ``checkpoints/last.ckpt`` (its newest weights)."""
     for candidate in (run_dir / "model", run_dir / "checkpoints" / "last.ckpt"):
         if candidate.exists():
             return candidate
-    if (run_dir / "multirun.yaml").is_file():
-        runs = sorted(p.name for p in run_dir.iterdir() if (p / ".hydra").is_dir())
+    runs = multirun_runs(run_dir)
+    if runs is not None:
+        names = [r.name for r in runs]
         raise ValueError(
-            f"{run_dir} is a multirun directory ({len(runs)} runs: {', '.join(runs)}), and this takes one model: give "
-            f"one run, e.g. {run_dir / (runs[0] if runs else '0')}. segkit.predict, segkit.eval and segkit.serve "
+            f"{run_dir} is a multirun directory ({len(runs)} runs: {', '.join(names)}), and this takes one model: "
+            f"give one run, e.g. {runs[0] if runs else run_dir / '0'}. segkit.predict, segkit.eval and segkit.serve "
             "take the whole directory as an ensemble"
         )
     raise FileNotFoundError(f"{run_dir} has neither model/ nor checkpoints/last.ckpt")
